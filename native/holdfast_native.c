@@ -1,0 +1,220 @@
+/*
+ * holdfast_native: the two things Node cannot do by itself.
+ *   openBound(family, kind, ifname) -> fd   a non-blocking socket bound to a device
+ *                                           (SO_BINDTODEVICE on Linux, IP_BOUND_IF on macOS)
+ *   routeSource(family, ip) -> string       the source address the kernel picks for ip
+ *                                           (a throwaway connected UDP socket, as Dante's getoutaddr)
+ * Errors are thrown as Error with .code = "E..." (the errno name) and .syscall.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char *errno_code(int e) {
+  switch (e) {
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENODEV: return "ENODEV";
+    case ENXIO: return "ENXIO";
+    case EINVAL: return "EINVAL";
+    case ENETUNREACH: return "ENETUNREACH";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOBUFS: return "ENOBUFS";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    default: return "EUNKNOWN";
+  }
+}
+
+static napi_value throw_errno(napi_env env, int e, const char *syscall) {
+  napi_value msg, code, err, sys;
+  char text[160];
+  snprintf(text, sizeof text, "%s: %s", syscall, strerror(e));
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &err);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, err, "syscall", sys);
+  napi_value en;
+  napi_create_int32(env, -e, &en);
+  napi_set_named_property(env, err, "errno", en);
+  napi_throw(env, err);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *what) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
+  return NULL;
+}
+
+static int get_family(napi_env env, napi_value v, int *af) {
+  int32_t f = 0;
+  if (napi_get_value_int32(env, v, &f) != napi_ok) return -1;
+  if (f == 4) *af = AF_INET;
+  else if (f == 6) *af = AF_INET6;
+  else return -1;
+  return 0;
+}
+
+/* openBound(family: 4|6, kind: 0 tcp | 1 udp, ifname: string) -> fd */
+static napi_value open_bound(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname)");
+  int af;
+  if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
+  int32_t kind = 0;
+  if (napi_get_value_int32(env, argv[1], &kind) != napi_ok || (kind != 0 && kind != 1))
+    return throw_type(env, "kind must be 0 (tcp) or 1 (udp)");
+  char ifname[IF_NAMESIZE + 1];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[2], ifname, sizeof ifname, &len) != napi_ok || len == 0 ||
+      len >= IF_NAMESIZE)
+    return throw_type(env, "ifname must be an interface name");
+
+  int type = kind == 0 ? SOCK_STREAM : SOCK_DGRAM;
+#ifdef SOCK_NONBLOCK
+  int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+#else
+  int fd = socket(af, type, 0);
+  if (fd >= 0) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+#endif
+  if (fd < 0) return throw_errno(env, errno, "socket");
+
+#if defined(SO_BINDTODEVICE)
+  if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)len + 1) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "setsockopt(SO_BINDTODEVICE)");
+  }
+#elif defined(IP_BOUND_IF)
+  {
+    unsigned int idx = if_nametoindex(ifname);
+    if (idx == 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, e, "if_nametoindex");
+    }
+    int rc = af == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_BOUND_IF, &idx, sizeof idx)
+                           : setsockopt(fd, IPPROTO_IPV6, IPV6_BOUND_IF, &idx, sizeof idx);
+    if (rc != 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, e, "setsockopt(IP_BOUND_IF)");
+    }
+  }
+#else
+  close(fd);
+  return throw_errno(env, ENOPROTOOPT, "bind to device");
+#endif
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+/* routeSource(family: 4|6, ip: string) -> source address string */
+static napi_value route_source(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) return throw_type(env, "routeSource(family, ip)");
+  int af;
+  if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
+  char ip[INET6_ADDRSTRLEN + 1];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &len) != napi_ok || len == 0)
+    return throw_type(env, "ip must be an address");
+
+  struct sockaddr_storage dst;
+  socklen_t dlen;
+  memset(&dst, 0, sizeof dst);
+  if (af == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *)&dst;
+    s->sin_family = AF_INET;
+    s->sin_port = htons(9);
+    if (inet_pton(AF_INET, ip, &s->sin_addr) != 1) return throw_type(env, "not an IPv4 address");
+    dlen = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&dst;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons(9);
+    char *pct = strchr(ip, '%');
+    if (pct) {
+      *pct = 0;
+      s->sin6_scope_id = if_nametoindex(pct + 1);
+    }
+    if (inet_pton(AF_INET6, ip, &s->sin6_addr) != 1) return throw_type(env, "not an IPv6 address");
+    dlen = sizeof *s;
+  }
+  int fd = socket(af, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  if (connect(fd, (struct sockaddr *)&dst, dlen) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "connect");
+  }
+  struct sockaddr_storage src;
+  socklen_t slen = sizeof src;
+  if (getsockname(fd, (struct sockaddr *)&src, &slen) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "getsockname");
+  }
+  close(fd);
+  char out[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+  if (af == AF_INET) {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&src)->sin_addr, out, sizeof out);
+  } else {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&src;
+    inet_ntop(AF_INET6, &s6->sin6_addr, out, sizeof out);
+    if (s6->sin6_scope_id != 0) {
+      char name[IF_NAMESIZE];
+      if (if_indextoname(s6->sin6_scope_id, name) != NULL) {
+        size_t n = strlen(out);
+        snprintf(out + n, sizeof out - n, "%%%s", name);
+      }
+    }
+  }
+  napi_value v;
+  napi_create_string_utf8(env, out, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+/* closeFd(fd): for an fd that was never handed to a net.Socket */
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "closeFd(fd)");
+  close(fd);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"openBound", NULL, open_bound, NULL, NULL, NULL, napi_default, NULL},
+      {"routeSource", NULL, route_source, NULL, NULL, NULL, napi_default, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

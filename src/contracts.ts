@@ -1,0 +1,156 @@
+// The contracts between holdfast's parts. Type-only: imported with `import type`, so data flows
+// one way (monitor -> policy -> dialer -> relay/flows) and each part can be tested with fakes.
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+
+export type Family = 4 | 6;
+
+/** One address of an interface, as the kernel reports it. */
+export interface IfAddress {
+  readonly ip: string;
+  readonly family: Family;
+  readonly prefixLen: number;
+}
+
+/** A default route (0.0.0.0/0 or ::/0) in the main table, through one interface. */
+export interface DefaultRoute {
+  readonly family: Family;
+  readonly gateway: string | null;
+  readonly metric: number;
+}
+
+export interface NetInterface {
+  readonly name: string;
+  readonly index: number;
+  /** administratively up (IFF_UP) */
+  readonly up: boolean;
+  /** the link has carrier (IFF_LOWER_UP); loopback always has */
+  readonly carrier: boolean;
+  readonly loopback: boolean;
+  readonly addresses: readonly IfAddress[];
+  readonly defaultRoutes: readonly DefaultRoute[];
+}
+
+/** What the host's networks look like at one moment. Frozen; replaced whole on each change. */
+export interface NetSnapshot {
+  readonly generation: number;
+  readonly takenAt: number;
+  readonly interfaces: readonly NetInterface[];
+}
+
+export interface NetDiff {
+  /** interfaces that appeared, went away, or changed carrier, up or addresses */
+  readonly changed: readonly string[];
+  /** default routes changed (any interface) */
+  readonly routes: boolean;
+}
+
+export interface NetMonitor {
+  current(): NetSnapshot;
+  /** Called only for a real, debounced difference. Returns an unsubscribe function. */
+  onChange(fn: (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void): () => void;
+  /** Re-read now (tests, and the policy after a dial failure). */
+  refresh(): Promise<NetSnapshot>;
+  close(): void;
+}
+
+/** The kernel's answer to "which interface would carry a packet to ip now?" */
+export type RouteChoice =
+  | { readonly kind: 'route'; readonly ifname: string; readonly ifindex: number; readonly source: string }
+  | { readonly kind: 'none'; readonly why: string; readonly code: string };
+
+export type PlacedBy = 'route' | 'affinity' | 'fallback';
+
+/** Where a flow goes out: an interface and one of its addresses. */
+export interface Egress {
+  readonly ifname: string;
+  readonly source: string;
+  readonly family: Family;
+  readonly placedBy: PlacedBy;
+}
+
+/** A resolved upstream target: never a host name. */
+export interface Target {
+  readonly ip: string;
+  readonly family: Family;
+  readonly port: number;
+}
+
+/** What the client asked for: the name (if any) and port, before resolution. */
+export interface Destination {
+  readonly host: string;
+  readonly port: number;
+  /** true when host is a name, not an address literal */
+  readonly isName: boolean;
+}
+
+export interface EgressPolicy {
+  /**
+   * The interfaces to try for a new flow to `target`, best first (the first is the kernel's
+   * choice or the affinity's). Throws a HoldfastError (HF_NO_EGRESS / HF_NET_UNREACHABLE) if none.
+   */
+  candidates(target: Target, dst: Destination): Promise<Egress[]>;
+  /** A flow connected through `egress`: remember it for affinity. */
+  connected(dst: Destination, target: Target, egress: Egress): void;
+  /** A dial through `ifname` failed for a reason that blames the path (not ECONNREFUSED). */
+  failed(ifname: string, code: string): void;
+  /** Live flow to dst ended (affinity linger starts). */
+  released(dst: Destination, target: Target, egress?: Egress): void;
+}
+
+export interface DialResult {
+  readonly socket: Socket;
+  readonly egress: Egress;
+  readonly target: Target;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /** "wlan0 10.1.1.2: HF_DIAL_TIMEOUT; ..." for attempts that lost, empty if the first won */
+  readonly attempts: string;
+}
+
+export interface Dialer {
+  /** Open a TCP socket pinned to `egress`, connected to `target`. */
+  dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket>;
+  /** The binder in use: 'device' (SO_BINDTODEVICE + source) or 'source' (source address only). */
+  readonly binder: 'device' | 'source';
+}
+
+export type FlowKind =
+  | 'socks5-connect'
+  | 'socks5-udp'
+  | 'socks5-bind'
+  | 'http-connect'
+  | 'http-forward';
+
+/** The public face of one flow, as /status shows it. */
+export interface FlowInfo {
+  readonly id: number;
+  readonly kind: FlowKind;
+  readonly client: string;
+  readonly destination: string;
+  readonly ip: string | null;
+  readonly interface: string | null;
+  readonly localAddress: string | null;
+  readonly placedBy: PlacedBy | null;
+  readonly startedAt: number;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+}
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): { cancel(): void };
+}
+
+/** What an inbound handler is given: small interfaces, so tests can pass fakes. */
+export interface InboundDeps {
+  readonly log: Logger;
+  readonly open: (req: OpenRequest) => Promise<OpenedUpstream>;
+}
+
+export interface OpenRequest {
+  readonly dst: Destination;
+  readonly signal?: AbortSignal;
+}
+
+export interface OpenedUpstream extends DialResult {}

@@ -1,0 +1,199 @@
+// The egress policy: which interfaces a new flow may use, best first. The kernel's choice leads
+// (so specific routes, VPNs and policy rules count), unless affinity says the destination already
+// lives on another usable interface. Interfaces without carrier or address never take new flows;
+// one that just failed a dial sits out a short back-off. Other usable interfaces with a default
+// route follow, by metric, as fallbacks.
+import { LRUCache } from 'lru-cache';
+import type {
+  Clock,
+  Destination,
+  Egress,
+  EgressPolicy,
+  Family,
+  NetInterface,
+  NetMonitor,
+  NetSnapshot,
+  Target,
+} from '../contracts.js';
+import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
+import { usable } from '../net/monitor.js';
+import { kernelChoice, type SourceFinder } from '../net/route.js';
+
+export interface PolicyOptions {
+  readonly affinity: { readonly mode: 'host' | 'address' | 'off'; readonly lingerMs: number };
+  /** how long an interface whose dial failed is avoided for new flows */
+  readonly backoffMs?: number;
+  readonly maxAffinityEntries?: number;
+}
+
+interface AffinityEntry {
+  ifname: string;
+  source: string;
+  live: number;
+  releasedAt: number;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
+function isLinkLocal(ip: string, family: Family): boolean {
+  return family === 6 ? /^fe[89ab]/i.test(ip) : ip.startsWith('169.254.');
+}
+
+/** The address of `iface` to bind for `target`: same family, global before link-local. */
+export function sourceFor(iface: NetInterface, target: Target): string | undefined {
+  const wantLinkLocal = isLinkLocal(target.ip, target.family);
+  let fallback: string | undefined;
+  for (const a of iface.addresses) {
+    if (a.family !== target.family) continue;
+    if (isLinkLocal(a.ip, a.family) === wantLinkLocal) return a.ip;
+    fallback ??= a.ip;
+  }
+  return fallback;
+}
+
+export class Policy implements EgressPolicy {
+  readonly #monitor: NetMonitor & { readNow?: () => NetSnapshot };
+  readonly #find: SourceFinder;
+  readonly #clock: Clock;
+  readonly #mode: 'host' | 'address' | 'off';
+  readonly #lingerMs: number;
+  readonly #backoffMs: number;
+  readonly #affinity: LRUCache<string, AffinityEntry>;
+  readonly #backoff = new Map<string, number>();
+
+  constructor(monitor: NetMonitor, find: SourceFinder, opts: PolicyOptions, clock: Clock = systemClock) {
+    this.#monitor = monitor;
+    this.#find = find;
+    this.#clock = clock;
+    this.#mode = opts.affinity.mode;
+    this.#lingerMs = opts.affinity.lingerMs;
+    this.#backoffMs = opts.backoffMs ?? 5000;
+    this.#affinity = new LRUCache({ max: opts.maxAffinityEntries ?? 10_000 });
+  }
+
+  #key(dst: Destination, target: Target): string | undefined {
+    if (this.#mode === 'off') return undefined;
+    if (this.#mode === 'host' && dst.isName) return dst.host.toLowerCase();
+    return target.ip;
+  }
+
+  #inBackoff(ifname: string, now: number): boolean {
+    const until = this.#backoff.get(ifname);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#backoff.delete(ifname);
+    return false;
+  }
+
+  /** The affinity entry for this destination, if it is live or lingering. */
+  affinityOf(dst: Destination, target: Target): { ifname: string; source: string } | undefined {
+    const key = this.#key(dst, target);
+    if (key === undefined) return undefined;
+    const e = this.#affinity.get(key);
+    if (!e) return undefined;
+    if (e.live === 0 && this.#clock.now() - e.releasedAt > this.#lingerMs) {
+      this.#affinity.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  async candidates(target: Target, dst: Destination): Promise<Egress[]> {
+    const snap = this.#monitor.current();
+    const now = this.#clock.now();
+    const family = target.family;
+    const out: Egress[] = [];
+    const seen = new Set<string>();
+    const push = (iface: NetInterface, placedBy: Egress['placedBy'], source?: string) => {
+      if (seen.has(iface.name)) return;
+      const src = source ?? sourceFor(iface, target);
+      if (!src) return;
+      seen.add(iface.name);
+      out.push({ ifname: iface.name, source: src, family, placedBy });
+    };
+    const byName = (name: string) => snap.interfaces.find((i) => i.name === name);
+
+    // 1. affinity: join the live (or lingering) flows of this destination if their interface is usable
+    const aff = this.affinityOf(dst, target);
+    if (aff) {
+      const iface = byName(aff.ifname);
+      if (iface && usable(iface, family) && iface.addresses.some((a) => a.ip === aff.source)) {
+        push(iface, 'affinity', aff.source);
+      }
+    }
+
+    // 2. the kernel's choice now, if its interface is usable (linkdown routes still win in the
+    //    kernel, so carrier is checked here) and not in back-off
+    const choice = await kernelChoice(target, this.#find, snap, this.#monitor.readNow?.bind(this.#monitor));
+    let kernelIf: NetInterface | undefined;
+    if (choice.kind === 'route') {
+      kernelIf = byName(choice.ifname);
+      if (kernelIf?.loopback) {
+        // loopback destinations: the only path there is
+        return [{ ifname: kernelIf.name, source: choice.source, family, placedBy: 'route' }];
+      }
+      if (kernelIf && usable(kernelIf, family) && !this.#inBackoff(kernelIf.name, now)) {
+        push(kernelIf, out.length ? 'fallback' : 'route', choice.source);
+      }
+    }
+
+    // 3. the other usable interfaces with a default route of this family, by metric
+    const rest: { iface: NetInterface; metric: number }[] = [];
+    for (const iface of snap.interfaces) {
+      if (seen.has(iface.name) || iface.loopback || !usable(iface, family)) continue;
+      if (this.#inBackoff(iface.name, now)) continue;
+      let metric = Infinity;
+      for (const r of iface.defaultRoutes) if (r.family === family && r.metric < metric) metric = r.metric;
+      if (metric !== Infinity) rest.push({ iface, metric });
+    }
+    rest.sort((a, b) => a.metric - b.metric);
+    for (const r of rest) push(r.iface, 'fallback');
+
+    // 4. nothing better: the kernel's interface even if it is in back-off
+    if (out.length === 0 && kernelIf && usable(kernelIf, family)) push(kernelIf, 'route', (choice as { source: string }).source);
+
+    if (out.length === 0) {
+      if (choice.kind === 'none') {
+        throw new HoldfastError(
+          choice.code === 'EHOSTUNREACH' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,
+          choice.why,
+        );
+      }
+      throw new NoEgressError(
+        `no usable interface for ${target.ip}: the kernel chose ${choice.ifname}, which has no carrier or no IPv${family} address`,
+      );
+    }
+    return out;
+  }
+
+  connected(dst: Destination, target: Target, egress: Egress): void {
+    const key = this.#key(dst, target);
+    if (key === undefined) return;
+    const e = this.#affinity.get(key);
+    if (e && e.ifname === egress.ifname && e.source === egress.source) e.live++;
+    else {
+      // a different interface (the old one died or lingered out): the newest flow leads
+      this.#affinity.set(key, { ifname: egress.ifname, source: egress.source, live: 1, releasedAt: 0 });
+    }
+  }
+
+  released(dst: Destination, target: Target, egress?: Egress): void {
+    const key = this.#key(dst, target);
+    if (key === undefined) return;
+    const e = this.#affinity.get(key);
+    if (!e || (egress && e.ifname !== egress.ifname)) return;
+    if (e.live > 0) e.live--;
+    if (e.live === 0) e.releasedAt = this.#clock.now();
+  }
+
+  failed(ifname: string): void {
+    this.#backoff.set(ifname, this.#clock.now() + this.#backoffMs);
+  }
+}

@@ -1,0 +1,248 @@
+// Flows and the flow table. A flow is one upstream conversation (DESIGN rule 1). The table knows
+// every live flow, shows them to /status, and listens to the monitor for one thing only: a pinned
+// interface that lost carrier or the flow's address for longer than the grace period gets its
+// flows cut, so applications reconnect instead of hanging.
+import type { Logger } from 'pino';
+import type {
+  Clock,
+  Destination,
+  DialResult,
+  FlowInfo,
+  FlowKind,
+  NetMonitor,
+  NetSnapshot,
+  PlacedBy,
+} from './contracts.js';
+import { EgressLostError, hfCodeOf } from './errors.js';
+import { formatHostPort } from './config.js';
+import { channels } from './observe/channels.js';
+
+export type CutHandler = (err: Error) => void;
+
+export class Flow implements FlowInfo {
+  readonly id: number;
+  readonly kind: FlowKind;
+  readonly client: string;
+  readonly destination: string;
+  readonly dst: Destination;
+  readonly startedAt: number;
+  ip: string | null = null;
+  interface: string | null = null;
+  localAddress: string | null = null;
+  placedBy: PlacedBy | null = null;
+  bytesUp = 0;
+  bytesDown = 0;
+  /** extra per-kind counters (UDP datagrams), shown in /status when set */
+  datagramsUp?: number;
+  datagramsDown?: number;
+  readonly log: Logger;
+  #table: FlowTable;
+  #onCut: CutHandler | undefined;
+  #ended = false;
+  #cutReason: Error | undefined;
+
+  constructor(table: FlowTable, id: number, kind: FlowKind, client: string, dst: Destination, log: Logger, now: number) {
+    this.#table = table;
+    this.id = id;
+    this.kind = kind;
+    this.client = client;
+    this.dst = dst;
+    this.destination = formatHostPort(dst.host, dst.port);
+    this.startedAt = now;
+    this.log = log.child({ flow: id, kind, client });
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The upstream is connected: record where, and write the one 'flow open' line. */
+  pinned(r: Pick<DialResult, 'egress' | 'target' | 'localAddress' | 'attempts'>): void {
+    this.ip = r.target.ip;
+    this.interface = r.egress.ifname;
+    this.localAddress = r.localAddress;
+    this.placedBy = r.egress.placedBy;
+    this.log.info(
+      {
+        dst: this.destination,
+        ip: r.target.ip,
+        egress: r.egress.ifname,
+        src: r.localAddress,
+        placedBy: r.egress.placedBy,
+        ...(r.attempts ? { attempts: r.attempts } : {}),
+      },
+      'flow open',
+    );
+    if (channels.flowOpen.hasSubscribers) channels.flowOpen.publish(this);
+  }
+
+  /** How to cut this flow (the inbound handler knows its sockets and protocol). */
+  onCut(fn: CutHandler): void {
+    this.#onCut = fn;
+  }
+
+  /** Cut now: an error reply where one can still be sent, else a reset. Safe to repeat. */
+  cut(err: Error): void {
+    if (this.#ended || this.#cutReason) return;
+    this.#cutReason = err;
+    const fn = this.#onCut;
+    if (fn) fn(err);
+    else this.end('cut', err);
+  }
+
+  /** The flow is over; the one 'flow close' line. Safe to repeat. */
+  end(reason: string, err?: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const cause = this.#cutReason ?? err;
+    const code = cause ? hfCodeOf(cause) : undefined;
+    this.log.info(
+      {
+        reason: this.#cutReason ? 'cut' : reason,
+        ...(code ? { code } : {}),
+        bytesUp: this.bytesUp,
+        bytesDown: this.bytesDown,
+        durationMs: this.#table.clock.now() - this.startedAt,
+      },
+      'flow close',
+    );
+    this.#table.remove(this);
+    if (channels.flowClose.hasSubscribers) channels.flowClose.publish(this);
+  }
+
+  toJSON(): FlowInfo & { datagramsUp?: number; datagramsDown?: number } {
+    return {
+      id: this.id,
+      kind: this.kind,
+      client: this.client,
+      destination: this.destination,
+      ip: this.ip,
+      interface: this.interface,
+      localAddress: this.localAddress,
+      placedBy: this.placedBy,
+      startedAt: this.startedAt,
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      ...(this.datagramsUp !== undefined ? { datagramsUp: this.datagramsUp, datagramsDown: this.datagramsDown } : {}),
+    };
+  }
+}
+
+export interface FlowTableOptions {
+  readonly graceMs: number;
+  readonly log: Logger;
+  readonly clock: Clock;
+}
+
+/** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
+export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string | null): string | undefined {
+  const iface = snap.interfaces.find((i) => i.name === ifname);
+  if (!iface) return 'interface gone';
+  if (iface.loopback) return undefined;
+  if (!iface.up) return 'interface down';
+  if (!iface.carrier) return 'no carrier';
+  if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
+    return 'address gone';
+  return undefined;
+}
+
+export class FlowTable {
+  readonly clock: Clock;
+  readonly #log: Logger;
+  readonly #graceMs: number;
+  readonly #flows = new Map<number, Flow>();
+  #nextId = 1;
+  /** per interface: the pending grace timer and when the loss began */
+  readonly #grace = new Map<string, { cancel(): void; since: number }>();
+  #monitor: NetMonitor | undefined;
+  #unsubscribe: (() => void) | undefined;
+  /** counters for /status and metrics */
+  readonly totals = { opened: 0, cut: 0 };
+
+  constructor(opts: FlowTableOptions) {
+    this.clock = opts.clock;
+    this.#log = opts.log;
+    this.#graceMs = opts.graceMs;
+  }
+
+  open(kind: FlowKind, client: string, dst: Destination): Flow {
+    const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
+    this.#flows.set(f.id, f);
+    this.totals.opened++;
+    return f;
+  }
+
+  remove(f: Flow): void {
+    this.#flows.delete(f.id);
+  }
+
+  get size(): number {
+    return this.#flows.size;
+  }
+
+  list(): Flow[] {
+    return [...this.#flows.values()];
+  }
+
+  /** Watch the monitor: start a grace timer per interface that broke, cut when it runs out. */
+  watch(monitor: NetMonitor): void {
+    this.#monitor = monitor;
+    this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
+  }
+
+  #check(snap: NetSnapshot): void {
+    const broken = new Set<string>();
+    for (const f of this.#flows.values()) {
+      if (f.interface && lossOf(snap, f.interface, f.localAddress)) broken.add(f.interface);
+    }
+    // healed interfaces: cancel their grace
+    for (const [ifname, g] of this.#grace) {
+      if (!broken.has(ifname)) {
+        g.cancel();
+        this.#grace.delete(ifname);
+        this.#log.info({ egress: ifname, downForMs: this.clock.now() - g.since }, 'egress healed');
+      }
+    }
+    for (const ifname of broken) {
+      if (this.#grace.has(ifname)) continue;
+      const since = this.clock.now();
+      if (this.#graceMs <= 0) {
+        this.cutEgress(ifname, since);
+        continue;
+      }
+      const t = this.clock.setTimeout(() => {
+        this.#grace.delete(ifname);
+        this.cutEgress(ifname, since);
+      }, this.#graceMs);
+      this.#grace.set(ifname, { cancel: t.cancel, since });
+    }
+  }
+
+  /** Cut every flow pinned to `ifname` whose path is still broken. Safe to repeat. */
+  cutEgress(ifname: string, since = this.clock.now()): number {
+    const snap = this.#monitor?.current();
+    let n = 0;
+    let why = 'cut';
+    for (const f of [...this.#flows.values()]) {
+      if (f.interface !== ifname) continue;
+      const loss = snap ? lossOf(snap, ifname, f.localAddress) : 'cut';
+      if (!loss) continue;
+      why = loss;
+      f.cut(new EgressLostError(`${ifname}: ${loss} for ${this.clock.now() - since} ms (grace ${this.#graceMs} ms)`));
+      n++;
+    }
+    if (n > 0) {
+      this.totals.cut += n;
+      const downForMs = this.clock.now() - since;
+      this.#log.warn({ egress: ifname, flows: n, downForMs, why }, 'egress cut');
+      if (channels.egressCut.hasSubscribers) channels.egressCut.publish({ egress: ifname, flows: n, downForMs, why });
+    }
+    return n;
+  }
+
+  close(): void {
+    this.#unsubscribe?.();
+    for (const g of this.#grace.values()) g.cancel();
+    this.#grace.clear();
+  }
+}

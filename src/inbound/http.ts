@@ -1,0 +1,381 @@
+// The HTTP proxy inbound: CONNECT tunnels, absolute-form forwarding of plain HTTP through undici
+// (one Agent per egress, so requests in flight finish on their interface while new ones go where
+// the policy says now), and requests addressed to holdfast itself (/status and friends).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
+import { Agent } from 'undici';
+import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
+import type { Resolver } from '../dns.js';
+import { blamesPath } from '../egress/dial.js';
+import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
+import { relay } from '../relay.js';
+import { peerOf, type InboundContext } from './context.js';
+
+export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface HttpInboundOptions extends InboundContext {
+  readonly resolver: Resolver;
+  readonly policy: EgressPolicy;
+  readonly dialer: Dialer;
+  readonly maxHeaderBytes: number;
+  /** requests addressed to holdfast itself, by path */
+  readonly local: ReadonlyMap<string, LocalHandler>;
+  /** true if host:port is one of holdfast's own listeners (a loop) */
+  readonly isSelf: (host: string, port: number) => boolean;
+}
+
+/** Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never forwarded. */
+const hopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+]);
+
+/** Flat [name, value, ...] without hop-by-hop headers and those the Connection header names. */
+export function forwardableHeaders(raw: readonly string[]): string[] {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i].toLowerCase();
+    if (k === 'connection' || k === 'proxy-connection') {
+      for (const t of raw[i + 1].split(',')) {
+        const n = t.trim().toLowerCase();
+        if (n) (named ??= new Set()).add(n);
+      }
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i].toLowerCase();
+    if (hopByHop.has(k) || named?.has(k)) continue;
+    out.push(raw[i], raw[i + 1]);
+  }
+  return out;
+}
+
+function responseHeaders(h: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  let named: Set<string> | undefined;
+  const conn = h['connection'];
+  if (conn) for (const t of String(conn).split(',')) (named ??= new Set()).add(t.trim().toLowerCase());
+  const out: Record<string, string | string[]> = {};
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined || hopByHop.has(k) || named?.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+function hostOf(h: string): string {
+  return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
+}
+
+/** "host:port" of a CONNECT request target. */
+export function parseAuthority(s: string): Destination | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:/[\]@]+)):(\d{1,5})$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  const host = m[1] ?? m[2];
+  return { host, port, isName: isIP(host) === 0 };
+}
+
+function plainReply(status: number, text: string, body: string): string {
+  return (
+    `HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+const statusText: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  407: 'Proxy Authentication Required',
+  501: 'Not Implemented',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+function errorBody(err: unknown): string {
+  return `holdfast: ${hfCodeOf(err)}: ${(err as Error).message}\n`;
+}
+
+export interface HttpInbound {
+  readonly server: Server;
+  /** Hand over a client connection (its first bytes unshifted back). */
+  handle(socket: Socket): void;
+  /** Drop the Agent of an egress: 'close' lets requests finish, 'destroy' stops them now. */
+  dropEgress(ifname: string, how: 'close' | 'destroy', err?: Error): void;
+  close(): Promise<void>;
+}
+
+export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
+  const agents = new Map<string, { agent: Agent; egress: Egress }>();
+
+  function agentFor(egress: Egress): Agent {
+    const key = `${egress.ifname}|${egress.source}`;
+    const hit = agents.get(key);
+    if (hit) return hit.agent;
+    const agent = new Agent({
+      keepAliveTimeout: 4000,
+      connectTimeout: 0x7fffffff, // our dialer enforces dial.timeout
+      connect(opts, cb) {
+        const ip = hostOf(opts.hostname);
+        const family = isIP(ip);
+        if (family === 0) {
+          cb(new BadRequestError(`not an address: ${ip}`), null);
+          return;
+        }
+        const target: Target = { ip, family: family as 4 | 6, port: Number(opts.port) || 80 };
+        o.dialer.dial(target, egress).then(
+          (s) => cb(null, s),
+          (err) => cb(err, null),
+        );
+      },
+    });
+    agents.set(key, { agent, egress });
+    return agent;
+  }
+
+  async function forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const client = peerOf(req.socket);
+    const host = hostOf(url.hostname);
+    const dst: Destination = { host, port: Number(url.port) || 80, isName: isIP(host) === 0 };
+    const flow = o.flows.open('http-forward', client, dst);
+    const ac = new AbortController();
+    let settled = false;
+    const finish = (reason: string, err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      flow.end(reason, err);
+    };
+    flow.onCut((err) => {
+      ac.abort(err);
+      if (res.headersSent) req.socket.resetAndDestroy();
+    });
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        ac.abort(new Error('client left'));
+        finish('client left');
+      }
+    });
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+
+    let target: Target | undefined;
+    let egress: Egress | undefined;
+    try {
+      const targets = await o.resolver.resolve(dst);
+      target = targets[0];
+      const candidates = await o.policy.candidates(target, dst);
+      const headers = forwardableHeaders(req.rawHeaders);
+      headers.push('via', `${req.httpVersion} holdfast`);
+      const path = url.pathname + url.search;
+      const origin = `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${dst.port}`;
+      let lastErr: unknown;
+      // without a request body the request can be retried through the next interface
+      for (const cand of hasBody ? candidates.slice(0, 1) : candidates) {
+        egress = cand;
+        flow.pinned({ egress: cand, target, localAddress: cand.source, attempts: '' });
+        try {
+          const r = await agentFor(cand).request({
+            origin,
+            path,
+            method: req.method as 'GET',
+            headers,
+            body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+            signal: ac.signal,
+          });
+          o.policy.connected(dst, target, cand);
+          return pipeResponse(r, res, flow, () => {
+            o.policy.released(dst, target!, cand);
+            finish('done');
+          });
+        } catch (err) {
+          lastErr = err;
+          if (ac.signal.aborted || !blamesPath(err)) break;
+          o.policy.failed(cand.ifname, hfCodeOf(err));
+        }
+      }
+      throw lastErr;
+    } catch (err) {
+      const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+      if (!res.headersSent && !res.destroyed) {
+        const status = toHttpStatus(cause);
+        const body = errorBody(cause);
+        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      } else {
+        res.destroy();
+      }
+      finish(ac.signal.aborted ? 'aborted' : 'failed', cause);
+    }
+  }
+
+  async function* countUp(req: IncomingMessage, flow: { bytesUp: number }): AsyncGenerator<Buffer> {
+    for await (const chunk of req) {
+      flow.bytesUp += (chunk as Buffer).length;
+      yield chunk as Buffer;
+    }
+  }
+
+  function pipeResponse(
+    r: Awaited<ReturnType<Agent['request']>>,
+    res: ServerResponse,
+    flow: { bytesDown: number },
+    done: () => void,
+  ): void {
+    res.sendDate = false;
+    res.writeHead(r.statusCode, responseHeaders(r.headers as Record<string, string | string[] | undefined>));
+    const body = r.body;
+    body.on('data', (chunk: Buffer) => {
+      flow.bytesDown += chunk.length;
+      if (!res.write(chunk)) body.pause();
+    });
+    res.on('drain', () => body.resume());
+    body.on('end', () => {
+      res.end();
+    });
+    body.on('error', () => {
+      res.destroy();
+    });
+    res.once('finish', done);
+    res.once('close', () => {
+      if (!body.destroyed) body.destroy();
+    });
+  }
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const raw = req.url ?? '/';
+    if (raw.startsWith('/')) return local(req, res, raw);
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      return sendError(res, 400, 'holdfast: the request target is not a valid URL\n');
+    }
+    if (url.protocol !== 'http:') {
+      return sendError(res, 400, `holdfast: only http:// can be forwarded; use CONNECT for ${url.protocol}//\n`);
+    }
+    const port = Number(url.port) || 80;
+    if (o.isSelf(hostOf(url.hostname), port)) return local(req, res, url.pathname + url.search);
+    forward(req, res, url).catch((err) => {
+      o.log.error({ err }, 'http forward failed unexpectedly');
+      res.destroy();
+    });
+  }
+
+  function local(req: IncomingMessage, res: ServerResponse, pathAndQuery: string): void {
+    const path = pathAndQuery.split('?')[0];
+    const h = o.local.get(path);
+    if (h) return h(req, res);
+    sendError(res, 404, `holdfast: no such page: ${path}\n`);
+  }
+
+  function sendError(res: ServerResponse, status: number, body: string): void {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const client = peerOf(socket);
+    socket.on('error', () => {
+      /* ends in 'close' */
+    });
+    const dst = parseAuthority(req.url ?? '');
+    if (!dst) {
+      socket.end(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
+      return;
+    }
+    if (o.isSelf(dst.host, dst.port)) {
+      socket.end(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
+      return;
+    }
+    const flow = o.flows.open('http-connect', client, dst);
+    const ac = new AbortController();
+    let replied = false;
+    const onEarlyClose = () => ac.abort(new Error('client left'));
+    socket.once('close', onEarlyClose);
+    flow.onCut((err) => {
+      if (!replied) ac.abort(err);
+      else socket.resetAndDestroy();
+    });
+    socket.pause();
+    o.connector.open(dst, ac.signal).then(
+      (up) => {
+        socket.removeListener('close', onEarlyClose);
+        if (socket.destroyed || flow.ended) {
+          up.socket.destroy();
+          o.connector.release(dst, up);
+          flow.end('client left');
+          return;
+        }
+        replied = true;
+        flow.pinned(up);
+        socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
+        if (head.length) {
+          flow.bytesUp += head.length;
+          up.socket.write(head);
+        }
+        relay(socket, up.socket, flow, (end) => {
+          o.connector.release(dst, up);
+          flow.end(end.reason, end.error);
+        });
+      },
+      (err: Error) => {
+        socket.removeListener('close', onEarlyClose);
+        flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
+        if (!socket.destroyed) {
+          const status = toHttpStatus(err);
+          socket.end(plainReply(status, statusText[status] ?? 'Error', errorBody(err)));
+        }
+      },
+    );
+  }
+
+  const server = createServer(
+    {
+      maxHeaderSize: o.maxHeaderBytes,
+      requestTimeout: 0, // long uploads through the proxy are fine
+      headersTimeout: o.handshakeTimeoutMs,
+      keepAliveTimeout: 5000,
+      connectionsCheckingInterval: 1000,
+    },
+    onRequest,
+  );
+  server.on('connect', onConnect);
+  // This server never listens itself (the shared listener hands it connections), so start its
+  // connection tracking by hand: that is what enforces headersTimeout (slowloris).
+  server.emit('listening');
+
+  return {
+    server,
+    handle(socket) {
+      server.emit('connection', socket);
+    },
+    dropEgress(ifname, how, err) {
+      for (const [key, a] of agents) {
+        if (a.egress.ifname !== ifname) continue;
+        agents.delete(key);
+        if (how === 'close') void a.agent.close();
+        else void a.agent.destroy(err ?? null);
+      }
+    },
+    async close() {
+      server.closeAllConnections();
+      await Promise.all([...agents.values()].map((a) => a.agent.destroy(null).catch(() => {})));
+      agents.clear();
+    },
+  };
+}

@@ -1,0 +1,63 @@
+// Listeners. One port serves SOCKS5 and HTTP: the first byte tells (0x05 is SOCKS5), and the
+// chunk is handed on unread for HTTP.
+import { createServer, type Server, type Socket } from 'node:net';
+import type { ListenAddress } from '../config.js';
+import { formatHostPort } from '../config.js';
+import type { InboundContext } from './context.js';
+import type { HttpInbound } from './http.js';
+import { handleSocks5 } from './socks5-session.js';
+
+export interface Listener {
+  readonly address: ListenAddress;
+  readonly server: Server;
+  /** the actual bound address (port resolved if 0) */
+  bound(): ListenAddress;
+  close(): Promise<void>;
+}
+
+export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): void {
+  socket.on('error', () => {
+    /* a client reset before the first byte: nothing to do */
+  });
+  socket.setTimeout(ctx.handshakeTimeoutMs, () => socket.destroy());
+  socket.once('data', (first: Buffer) => {
+    socket.setTimeout(0);
+    if (first[0] === 0x05) {
+      handleSocks5(socket, first, ctx);
+    } else {
+      // Put the bytes back and let the HTTP server read them: it adds its 'data' listener while
+      // handling 'connection', and the buffered chunk flows to it before any newer read.
+      socket.unshift(first);
+      http.handle(socket);
+    }
+  });
+}
+
+export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbound): Promise<Listener> {
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http));
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        Object.assign(new Error(`cannot listen on ${formatHostPort(addr.host, addr.port)}: ${err.code ?? err.message}`), {
+          code: err.code,
+        }),
+      );
+    });
+    server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host === '::' ? false : undefined }, () => {
+      server.removeAllListeners('error');
+      server.on('error', (err) => ctx.log.error({ err }, 'listener error'));
+      resolve({
+        address: addr,
+        server,
+        bound() {
+          const a = server.address();
+          return a && typeof a === 'object' ? { host: a.address, port: a.port } : addr;
+        },
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}

@@ -1,0 +1,30 @@
+// Loads the native addon (native/holdfast_native.c) if it built. Without it holdfast still runs:
+// sockets are bound to the interface's address only, and the start-up warning says what is lost.
+import { createRequire } from 'node:module';
+
+export interface NativeAddon {
+  /** A non-blocking socket (kind 0 = TCP, 1 = UDP) bound to the device; returns its fd. */
+  openBound(family: 4 | 6, kind: 0 | 1, ifname: string): number;
+  /** The source address the kernel would pick for ip now (IPv6 link-local as "fe80::1%eth0"). */
+  routeSource(family: 4 | 6, ip: string): string;
+  closeFd(fd: number): void;
+}
+
+export type AddonState = { ok: true; addon: NativeAddon } | { ok: false; why: string };
+
+let state: AddonState | undefined;
+
+export function loadAddon(): AddonState {
+  if (state) return state;
+  if (process.env.HOLDFAST_NO_ADDON === '1') {
+    state = { ok: false, why: 'disabled by HOLDFAST_NO_ADDON=1' };
+    return state;
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    state = { ok: true, addon: require('../../build/Release/holdfast_native.node') as NativeAddon };
+  } catch (err) {
+    state = { ok: false, why: (err as Error).message.split('\n')[0] };
+  }
+  return state;
+}

@@ -1,0 +1,170 @@
+// Linux: read interfaces from /sys, addresses from getifaddrs (os.networkInterfaces) and default
+// routes from /proc; learn of changes from `ip -o monitor` (netlink), if iproute2 is there.
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import type { DefaultRoute, Family, IfAddress, NetInterface } from '../contracts.js';
+import type { StateReader } from './monitor.js';
+
+const IFF_UP = 0x1;
+const IFF_LOOPBACK = 0x8;
+const RTF_UP = 0x1;
+const RTF_REJECT = 0x200;
+
+function readSys(name: string, file: string): string | undefined {
+  try {
+    return readFileSync(`/sys/class/net/${name}/${file}`, 'latin1').trim();
+  } catch {
+    return undefined; // e.g. carrier of an interface that is administratively down: EINVAL
+  }
+}
+
+function hexToIpv4LE(hex: string): string {
+  const n = parseInt(hex, 16);
+  return `${n & 255}.${(n >>> 8) & 255}.${(n >>> 16) & 255}.${(n >>> 24) & 255}`;
+}
+
+function hexToIpv6(hex: string): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 32; i += 4) groups.push(parseInt(hex.slice(i, i + 4), 16).toString(16));
+  // compress the longest run of zero groups
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestStart < 0) return groups.join(':');
+  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLen).join(':')}`;
+}
+
+function readDefaultRoutes(): Map<string, DefaultRoute[]> {
+  const out = new Map<string, DefaultRoute[]>();
+  const add = (ifname: string, r: DefaultRoute) => {
+    const list = out.get(ifname);
+    if (list) list.push(r);
+    else out.set(ifname, [r]);
+  };
+  try {
+    const lines = readFileSync('/proc/net/route', 'latin1').split('\n');
+    for (let i = 1; i < lines.length; i++) {
+      const f = lines[i].split(/\s+/);
+      if (f.length < 8) continue;
+      const [iface, dest, gw, flags, , , metric, mask] = f;
+      if (dest !== '00000000' || mask !== '00000000') continue;
+      if (!(parseInt(flags, 16) & RTF_UP)) continue;
+      add(iface, { family: 4, gateway: gw === '00000000' ? null : hexToIpv4LE(gw), metric: Number(metric) });
+    }
+  } catch {
+    /* no IPv4 */
+  }
+  try {
+    const lines = readFileSync('/proc/net/ipv6_route', 'latin1').split('\n');
+    for (const line of lines) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const [dest, plen, , , nexthop, metric, , , flags, iface] = f;
+      if (plen !== '00' || !/^0+$/.test(dest)) continue;
+      const fl = parseInt(flags, 16);
+      if (!(fl & RTF_UP) || fl & RTF_REJECT || iface === 'lo') continue;
+      add(iface, {
+        family: 6,
+        gateway: /^0+$/.test(nexthop) ? null : hexToIpv6(nexthop),
+        metric: parseInt(metric, 16),
+      });
+    }
+  } catch {
+    /* no IPv6 */
+  }
+  for (const list of out.values()) list.sort((a, b) => a.family - b.family || a.metric - b.metric);
+  return out;
+}
+
+export function createLinuxReader(): StateReader {
+  return {
+    read(): NetInterface[] {
+      const addrs = networkInterfaces();
+      const routes = readDefaultRoutes();
+      let names: string[];
+      try {
+        names = readdirSync('/sys/class/net');
+      } catch {
+        names = Object.keys(addrs);
+      }
+      const out: NetInterface[] = [];
+      for (const name of names) {
+        const flags = parseInt(readSys(name, 'flags') ?? '0', 16);
+        const loopback = (flags & IFF_LOOPBACK) !== 0;
+        const up = (flags & IFF_UP) !== 0;
+        const carrier = loopback ? up : up && readSys(name, 'carrier') === '1';
+        const addresses: IfAddress[] = [];
+        for (const a of addrs[name] ?? []) {
+          const family: Family = a.family === 'IPv6' ? 6 : 4;
+          const prefixLen = Number((a.cidr ?? '/0').split('/')[1]);
+          const ip = family === 6 && a.address.startsWith('fe80:') ? `${a.address}%${name}` : a.address;
+          addresses.push({ ip, family, prefixLen });
+        }
+        addresses.sort((x, y) => x.family - y.family || (x.ip < y.ip ? -1 : x.ip > y.ip ? 1 : 0));
+        out.push({
+          name,
+          index: Number(readSys(name, 'ifindex') ?? 0),
+          up,
+          carrier,
+          loopback,
+          addresses,
+          defaultRoutes: routes.get(name) ?? [],
+        });
+      }
+      out.sort((a, b) => a.index - b.index);
+      return out;
+    },
+  };
+}
+
+/**
+ * Watch netlink events through `ip -o monitor link address route`; call `poke` on each.
+ * Returns a stop function. Without iproute2, the monitor's poll is the only source.
+ */
+export function watchLinux(poke: () => void): () => void {
+  let stopped = false;
+  let child: ReturnType<typeof spawn> | undefined;
+  let restart: NodeJS.Timeout | undefined;
+  const start = () => {
+    if (stopped) return;
+    try {
+      child = spawn('ip', ['-o', 'monitor', 'link', 'address', 'route'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+    } catch {
+      return;
+    }
+    child.on('error', () => {
+      child = undefined; // no iproute2: polling only
+    });
+    child.stdout?.on('data', poke);
+    child.on('exit', () => {
+      child = undefined;
+      if (!stopped) {
+        restart = setTimeout(start, 1000);
+        restart.unref();
+      }
+    });
+    child.unref();
+    (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+  };
+  start();
+  return () => {
+    stopped = true;
+    if (restart) clearTimeout(restart);
+    child?.kill();
+  };
+}

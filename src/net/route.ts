@@ -1,0 +1,65 @@
+// One small function for one hard question: which interface would the kernel use for this
+// destination now? A throwaway connected UDP socket makes the kernel run its full route lookup
+// (specific routes, VPNs, policy rules) and reveal the source address it picked, as Dante's
+// getoutaddr() does; the address names the interface. No filtering, no cache: carrier,
+// exclusions and affinity belong to the policy.
+import { createSocket } from 'node:dgram';
+import type { NetSnapshot, RouteChoice, Target } from '../contracts.js';
+import type { NativeAddon } from '../native.js';
+import { interfaceOf } from './monitor.js';
+
+export type SourceFinder = (family: 4 | 6, ip: string) => Promise<string> | string;
+
+/** The source address the kernel picks, through the addon (synchronous) when it loaded. */
+export function createSourceFinder(addon: NativeAddon | undefined): SourceFinder {
+  if (addon) return (family, ip) => addon.routeSource(family, ip);
+  return (family, ip) =>
+    new Promise<string>((resolve, reject) => {
+      const s = createSocket(family === 6 ? 'udp6' : 'udp4');
+      s.on('error', (err) => {
+        s.close();
+        reject(err);
+      });
+      s.connect(9, ip, () => {
+        let addr: string;
+        try {
+          addr = s.address().address;
+        } catch (err) {
+          s.close();
+          reject(err);
+          return;
+        }
+        s.close();
+        resolve(addr);
+      });
+    });
+}
+
+function choose(source: string, snap: NetSnapshot): RouteChoice {
+  const iface = interfaceOf(snap, source);
+  if (!iface) return { kind: 'none', why: `source ${source} belongs to no known interface`, code: 'ESTALE' };
+  return { kind: 'route', ifname: iface.name, ifindex: iface.index, source };
+}
+
+/**
+ * The kernel's choice for `target` now, mapped to an interface of `snap` (re-read through
+ * `reread` once if the source address is not in it yet).
+ */
+export async function kernelChoice(
+  target: Target,
+  find: SourceFinder,
+  snap: NetSnapshot,
+  reread?: () => NetSnapshot,
+): Promise<RouteChoice> {
+  let source: string;
+  try {
+    const s = find(target.family, target.ip);
+    source = typeof s === 'string' ? s : await s;
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? 'EUNKNOWN';
+    return { kind: 'none', why: `no route to ${target.ip}: ${code}`, code };
+  }
+  const c = choose(source, snap);
+  if (c.kind === 'none' && reread) return choose(source, reread());
+  return c;
+}
