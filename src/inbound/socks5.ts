@@ -388,9 +388,8 @@ function formatIPv6(b: Uint8Array, off: number): string {
     if (
       i === 6 &&
       bestBase === 0 &&
-      (bestLen === 6 ||
-        (bestLen === 7 && (b[off + 14] !== 0 || b[off + 15] !== 1)) ||
-        (bestLen === 5 && b[off + 10] === 0xff && b[off + 11] === 0xff))
+      // (libuv also tests bestLen 7, but then group 6 lies inside the run and is never reached.)
+      (bestLen === 6 || (bestLen === 5 && b[off + 10] === 0xff && b[off + 11] === 0xff))
     ) {
       return s + formatIPv4(b, off + 12);
     }
