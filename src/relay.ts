@@ -21,7 +21,9 @@ function forward(src: Socket, dst: Socket, counters: RelayCounters, field: 'byte
     if (!dst.write(chunk)) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.on('end', () => dst.end());
+  // the client may have half-closed during the handshake, before the relay began
+  if (src.readableEnded) dst.end();
+  else src.on('end', () => dst.end());
 }
 
 /**

@@ -215,3 +215,22 @@ test('a client that leaves during the dial leaves no flow behind', async (t) => 
   s.destroy();
   await flowsDrained(p.hf);
 });
+
+test('a client that half-closes right after its request still gets the whole answer (SOCKS and CONNECT)', async (t) => {
+  const p = await startProxy(t);
+  const echo = await echoServer(t);
+  // found by the live fuzz: the FIN arrived during the handshake and the relay never passed it on
+  const a = connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true });
+  t.after(() => a.destroy());
+  await once(a, 'connect');
+  a.end(Buffer.concat([Buffer.from([0x05, 0x01, 0x00]), requestBytes(0x01, '127.0.0.1', echo.port), Buffer.from('abc')]));
+  const got = await readAll(a);
+  assert.equal(got.subarray(12).toString(), 'abc'); // 2 method bytes + 10 reply bytes first
+
+  const b = connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true });
+  t.after(() => b.destroy());
+  await once(b, 'connect');
+  b.end(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\n\r\nxyz`);
+  assert.match((await readAll(b)).toString(), /^HTTP\/1\.1 200 [^]*\r\n\r\nxyz$/);
+  await flowsDrained(p.hf);
+});

@@ -1,0 +1,64 @@
+// Reply codes that need a network we control: only inside the loopback-only test namespace
+// (nothing here can leave the machine: these addresses have no route but the ones we add).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { test } from 'node:test';
+import { startProxy } from '../helpers/proxy.js';
+import { sandboxSkip } from '../helpers/sandbox.js';
+import { readAll } from '../helpers/socks-client.js';
+import { socksRequest } from '../helpers/socks-client.js';
+
+const skip = sandboxSkip();
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: 'pipe' });
+}
+
+test('no route at all: SOCKS 0x03 network unreachable, HTTP 502', { skip }, async (t) => {
+  const p = await startProxy(t);
+  // 198.51.100.0/24 (TEST-NET-2) has no route in the sandbox: the kernel answers ENETUNREACH
+  const { socket, reply } = await socksRequest(p.port, 0x01, '198.51.100.7', 80);
+  t.after(() => socket.destroy());
+  assert.equal(reply.rep, 0x03);
+  const close = await p.logs.waitFor((l) => l.msg === 'flow close');
+  assert.equal(close.code, 'HF_NET_UNREACHABLE');
+});
+
+test('an unreachable route: SOCKS 0x04 host unreachable', { skip }, async (t) => {
+  ip('route', 'add', 'unreachable', '203.0.113.0/24');
+  t.after(() => ip('route', 'del', 'unreachable', '203.0.113.0/24'));
+  const p = await startProxy(t);
+  const { socket, reply } = await socksRequest(p.port, 0x01, '203.0.113.9', 80);
+  t.after(() => socket.destroy());
+  assert.equal(reply.rep, 0x04);
+});
+
+test('a server that never answers the SYN: SOCKS 0x06 after dial.timeout, CONNECT 504', { skip }, async (t) => {
+  // a veth pair whose subnet swallows SYNs (nftables drop): a real connect timeout
+  ip('link', 'add', 'hfdrop0', 'type', 'veth', 'peer', 'name', 'hfdrop1');
+  t.after(() => ip('link', 'del', 'hfdrop0'));
+  ip('addr', 'add', '192.0.2.1/24', 'dev', 'hfdrop0');
+  ip('link', 'set', 'hfdrop0', 'up');
+  ip('link', 'set', 'hfdrop1', 'up');
+  execFileSync('nft', ['-f', '-'], {
+    input: 'table inet hfdrop {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 192.0.2.77 drop\n }\n}\n',
+  });
+  t.after(() => execFileSync('nft', ['delete', 'table', 'inet', 'hfdrop']));
+  const p = await startProxy(t, { dial: { timeout: 600 } });
+  const started = Date.now();
+  const { socket, reply } = await socksRequest(p.port, 0x01, '192.0.2.77', 80);
+  t.after(() => socket.destroy());
+  const took = Date.now() - started;
+  assert.equal(reply.rep, 0x06);
+  assert.ok(took >= 550 && took < 3000, `took ${took} ms`);
+
+  const s = connect(p.port, '127.0.0.1');
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  s.write('CONNECT 192.0.2.77:443 HTTP/1.1\r\nHost: 192.0.2.77:443\r\n\r\n');
+  const text = (await readAll(s)).toString();
+  assert.match(text, /^HTTP\/1\.1 504 /);
+  assert.match(text, /HF_DIAL_TIMEOUT/);
+});
