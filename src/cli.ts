@@ -1,160 +1,61 @@
 #!/usr/bin/env node
-// holdfast's command line. Each subcommand parses its own flags and returns an exit code.
-import { parseArgs } from 'node:util';
-import { startHoldfast } from './app.js';
-import { ConfigError, defaultConfigPath, loadConfig, parseListen } from './config.js';
-import { createLogger, logLevels } from './log.js';
+// holdfast's command line. Each subcommand lives in src/commands/<name>.ts, parses its own
+// flags, and returns an exit code.
+import { fail } from './commands/common.js';
 
-const mainHelp = `holdfast: a local SOCKS5/HTTP proxy that keeps each connection on the network
+interface CommandModule {
+  run(argv: string[]): Promise<number>;
+}
+
+/** name -> [one-line summary, loader]. Loaded lazily: `holdfast env` need not load undici. */
+const commands: Record<string, [string, () => Promise<CommandModule>]> = {
+  start: ['run the proxy (SOCKS5 and HTTP on one port, default 127.0.0.1:1080)', () => import('./commands/start.js')],
+};
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length)) + 2;
+  const list = Object.entries(commands)
+    .map(([name, [summary]]) => `  ${name.padEnd(width)} ${summary}`)
+    .join('\n');
+  return `holdfast: a local SOCKS5/HTTP proxy that keeps each connection on the network
 interface it started on. When a better interface appears (Ethernet plugged in next to Wi-Fi, a
 phone tether, a VPN), ongoing downloads stay where they are; only new connections move.
 
 Usage: holdfast <command> [options]
 
 Commands:
-  start      run the proxy (SOCKS5 and HTTP on one port, default 127.0.0.1:1080)
-  help       show this help, or \`holdfast help <command>\`
+${list}
+  ${'help'.padEnd(width)} show this help, or \`holdfast help <command>\`
 
 Run \`holdfast <command> --help\` for a command's options.
 `;
-
-const startHelp = `Usage: holdfast start [--config FILE] [--listen HOST:PORT]... [--log-level LEVEL]
-
-Run the proxy. Each listener serves SOCKS5 (RFC 1928) and HTTP proxy (CONNECT and plain
-http:// forwarding) on the same port. GET /status on a listener returns the interfaces and the
-live flows as JSON.
-
-Options:
-  -c, --config FILE       configuration file (YAML); default: the embedded
-                          ${defaultConfigPath}
-  -l, --listen HOST:PORT  listen here instead of the config's listeners; repeat for more
-                          (IPv6 as [::1]:1080)
-      --log-level LEVEL   ${logLevels.join(' | ')} (default: the config's, info)
-  -h, --help              show this help
-
-Logs are JSON lines on stdout (pipe through pino-pretty to read them).
-Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get a moment to finish, the rest
-are cut.
-
-Examples:
-  holdfast start
-  holdfast start --listen 127.0.0.1:1090 --listen [::1]:1090
-  curl --socks5-hostname 127.0.0.1:1080 https://example.org/
-  curl -x http://127.0.0.1:1080 http://example.org/
-`;
-
-function fail(msg: string): number {
-  process.stderr.write(`holdfast: ${msg}\n`);
-  return 2;
 }
-
-async function cmdStart(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l', multiple: true },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return fail(`${(err as Error).message}\n\n${startHelp}`);
-  }
-  if (values.help) {
-    process.stdout.write(startHelp);
-    return 0;
-  }
-  let cfg;
-  try {
-    cfg = loadConfig(values.config ?? defaultConfigPath);
-  } catch (err) {
-    if (err instanceof ConfigError) return fail(err.message);
-    throw err;
-  }
-  if (values.listen?.length) {
-    const listen = [];
-    for (const l of values.listen) {
-      const a = parseListen(l);
-      if (!a) return fail(`--listen ${l}: expected HOST:PORT (IPv6 as [::1]:1080)`);
-      listen.push(a);
-    }
-    cfg = { ...cfg, listen };
-  }
-  const level = values['log-level'] ?? cfg.log.level;
-  if (!(logLevels as readonly string[]).includes(level)) {
-    return fail(`--log-level ${level}: expected one of ${logLevels.join(', ')}`);
-  }
-  const log = createLogger(level as (typeof logLevels)[number]);
-  let hf;
-  try {
-    hf = await startHoldfast(cfg, { log });
-  } catch (err) {
-    log.fatal({ err }, 'start failed');
-    log.flush();
-    process.stderr.write(`holdfast: ${(err as Error).message}\n`);
-    return 1;
-  }
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        log.warn({ signal }, 'second signal: exiting now');
-        resolve(130);
-        return;
-      }
-      stopping = true;
-      log.info({ signal, flows: hf.flows.size }, 'stopping');
-      hf.close(2000).then(
-        () => {
-          log.info('stopped');
-          resolve(0);
-        },
-        (err) => {
-          log.error({ err }, 'stop failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-  });
-}
-
-type Command = (argv: string[]) => Promise<number>;
-const commands: Record<string, Command> = {
-  start: cmdStart,
-};
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '-h' || cmd === '--help') {
-    process.stdout.write(mainHelp);
+    process.stdout.write(mainHelp());
     return cmd === undefined ? 2 : 0;
   }
   if (cmd === 'help') {
-    const sub = rest[0] && commands[rest[0]];
-    if (sub) return sub(['--help']);
-    process.stdout.write(mainHelp);
+    const sub = rest[0] ? commands[rest[0]] : undefined;
+    if (sub) return (await sub[1]()).run(['--help']);
+    process.stdout.write(mainHelp());
     return 0;
   }
   if (cmd === '--version' || cmd === '-V') {
     process.stdout.write('holdfast 0.1.0\n');
     return 0;
   }
-  const run = commands[cmd];
-  if (!run) return fail(`unknown command "${cmd}"\n\n${mainHelp}`);
-  return run(rest);
+  const entry = commands[cmd];
+  if (!entry) return fail(`unknown command "${cmd}"\n\n${mainHelp()}`);
+  return (await entry[1]()).run(rest);
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
-    // flush pino's async destination, then leave even if a stray handle lingers
+    // let pino's async destination flush, then leave even if a stray handle lingers
     setTimeout(() => process.exit(code), 200).unref();
   },
   (err) => {
