@@ -32,6 +32,10 @@ export class Flow implements FlowInfo {
   placedBy: PlacedBy | null = null;
   bytesUp = 0;
   bytesDown = 0;
+  /** set when the flow ends: why, and the HF_* code if it ended on an error */
+  closeReason: string | null = null;
+  closeCode: string | null = null;
+  endedAt: number | null = null;
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
   datagramsUp?: number;
   datagramsDown?: number;
@@ -96,13 +100,16 @@ export class Flow implements FlowInfo {
     this.#ended = true;
     const cause = this.#cutReason ?? err;
     const code = cause ? hfCodeOf(cause) : undefined;
+    this.endedAt = this.#table.clock.now();
+    this.closeReason = this.#cutReason ? 'cut' : reason;
+    this.closeCode = code ?? null;
     this.log.info(
       {
-        reason: this.#cutReason ? 'cut' : reason,
+        reason: this.closeReason,
         ...(code ? { code } : {}),
         bytesUp: this.bytesUp,
         bytesDown: this.bytesDown,
-        durationMs: this.#table.clock.now() - this.startedAt,
+        durationMs: this.endedAt - this.startedAt,
       },
       'flow close',
     );
