@@ -85,13 +85,17 @@ export class Flow implements FlowInfo {
     this.#onCut = fn;
   }
 
-  /** Cut now: an error reply where one can still be sent, else a reset. Safe to repeat. */
-  cut(err: Error): void {
-    if (this.#ended || this.#cutReason) return;
+  /**
+   * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
+   * false if the flow was already ended or cut.
+   */
+  cut(err: Error): boolean {
+    if (this.#ended || this.#cutReason) return false;
     this.#cutReason = err;
     const fn = this.#onCut;
     if (fn) fn(err);
     else this.end('cut', err);
+    return true;
   }
 
   /** The flow is over; the one 'flow close' line. Safe to repeat. */
@@ -235,8 +239,7 @@ export class FlowTable {
       const loss = snap ? lossOf(snap, ifname, f.localAddress) : 'cut';
       if (!loss) continue;
       why = loss;
-      f.cut(new EgressLostError(`${ifname}: ${loss} for ${this.clock.now() - since} ms (grace ${this.#graceMs} ms)`));
-      n++;
+      if (f.cut(new EgressLostError(`${ifname}: ${loss} for ${this.clock.now() - since} ms (grace ${this.#graceMs} ms)`))) n++;
     }
     if (n > 0) {
       this.totals.cut += n;

@@ -141,6 +141,9 @@ export function dialAcross(
   signal?: AbortSignal,
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
+  if (candidates.length === 0) {
+    return Promise.reject(new EgressUnreachableError(HfCode.NO_EGRESS, `no interface to try for ${target.ip}`, ''));
+  }
   if (candidates.length === 1) {
     return dialer.dial(target, candidates[0], signal).then(
       (socket) => ({ socket, egress: candidates[0], attempts: '' }),
@@ -151,7 +154,7 @@ export function dialAcross(
     );
   }
   return new Promise<AcrossResult>((resolve, reject) => {
-    const controllers: AbortController[] = [];
+    const attempts: { egress: Egress; ac: AbortController; settled: boolean }[] = [];
     const failures: string[] = [];
     let next = 0;
     let pending = 0;
@@ -164,7 +167,13 @@ export function dialAcross(
       done = true;
       if (timer) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
-      for (const c of controllers) c.abort(new Error('lost the race'));
+      for (const a of attempts) {
+        if (a.settled) continue;
+        // an attempt that started before the winner and is still silent has stalled: say so,
+        // so the policy backs off that interface
+        if (result) onFailed?.(a.egress, new DialTimeoutError(`${describeAttempt(target, a.egress)}: lost to ${result.egress.ifname}`));
+        a.ac.abort(new Error('lost the race'));
+      }
       if (result) resolve(result);
       else {
         const attempts = failures.join('; ');
@@ -186,13 +195,15 @@ export function dialAcross(
       if (done || next >= candidates.length) return;
       const egress = candidates[next++];
       const ac = new AbortController();
-      controllers.push(ac);
+      const attempt = { egress, ac, settled: false };
+      attempts.push(attempt);
       pending++;
       if (timer) clearTimeout(timer);
       if (next < candidates.length) timer = setTimeout(start, fallbackDelayMs);
       dialer.dial(target, egress, ac.signal).then(
         (socket) => {
           pending--;
+          attempt.settled = true;
           if (done) {
             socket.destroy();
             return;
@@ -201,6 +212,7 @@ export function dialAcross(
         },
         (err) => {
           pending--;
+          attempt.settled = true;
           if (done) return;
           lastErr = err;
           failures.push(`${egress.ifname} ${egress.source}: ${hfCodeOf(err)}`);

@@ -106,9 +106,31 @@ export class Policy implements EgressPolicy {
   }
 
   async candidates(target: Target, dst: Destination): Promise<Egress[]> {
+    // The kernel's choice first: it may re-read the monitor (a new interface or VPN the last
+    // snapshot does not know yet), so the snapshot is taken after it.
+    const choice = await kernelChoice(
+      target,
+      this.#find,
+      this.#monitor.current(),
+      this.#monitor.readNow?.bind(this.#monitor),
+    );
+    if (choice.kind === 'none') {
+      // no route at all, or an unreachable/prohibit rule (a VPN kill switch): respect it
+      throw new HoldfastError(
+        choice.code === 'EHOSTUNREACH' || choice.code === 'EACCES' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,
+        choice.why,
+      );
+    }
     const snap = this.#monitor.current();
     const now = this.#clock.now();
     const family = target.family;
+    const byName = (name: string) => snap.interfaces.find((i) => i.name === name);
+    const kernelIf = byName(choice.ifname);
+    if (kernelIf?.loopback) {
+      // loopback destinations: the only path there is
+      return [{ ifname: kernelIf.name, source: choice.source, family, placedBy: 'route' }];
+    }
+
     const out: Egress[] = [];
     const seen = new Set<string>();
     const push = (iface: NetInterface, placedBy: Egress['placedBy'], source?: string) => {
@@ -118,7 +140,6 @@ export class Policy implements EgressPolicy {
       seen.add(iface.name);
       out.push({ ifname: iface.name, source: src, family, placedBy });
     };
-    const byName = (name: string) => snap.interfaces.find((i) => i.name === name);
 
     // 1. affinity: join the live (or lingering) flows of this destination if their interface is usable
     const aff = this.affinityOf(dst, target);
@@ -129,19 +150,10 @@ export class Policy implements EgressPolicy {
       }
     }
 
-    // 2. the kernel's choice now, if its interface is usable (linkdown routes still win in the
+    // 2. the kernel's choice, if its interface is usable (linkdown routes still win in the
     //    kernel, so carrier is checked here) and not in back-off
-    const choice = await kernelChoice(target, this.#find, snap, this.#monitor.readNow?.bind(this.#monitor));
-    let kernelIf: NetInterface | undefined;
-    if (choice.kind === 'route') {
-      kernelIf = byName(choice.ifname);
-      if (kernelIf?.loopback) {
-        // loopback destinations: the only path there is
-        return [{ ifname: kernelIf.name, source: choice.source, family, placedBy: 'route' }];
-      }
-      if (kernelIf && usable(kernelIf, family) && !this.#inBackoff(kernelIf.name, now)) {
-        push(kernelIf, out.length ? 'fallback' : 'route', choice.source);
-      }
+    if (kernelIf && usable(kernelIf, family) && !this.#inBackoff(kernelIf.name, now)) {
+      push(kernelIf, out.length ? 'fallback' : 'route', choice.source);
     }
 
     // 3. the other usable interfaces with a default route of this family, by metric
@@ -157,15 +169,9 @@ export class Policy implements EgressPolicy {
     for (const r of rest) push(r.iface, 'fallback');
 
     // 4. nothing better: the kernel's interface even if it is in back-off
-    if (out.length === 0 && kernelIf && usable(kernelIf, family)) push(kernelIf, 'route', (choice as { source: string }).source);
+    if (out.length === 0 && kernelIf && usable(kernelIf, family)) push(kernelIf, 'route', choice.source);
 
     if (out.length === 0) {
-      if (choice.kind === 'none') {
-        throw new HoldfastError(
-          choice.code === 'EHOSTUNREACH' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,
-          choice.why,
-        );
-      }
       throw new NoEgressError(
         `no usable interface for ${target.ip}: the kernel chose ${choice.ifname}, which has no carrier or no IPv${family} address`,
       );

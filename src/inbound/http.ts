@@ -84,6 +84,7 @@ export function parseAuthority(s: string): Destination | undefined {
   if (!m) return undefined;
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
+  if (m[1] !== undefined && isIP(m[1]) !== 6) return undefined;
   const host = m[1] ?? m[2];
   return { host, port, isName: isIP(host) === 0 };
 }

@@ -1,0 +1,351 @@
+// The FlowTable on a fake clock and a Monitor over a fake reader: a pinned interface that loses
+// carrier or the flow's address is given a grace period, then its flows (only its) are cut with
+// HF_EGRESS_LOST; a path that heals in time cuts nothing; each flow writes one 'flow close' line.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Destination, NetInterface } from '../../src/contracts.js';
+import { EgressLostError } from '../../src/errors.js';
+import { FlowTable, type Flow } from '../../src/flows.js';
+import { Monitor } from '../../src/net/monitor.js';
+import { FakeClock, FakeReader, iface, logSink, loopback, withIface } from '../helpers/fakes.js';
+
+const GRACE = 10_000;
+const IF1 = '10.0.1.2';
+const IF1_B = '10.0.1.3';
+const IF2 = '10.0.2.2';
+
+const if1 = (patch: Partial<NetInterface> = {}) =>
+  withIface(
+    iface('if1', { index: 2, addresses: [`${IF1}/24`, `${IF1_B}/24`], routes: [{ family: 4, metric: 100 }] }),
+    patch,
+  );
+const if2 = (patch: Partial<NetInterface> = {}) =>
+  withIface(iface('if2', { index: 3, addresses: [`${IF2}/24`], routes: [{ family: 4, metric: 200 }] }), patch);
+const healthy = () => [loopback(), if1(), if2()];
+
+function setup(t: TestContext, graceMs = GRACE) {
+  const clock = new FakeClock();
+  const sink = logSink();
+  const reader = new FakeReader(healthy());
+  const monitor = new Monitor({ reader, watch: false, pollMs: 0 });
+  t.after(() => monitor.close());
+  const table = new FlowTable({ graceMs, log: sink.log, clock });
+  t.after(() => table.close());
+  table.watch(monitor);
+  /** Make the host look like `interfaces` and let the monitor announce it. */
+  const net = (interfaces: NetInterface[]) => {
+    reader.set(interfaces);
+    monitor.readNow();
+  };
+  return { clock, sink, reader, monitor, table, net };
+}
+
+const dst: Destination = { host: 'example.com', port: 443, isName: true };
+
+/** A flow pinned to `ifname`/`source`, with a cut handler that records (and does not end the flow). */
+function pinnedFlow(table: FlowTable, ifname: string, source: string, endOnCut = false) {
+  const flow = table.open('socks5-connect', '127.0.0.1:40000', dst);
+  flow.pinned({
+    egress: { ifname, source, family: 4, placedBy: 'route' },
+    target: { ip: '93.184.216.34', family: 4, port: 443 },
+    localAddress: source,
+    attempts: '',
+  });
+  const cuts: Error[] = [];
+  flow.onCut((err) => {
+    cuts.push(err);
+    if (endOnCut) flow.end('reset');
+  });
+  return { flow, cuts };
+}
+
+function assertCutOnce(cuts: Error[], why: RegExp): void {
+  assert.equal(cuts.length, 1, `expected one cut, got ${cuts.length}`);
+  const err = cuts[0] as Error & { code?: string };
+  assert.equal(err.code, 'HF_EGRESS_LOST');
+  assert.ok(err instanceof EgressLostError);
+  assert.match(err.message, why);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grace and cut
+
+test('flow pinned to if1 loses carrier: nothing until the grace passes, then one cut with HF_EGRESS_LOST', (t) => {
+  const { clock, table, net, sink } = setup(t);
+  const { flow, cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(cuts.length, 0, 'not cut at once');
+  clock.advance(GRACE - 1);
+  assert.equal(cuts.length, 0, 'not cut before the grace ran out');
+  clock.advance(1);
+  assertCutOnce(cuts, /if1: no carrier/);
+  clock.advance(10 * GRACE);
+  assert.equal(cuts.length, 1, 'cut only once');
+  assert.equal(flow.ended, false, 'the handler decides when the flow ends');
+  assert.equal(table.totals.cut, 1);
+  const [line] = sink.withMsg('egress cut');
+  assert.equal(line.egress, 'if1');
+  assert.equal(line.flows, 1);
+  assert.equal(line.why, 'no carrier');
+  assert.equal(line.downForMs, GRACE);
+});
+
+test('carrier back within the grace: not cut, and the grace timer is gone', (t) => {
+  const { clock, table, net, sink } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE / 2);
+  net(healthy());
+  assert.equal(clock.pending, 0, 'grace timer cancelled');
+  clock.advance(10 * GRACE);
+  assert.equal(cuts.length, 0);
+  assert.equal(table.totals.cut, 0);
+  const healed = sink.withMsg('egress healed');
+  assert.equal(healed.length, 1);
+  assert.equal(healed[0].egress, 'if1');
+  assert.equal(healed[0].downForMs, GRACE / 2);
+});
+
+test('a new loss after healing starts a new grace', (t) => {
+  const { clock, table, net } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE - 1000);
+  net(healthy());
+  clock.advance(500);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE - 1);
+  assert.equal(cuts.length, 0, 'the grace counts from the second loss');
+  clock.advance(1);
+  assertCutOnce(cuts, /no carrier/);
+});
+
+test("the flow's address removed: cut after the grace; a flow on another address of if1 stays", (t) => {
+  const { clock, table, net } = setup(t);
+  const a = pinnedFlow(table, 'if1', IF1);
+  const b = pinnedFlow(table, 'if1', IF1_B);
+  net([loopback(), if1({ addresses: if1().addresses.filter((x) => x.ip !== IF1) }), if2()]);
+  clock.advance(GRACE - 1);
+  assert.equal(a.cuts.length, 0);
+  clock.advance(1);
+  assertCutOnce(a.cuts, /address gone/);
+  assert.equal(b.cuts.length, 0);
+});
+
+test('interface gone or administratively down: cut after the grace', (t) => {
+  const { clock, table, net } = setup(t);
+  const gone = pinnedFlow(table, 'if1', IF1);
+  const down = pinnedFlow(table, 'if2', IF2);
+  net([loopback(), if2({ up: false })]);
+  clock.advance(GRACE);
+  assertCutOnce(gone.cuts, /interface gone/);
+  assertCutOnce(down.cuts, /interface down/);
+});
+
+test('grace 0: cut at once', (t) => {
+  const { clock, table, net } = setup(t, 0);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  assertCutOnce(cuts, /no carrier/);
+  assert.equal(clock.pending, 0);
+});
+
+test('flows on other interfaces, flows not yet pinned and loopback flows are untouched', (t) => {
+  const { clock, table, net } = setup(t);
+  const on1 = pinnedFlow(table, 'if1', IF1);
+  const on2 = pinnedFlow(table, 'if2', IF2);
+  const onLo = pinnedFlow(table, 'lo', '127.0.0.1');
+  const unpinned = table.open('http-connect', '127.0.0.1:40001', dst);
+  const unpinnedCuts: Error[] = [];
+  unpinned.onCut((e) => unpinnedCuts.push(e));
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  assertCutOnce(on1.cuts, /if1/);
+  assert.equal(on2.cuts.length, 0);
+  assert.equal(onLo.cuts.length, 0);
+  assert.equal(unpinnedCuts.length, 0);
+  assert.equal(table.size, 4, 'cut handlers that do not end leave the flows listed');
+});
+
+test('a flow that ended during the grace is not cut', (t) => {
+  const { clock, table, net } = setup(t);
+  const { flow, cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  flow.end('done');
+  clock.advance(GRACE);
+  assert.equal(cuts.length, 0);
+  assert.equal(table.totals.cut, 0);
+  assert.equal(table.size, 0);
+});
+
+test('without a cut handler, a cut ends the flow', (t) => {
+  const { clock, table, net, sink } = setup(t);
+  const flow = table.open('socks5-connect', '127.0.0.1:40000', dst);
+  flow.pinned({
+    egress: { ifname: 'if1', source: IF1, family: 4, placedBy: 'route' },
+    target: { ip: '93.184.216.34', family: 4, port: 443 },
+    localAddress: IF1,
+    attempts: '',
+  });
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  assert.equal(flow.ended, true);
+  assert.equal(table.size, 0);
+  const [close] = sink.withMsg('flow close');
+  assert.equal(close.reason, 'cut');
+  assert.equal(close.code, 'HF_EGRESS_LOST');
+});
+
+test('after close() the table no longer listens to the monitor', (t) => {
+  const { clock, table, net } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  table.close();
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  assert.equal(cuts.length, 0);
+  assert.equal(clock.pending, 0);
+});
+
+test('close() during a grace cancels its timer', (t) => {
+  const { clock, table, net } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(clock.pending, 1);
+  table.close();
+  assert.equal(clock.pending, 0);
+  clock.advance(GRACE);
+  assert.equal(cuts.length, 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// cutEgress directly
+
+test('cutEgress twice: the cut handler runs once', (t) => {
+  const { table, net } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(table.cutEgress('if1'), 1);
+  table.cutEgress('if1');
+  assertCutOnce(cuts, /no carrier/);
+});
+
+test(
+  'cutEgress twice counts and logs the cut once',
+  (t) => {
+    const { table, net, sink } = setup(t);
+    pinnedFlow(table, 'if1', IF1);
+    net([loopback(), if1({ carrier: false }), if2()]);
+    assert.equal(table.cutEgress('if1'), 1);
+    assert.equal(table.cutEgress('if1'), 0, 'nothing new was cut');
+    assert.equal(table.totals.cut, 1);
+    assert.equal(sink.withMsg('egress cut').length, 1);
+  },
+);
+
+test(
+  'a flow cut after the grace and still closing is not counted again on the next monitor change',
+  (t) => {
+    const { clock, table, net, sink } = setup(t);
+    const { cuts } = pinnedFlow(table, 'if1', IF1);
+    net([loopback(), if1({ carrier: false }), if2()]);
+    clock.advance(GRACE);
+    assert.equal(cuts.length, 1);
+    net([loopback(), if1({ carrier: false }), if2({ carrier: false })]); // an unrelated change
+    clock.advance(GRACE);
+    assert.equal(cuts.length, 1, 'the handler runs once');
+    assert.equal(table.totals.cut, 1);
+    assert.equal(sink.withMsg('egress cut').length, 1);
+  },
+);
+
+test('cutEgress with handlers that end the flow: the second call finds nothing', (t) => {
+  const { table, net } = setup(t);
+  const { flow, cuts } = pinnedFlow(table, 'if1', IF1, true);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(table.cutEgress('if1'), 1);
+  assert.equal(table.cutEgress('if1'), 0);
+  assert.equal(cuts.length, 1);
+  assert.equal(flow.ended, true);
+  assert.equal(table.totals.cut, 1);
+});
+
+test('cutEgress on a healthy interface cuts nothing', (t) => {
+  const { table } = setup(t);
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  assert.equal(table.cutEgress('if1'), 0);
+  assert.equal(cuts.length, 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The 'flow close' line
+
+test("'flow close' is written once per flow, with reason, bytes and duration", (t) => {
+  const { clock, table, sink } = setup(t);
+  const a = pinnedFlow(table, 'if1', IF1).flow;
+  const b = pinnedFlow(table, 'if2', IF2).flow;
+  a.bytesUp = 120;
+  a.bytesDown = 34_000;
+  clock.advance(2500);
+  a.end('done');
+  a.end('ECONNRESET');
+  b.end('ECONNRESET', Object.assign(new Error('reset'), { code: 'ECONNRESET' }));
+  b.end('done');
+  const closes = sink.withMsg('flow close');
+  assert.equal(closes.length, 2);
+  const byFlow = new Map(closes.map((l) => [l.flow, l]));
+  const la = byFlow.get(a.id);
+  const lb = byFlow.get(b.id);
+  assert.ok(la && lb, `lines for flows ${a.id} and ${b.id}: ${JSON.stringify(closes)}`);
+  assert.equal(la.reason, 'done');
+  assert.equal(la.bytesUp, 120);
+  assert.equal(la.bytesDown, 34_000);
+  assert.equal(la.durationMs, 2500);
+  assert.equal(la.code, undefined);
+  assert.equal(la.kind, 'socks5-connect');
+  assert.equal(lb.reason, 'ECONNRESET');
+  assert.equal(lb.code, 'HF_INTERNAL', 'an OS reset maps through the one table');
+  assert.equal(table.size, 0);
+});
+
+test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the handler reports", (t) => {
+  const { clock, table, net, sink } = setup(t);
+  const { flow } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  flow.end('ECONNRESET');
+  flow.end('done');
+  const closes = sink.withMsg('flow close');
+  assert.equal(closes.length, 1);
+  assert.equal(closes[0].reason, 'cut');
+  assert.equal(closes[0].code, 'HF_EGRESS_LOST');
+  assert.equal(closes[0].flow, flow.id);
+});
+
+test("'flow open' is written when the flow is pinned, with its egress", (t) => {
+  const { table, sink } = setup(t);
+  const { flow } = pinnedFlow(table, 'if2', IF2);
+  const [open] = sink.withMsg('flow open');
+  assert.equal(open.flow, flow.id);
+  assert.equal(open.egress, 'if2');
+  assert.equal(open.src, IF2);
+  assert.equal(open.placedBy, 'route');
+  assert.equal(open.dst, 'example.com:443');
+  const info = flow.toJSON();
+  assert.equal(info.interface, 'if2');
+  assert.equal(info.localAddress, IF2);
+});
+
+test('list() and size follow open and end', (t) => {
+  const { table } = setup(t);
+  const flows: Flow[] = [table.open('socks5-udp', 'c', dst), table.open('http-forward', 'c', dst)];
+  assert.deepEqual(
+    table.list().map((f) => f.id),
+    flows.map((f) => f.id),
+  );
+  flows[0].end('done');
+  assert.deepEqual(
+    table.list().map((f) => f.id),
+    [flows[1].id],
+  );
+  assert.equal(table.totals.opened, 2);
+});
