@@ -12,6 +12,7 @@ import {
   hfCodeOf,
 } from '../errors.js';
 import type { NativeAddon } from '../native.js';
+import { RaceLost, staggeredRace } from './race.js';
 
 export interface DialerOptions {
   readonly timeoutMs: number;
@@ -131,9 +132,10 @@ export interface AcrossResult {
 /**
  * Race `candidates` (best first): the next starts when the previous fails for a reason that
  * blames the path, or after `fallbackDelayMs` without an answer. The first to connect wins; late
- * winners are destroyed. ECONNREFUSED ends the race: the server answered.
+ * winners are destroyed. ECONNREFUSED ends the race: the server answered. An attempt that was
+ * still silent when another won is reported to `onFailed` as a timeout, so the policy backs off.
  */
-export function dialAcross(
+export async function dialAcross(
   dialer: Dialer,
   target: Target,
   candidates: readonly Egress[],
@@ -141,92 +143,35 @@ export function dialAcross(
   signal?: AbortSignal,
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
-  if (candidates.length === 0) {
-    return Promise.reject(new EgressUnreachableError(HfCode.NO_EGRESS, `no interface to try for ${target.ip}`, ''));
-  }
-  if (candidates.length === 1) {
-    return dialer.dial(target, candidates[0], signal).then(
-      (socket) => ({ socket, egress: candidates[0], attempts: '' }),
-      (err) => {
-        onFailed?.(candidates[0], err);
-        throw err;
-      },
+  const describe = (fs: readonly { item: Egress; err: unknown }[]) =>
+    fs.map((f) => `${f.item.ifname} ${f.item.source}: ${hfCodeOf(f.err)}`).join('; ');
+  try {
+    const win = await staggeredRace(candidates, (egress, s) => dialer.dial(target, egress, s), {
+      delayMs: fallbackDelayMs,
+      signal,
+      goOn: blamesPath,
+      onFailed,
+      onStalled: (egress, winner) =>
+        onFailed?.(egress, new DialTimeoutError(`${describeAttempt(target, egress)}: lost to ${winner.ifname}`)),
+      dispose: (socket) => socket.destroy(),
+    });
+    return { socket: win.value, egress: win.item, attempts: describe(win.failures) };
+  } catch (err) {
+    if (!(err instanceof RaceLost)) throw err;
+    const lost = err as RaceLost<Egress>;
+    // a lone attempt keeps its own error; a race reports every attempt
+    if (candidates.length === 1 && lost.failures.length === 1) throw lost.last;
+    if (candidates.length === 0) {
+      throw new EgressUnreachableError(HfCode.NO_EGRESS, `no interface to try for ${target.ip}`, '');
+    }
+    const attempts = describe(lost.failures);
+    throw new EgressUnreachableError(
+      hfCodeOf(lost.last),
+      `${describeAttempt(target, candidates[0])}${candidates.length > 1 ? ` and ${candidates.length - 1} fallback(s)` : ''} ${
+        lost.failures.length ? `failed: ${attempts}` : `stopped: ${(lost.last as Error)?.message ?? 'aborted'}`
+      }`,
+      attempts,
+      lost.last,
     );
   }
-  return new Promise<AcrossResult>((resolve, reject) => {
-    const attempts: { egress: Egress; ac: AbortController; settled: boolean }[] = [];
-    const failures: string[] = [];
-    let next = 0;
-    let pending = 0;
-    let done = false;
-    let timer: NodeJS.Timeout | undefined;
-    let lastErr: unknown;
-
-    const finish = (result: AcrossResult | undefined, err?: unknown) => {
-      if (done) return;
-      done = true;
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      for (const a of attempts) {
-        if (a.settled) continue;
-        // an attempt that started before the winner and is still silent has stalled: say so,
-        // so the policy backs off that interface
-        if (result) onFailed?.(a.egress, new DialTimeoutError(`${describeAttempt(target, a.egress)}: lost to ${result.egress.ifname}`));
-        a.ac.abort(new Error('lost the race'));
-      }
-      if (result) resolve(result);
-      else {
-        const attempts = failures.join('; ');
-        const code = hfCodeOf(err);
-        reject(
-          new EgressUnreachableError(
-            code,
-            `${describeAttempt(target, candidates[0])} and ${candidates.length - 1} fallback(s) failed: ${attempts}`,
-            attempts,
-            err,
-          ),
-        );
-      }
-    };
-    const onAbort = () => finish(undefined, signal?.reason ?? new Error('aborted'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-
-    const start = () => {
-      if (done || next >= candidates.length) return;
-      const egress = candidates[next++];
-      const ac = new AbortController();
-      const attempt = { egress, ac, settled: false };
-      attempts.push(attempt);
-      pending++;
-      if (timer) clearTimeout(timer);
-      if (next < candidates.length) timer = setTimeout(start, fallbackDelayMs);
-      dialer.dial(target, egress, ac.signal).then(
-        (socket) => {
-          pending--;
-          attempt.settled = true;
-          if (done) {
-            socket.destroy();
-            return;
-          }
-          finish({ socket, egress, attempts: failures.join('; ') });
-        },
-        (err) => {
-          pending--;
-          attempt.settled = true;
-          if (done) return;
-          lastErr = err;
-          failures.push(`${egress.ifname} ${egress.source}: ${hfCodeOf(err)}`);
-          onFailed?.(egress, err);
-          if (!blamesPath(err)) {
-            finish(undefined, err);
-            return;
-          }
-          if (next < candidates.length) start();
-          else if (pending === 0) finish(undefined, lastErr);
-        },
-      );
-    };
-    if (signal?.aborted) onAbort();
-    else start();
-  });
 }
