@@ -4,7 +4,7 @@ import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { formatHostPort, type Config } from './config.js';
 import type { Clock, NetMonitor, NetSnapshot } from './contracts.js';
-import { createSystemResolver, type Resolver } from './dns.js';
+import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { Policy, systemClock } from './egress/policy.js';
@@ -116,8 +116,12 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger } },
     clock,
   );
-  const resolver = opts.resolver ?? createSystemResolver();
-  const connector = createConnector(resolver, policy, dialer, cfg.fallback.delay);
+  const resolver =
+    opts.resolver ??
+    createResolver({
+      perInterface: Object.fromEntries(Object.entries(cfg.interfaces).map(([name, i]) => [name, i.dns])),
+    });
+  const connector = createConnector(resolver, policy, dialer, { fallbackDelayMs: cfg.fallback.delay });
   const flows = new FlowTable({ graceMs: cfg.grace, log, clock });
   flows.watch(monitor);
 

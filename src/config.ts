@@ -1,6 +1,7 @@
 // The configuration: a zod schema over a YAML file. Errors name the file, the key and what was
 // expected; unknown keys are errors. Defaults live here and in config/default.yaml (the same).
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -70,6 +71,16 @@ export const configSchema = z
     fallback: z
       .strictObject({ delay: duration.default(300) })
       .default({ delay: 300 }),
+    /** per-interface settings, by interface name */
+    interfaces: z
+      .record(
+        z.string(),
+        z.strictObject({
+          /** DNS servers to resolve names for flows on this interface */
+          dns: z.array(z.string().refine((s) => isIP(s) !== 0, { message: 'expected an IP address' })).default([]),
+        }),
+      )
+      .default({}),
   });
 
 export type Config = z.output<typeof configSchema>;

@@ -90,6 +90,11 @@ export interface EgressPolicy {
    * choice or the affinity's). Throws a HoldfastError (HF_NO_EGRESS / HF_NET_UNREACHABLE) if none.
    */
   candidates(target: Target, dst: Destination): Promise<Egress[]>;
+  /**
+   * The interface whose DNS servers should resolve `dst` (a name): the one its affinity points
+   * to, else the best usable default route's. Undefined: use the system resolver.
+   */
+  resolvingInterface(dst: Destination): NetInterface | undefined;
   /** A flow connected through `egress`: remember it for affinity. */
   connected(dst: Destination, target: Target, egress: Egress): void;
   /** A dial through `ifname` failed for a reason that blames the path (not ECONNREFUSED). */

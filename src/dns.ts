@@ -1,13 +1,25 @@
 // Name resolution for flows. The dialer takes addresses only; this turns the client's name into
-// targets. Address literals never touch a resolver.
-import { lookup } from 'node:dns/promises';
+// targets, in the order to try them (IPv6 and IPv4 interleaved, IPv6 first: RFC 8305 section 4).
+// A name is resolved with the DNS servers of the interface that will carry the flow (config
+// `interfaces.<name>.dns`, else systemd-resolved's per-link servers, else the system resolver),
+// queries sent from that interface's address, answers cached per interface for their TTL.
+// Address literals never touch a resolver.
+import { execFile } from 'node:child_process';
+import { lookup, Resolver as DnsResolver } from 'node:dns/promises';
+import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { Destination, Family, Target } from './contracts.js';
+import { LRUCache } from 'lru-cache';
+import type { Destination, Family, NetInterface, Target } from './contracts.js';
 import { DnsError } from './errors.js';
+
+/** The interface whose DNS servers resolve a name, and its addresses to send queries from. */
+export interface ResolveVia {
+  readonly iface: NetInterface;
+}
 
 export interface Resolver {
   /** All addresses for dst, in the order to try them. Literal addresses resolve to themselves. */
-  resolve(dst: Destination): Promise<Target[]>;
+  resolve(dst: Destination, via?: ResolveVia): Promise<Target[]>;
 }
 
 export function literalTarget(host: string, port: number): Target | undefined {
@@ -16,20 +28,137 @@ export function literalTarget(host: string, port: number): Target | undefined {
   return { ip: host, family: f as Family, port };
 }
 
-/** The system resolver (getaddrinfo), as the host would resolve. */
-export function createSystemResolver(): Resolver {
+/** Interleave families, keeping each family's order, starting with IPv6. */
+export function interleave(targets: readonly Target[]): Target[] {
+  const v6 = targets.filter((t) => t.family === 6);
+  const v4 = targets.filter((t) => t.family === 4);
+  const out: Target[] = [];
+  for (let i = 0; i < Math.max(v6.length, v4.length); i++) {
+    if (i < v6.length) out.push(v6[i]);
+    if (i < v4.length) out.push(v4[i]);
+  }
+  return out;
+}
+
+function dnsError(host: string, err: unknown): DnsError {
+  return new DnsError(`resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? 'failed'}`, err);
+}
+
+async function systemLookup(dst: Destination): Promise<Target[]> {
+  let addrs: { address: string; family: number }[];
+  try {
+    addrs = await lookup(dst.host, { all: true, verbatim: true });
+  } catch (err) {
+    throw dnsError(dst.host, err);
+  }
+  if (addrs.length === 0) throw new DnsError(`resolve ${dst.host}: no addresses`);
+  return interleave(addrs.map((a) => ({ ip: a.address, family: a.family as Family, port: dst.port })));
+}
+
+/** systemd-resolved's DNS servers for one link, via `resolvectl dns IFNAME` (empty if none). */
+function resolvedServers(ifname: string): Promise<string[]> {
+  if (!existsSync('/run/systemd/resolve')) return Promise.resolve([]);
+  return new Promise((resolve) => {
+    execFile('resolvectl', ['dns', ifname], { timeout: 2000 }, (err, stdout) => {
+      if (err) return resolve([]);
+      // "Link 2 (eth0): 192.168.1.1 fd00::1"
+      const after = stdout.slice(stdout.indexOf(':') + 1);
+      resolve(after.split(/\s+/).filter((s) => isIP(s.split('%')[0]) !== 0));
+    });
+  });
+}
+
+export interface ResolverOptions {
+  /** configured DNS servers per interface name */
+  readonly perInterface?: Readonly<Record<string, readonly string[]>>;
+  /** ask systemd-resolved for per-link servers of interfaces without configured ones */
+  readonly systemdResolved?: boolean;
+  readonly timeoutMs?: number;
+  readonly cacheEntries?: number;
+  /** answers are cached for their TTL, clamped to [minTtlMs, maxTtlMs] */
+  readonly minTtlMs?: number;
+  readonly maxTtlMs?: number;
+}
+
+/**
+ * The resolver: per-interface DNS where servers are known, the system resolver otherwise.
+ */
+export function createResolver(opts: ResolverOptions = {}): Resolver {
+  const perInterface = opts.perInterface ?? {};
+  const minTtl = opts.minTtlMs ?? 1000;
+  const maxTtl = opts.maxTtlMs ?? 300_000;
+  const cache = new LRUCache<string, Target[]>({ max: opts.cacheEntries ?? 5000 });
+  /** per interface: its servers (looked up once per address set) and a Resolver bound to them */
+  const resolvers = new Map<string, { key: string; servers: Promise<string[]>; r?: DnsResolver }>();
+
+  function serversOf(iface: NetInterface): Promise<string[]> {
+    const key = iface.addresses.map((a) => a.ip).join(',');
+    const hit = resolvers.get(iface.name);
+    if (hit && hit.key === key) return hit.servers;
+    const configured = perInterface[iface.name];
+    const servers = configured
+      ? Promise.resolve([...configured])
+      : opts.systemdResolved === false
+        ? Promise.resolve([])
+        : resolvedServers(iface.name);
+    resolvers.set(iface.name, { key, servers });
+    return servers;
+  }
+
+  function resolverOf(iface: NetInterface, servers: string[]): DnsResolver {
+    const entry = resolvers.get(iface.name)!;
+    if (entry.r) return entry.r;
+    const r = new DnsResolver({ timeout: opts.timeoutMs ?? 2000, tries: 2 });
+    r.setServers(servers);
+    const v4 = iface.addresses.find((a) => a.family === 4)?.ip;
+    const v6 = iface.addresses.find((a) => a.family === 6 && !a.ip.includes('%'))?.ip;
+    // queries leave from this interface's addresses (an on-link server is then reached through it)
+    r.setLocalAddress(v4 ?? '0.0.0.0', v6 ?? '::0');
+    entry.r = r;
+    return r;
+  }
+
+  async function viaInterface(dst: Destination, iface: NetInterface, servers: string[]): Promise<Target[]> {
+    const key = `${iface.name}|${dst.host.toLowerCase()}`;
+    const cached = cache.get(key);
+    if (cached) return cached.map((t) => ({ ...t, port: dst.port }));
+    const r = resolverOf(iface, servers);
+    const [a6, a4] = await Promise.allSettled([
+      iface.addresses.some((a) => a.family === 6) ? r.resolve6(dst.host, { ttl: true }) : Promise.resolve([]),
+      r.resolve4(dst.host, { ttl: true }),
+    ]);
+    const out: Target[] = [];
+    let ttl = maxTtl;
+    for (const [res, family] of [[a6, 6], [a4, 4]] as const) {
+      if (res.status !== 'fulfilled') continue;
+      for (const rec of res.value) {
+        out.push({ ip: rec.address, family, port: dst.port });
+        ttl = Math.min(ttl, rec.ttl * 1000);
+      }
+    }
+    if (out.length === 0) {
+      const err = a4.status === 'rejected' ? a4.reason : a6.status === 'rejected' ? a6.reason : undefined;
+      throw err ? dnsError(dst.host, err) : new DnsError(`resolve ${dst.host}: no addresses`);
+    }
+    const targets = interleave(out);
+    cache.set(key, targets, { ttl: Math.max(minTtl, ttl) });
+    return targets;
+  }
+
   return {
-    async resolve(dst) {
+    async resolve(dst, via) {
       const lit = literalTarget(dst.host, dst.port);
       if (lit) return [lit];
-      let addrs: { address: string; family: number }[];
-      try {
-        addrs = await lookup(dst.host, { all: true, verbatim: true });
-      } catch (err) {
-        throw new DnsError(`resolve ${dst.host}: ${(err as NodeJS.ErrnoException).code ?? 'failed'}`, err);
+      if (via) {
+        const servers = await serversOf(via.iface);
+        if (servers.length) return viaInterface(dst, via.iface, servers);
       }
-      if (addrs.length === 0) throw new DnsError(`resolve ${dst.host}: no addresses`);
-      return addrs.map((a) => ({ ip: a.address, family: a.family as Family, port: dst.port }));
+      return systemLookup(dst);
     },
   };
+}
+
+/** The system resolver only (getaddrinfo), as the host would resolve. */
+export function createSystemResolver(): Resolver {
+  return createResolver({ systemdResolved: false });
 }

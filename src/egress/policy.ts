@@ -16,7 +16,7 @@ import type {
   Target,
 } from '../contracts.js';
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
-import { usable } from '../net/monitor.js';
+import { bestDefault, usable } from '../net/monitor.js';
 import { kernelChoice, type SourceFinder } from '../net/route.js';
 
 export interface PolicyOptions {
@@ -103,6 +103,19 @@ export class Policy implements EgressPolicy {
       return undefined;
     }
     return e;
+  }
+
+  resolvingInterface(dst: Destination): NetInterface | undefined {
+    const snap = this.#monitor.current();
+    if (this.#mode === 'host') {
+      const e = this.#affinity.get(dst.host.toLowerCase());
+      if (e && (e.live > 0 || this.#clock.now() - e.releasedAt <= this.#lingerMs)) {
+        const iface = snap.interfaces.find((i) => i.name === e.ifname);
+        if (iface && iface.up && iface.carrier) return iface;
+      }
+    }
+    const best = bestDefault(snap, 4) ?? bestDefault(snap, 6);
+    return best ? snap.interfaces.find((i) => i.name === best.ifname) : undefined;
   }
 
   async candidates(target: Target, dst: Destination): Promise<Egress[]> {
