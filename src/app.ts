@@ -2,14 +2,16 @@
 // monitor -> policy -> dialer -> flows/relay), and start the listeners.
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { formatHostPort, type Config } from './config.js';
-import type { Clock, NetMonitor, NetSnapshot } from './contracts.js';
+import { BlockList, isIP } from 'node:net';
+import { createAuthenticator, loadUsers } from './auth.js';
+import { ConfigError, formatHostPort, type Config, type ListenAddress } from './config.js';
+import type { Clock, NetMonitor, NetSnapshot, Target } from './contracts.js';
 import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { Policy, systemClock } from './egress/policy.js';
 import { FlowTable } from './flows.js';
-import type { InboundContext } from './inbound/context.js';
+import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { loadAddon } from './native.js';
@@ -30,6 +32,9 @@ export interface Holdfast {
   readonly monitor: NetMonitor;
   readonly binder: 'device' | 'source';
   status(): StatusJson;
+  /** Apply a new configuration without dropping live flows; throws (keeping the old) if invalid. */
+  reload(cfg: Config): Promise<void>;
+  readonly counters: InboundCounters;
   /** Stop listening, let flows finish for `drainMs`, then cut the rest. */
   close(drainMs?: number): Promise<void>;
 }
@@ -79,6 +84,46 @@ export function statusOf(snap: NetSnapshot, flows: FlowTable, binder: 'device' |
   };
 }
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+}
+
+/** Refuse to expose an open proxy: a non-loopback listener needs auth or an explicit opt-out. */
+function checkExposure(cfg: Config, hasUsers: boolean): void {
+  if (hasUsers || cfg.allowUnauthenticated) return;
+  const exposed = cfg.listen.filter((l) => !isLoopbackHost(l.host));
+  if (exposed.length) {
+    throw new ConfigError(
+      `listen: ${exposed.map((l) => formatHostPort(l.host, l.port)).join(', ')} is reachable from other hosts, ` +
+        'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
+        '(and restrict `clients`) if you really mean it.',
+    );
+  }
+}
+
+/** The client allow-list as a function; empty list: everyone. */
+function clientFilter(cidrs: readonly string[]): (ip: string) => boolean {
+  if (cidrs.length === 0) return () => true;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [ip, len] = c.split('/');
+    const type = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
+    if (len === undefined) list.addAddress(ip, type);
+    else list.addSubnet(ip, Number(len), type);
+  }
+  return (ip) => {
+    const v4mapped = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : undefined;
+    if (v4mapped) return list.check(v4mapped, 'ipv4');
+    return list.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+  };
+}
+
 function sendJson(res: ServerResponse, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(200, {
@@ -109,7 +154,10 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     );
     if (channels.netChange.hasSubscribers) channels.netChange.publish({ snapshot: next, diff });
   });
-  const dialer = createDialer({ timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive }, addon);
+  // Settings a reload may change are kept in these objects, which the parts read when a new flow
+  // or connection begins; live flows keep what they were given.
+  const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
+  const dialer = createDialer(dialSettings, addon);
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
@@ -121,37 +169,86 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     createResolver({
       perInterface: Object.fromEntries(Object.entries(cfg.interfaces).map(([name, i]) => [name, i.dns])),
     });
-  const connector = createConnector(resolver, policy, dialer, { fallbackDelayMs: cfg.fallback.delay });
-  const flows = new FlowTable({ graceMs: cfg.grace, log, clock });
+  const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
 
   const listeners: Listener[] = [];
   const local = new Map<string, LocalHandler>();
-  const ctx: InboundContext = { log, connector, flows, handshakeTimeoutMs: 15_000 };
-  const selfPorts = () => new Set(listeners.map((l) => l.bound().port));
   const isSelf = (host: string, port: number) => {
-    if (!selfPorts().has(port)) return false;
+    if (!listeners.some((l) => l.bound().port === port)) return false;
     if (host === 'localhost') return true;
-    for (const l of listeners) if (l.bound().host === host) return true;
+    for (const l of listeners) if (l.bound().host === host || isWildcard(l.bound().host)) return true;
     for (const i of monitor.current().interfaces) for (const a of i.addresses) if (a.ip === host) return true;
     return false;
   };
-  const http = createHttpInbound({ ...ctx, resolver, policy, dialer, maxHeaderBytes: 16 * 1024, local, isSelf });
+  const connectorSettings = { fallbackDelayMs: cfg.fallback.delay, refuse: (t: Target) => isSelf(t.ip, t.port) };
+  const connector = createConnector(resolver, policy, dialer, connectorSettings);
+  const counters = newInboundCounters();
+  const ctx: Mutable<InboundContext> = {
+    log,
+    connector,
+    flows,
+    counters,
+    handshakeTimeoutMs: cfg.limits.handshakeTimeout,
+    idleTimeoutMs: cfg.limits.idleTimeout,
+    auth: createAuthenticator([]),
+    allowClient: () => true,
+  };
+  const http = createHttpInbound(ctx, { resolver, policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
   const status = () => statusOf(monitor.current(), flows, dialer.binder);
   local.set('/status', (_req, res) => sendJson(res, status()));
 
+  /** Apply the settings of `next` (at start, and on reload) except listeners. Throws if invalid. */
+  const apply = (next: Config) => {
+    const users = loadUsers(next.auth);
+    checkExposure(next, users.length > 0);
+    ctx.auth = createAuthenticator(users);
+    ctx.allowClient = clientFilter(next.clients);
+    ctx.handshakeTimeoutMs = next.limits.handshakeTimeout;
+    ctx.idleTimeoutMs = next.limits.idleTimeout;
+    dialSettings.timeoutMs = next.dial.timeout;
+    dialSettings.keepAliveMs = next.dial.keepAlive;
+    connectorSettings.fallbackDelayMs = next.fallback.delay;
+    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
+    flows.configure({ graceMs: next.grace, limits: next.limits });
+    http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
+  };
+
+  const key = (a: ListenAddress) => formatHostPort(a.host, a.port);
+  const openListeners = async (wanted: readonly ListenAddress[]) => {
+    const have = new Set(listeners.map((l) => key(l.address)));
+    for (const addr of wanted) {
+      if (have.has(key(addr))) continue;
+      const l = await listen(addr, ctx, http);
+      listeners.push(l);
+      const b = l.bound();
+      log.info({ listen: formatHostPort(b.host, b.port), binder: dialer.binder }, 'listening');
+    }
+  };
+
   try {
-    for (const addr of cfg.listen) listeners.push(await listen(addr, ctx, http));
+    apply(cfg);
+    await openListeners(cfg.listen);
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
-    monitor.close();
+    unsubscribeLog();
+    if (!opts.monitor) monitor.close();
     flows.close();
     throw err;
   }
-  for (const l of listeners) {
-    const b = l.bound();
-    log.info({ listen: formatHostPort(b.host, b.port), binder: dialer.binder }, 'listening');
-  }
+
+  /** Reload: validate everything first; on any error keep the old settings and say why. */
+  const reload = async (next: Config) => {
+    apply(next);
+    const wanted = new Set(next.listen.map(key));
+    for (const l of [...listeners]) {
+      if (wanted.has(key(l.address))) continue;
+      listeners.splice(listeners.indexOf(l), 1);
+      void l.close(); // stops accepting; its live flows go on
+      log.info({ listen: key(l.address) }, 'listener closed');
+    }
+    await openListeners(next.listen);
+  };
 
   let closing: Promise<void> | undefined;
   return {
@@ -160,6 +257,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     monitor,
     binder: dialer.binder,
     status,
+    reload,
+    counters,
     close(drainMs = 0) {
       closing ??= (async () => {
         const stopped = Promise.all(listeners.map((l) => l.close()));

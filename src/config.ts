@@ -21,6 +21,40 @@ export const duration = z.union([z.number().nonnegative(), z.string()]).transfor
   return Number(m[1]) * unitMs[m[2] ?? 'ms'];
 });
 
+/** "10.0.0.0/8", "::1/128", or a bare address (a /32 or /128). */
+export const cidr = z.string().refine(
+  (s) => {
+    const [ip, len, ...rest] = s.split('/');
+    const f = isIP(ip);
+    if (f === 0 || rest.length) return false;
+    if (len === undefined) return true;
+    const n = Number(len);
+    return /^\d+$/.test(len) && n >= 0 && n <= (f === 4 ? 32 : 128);
+  },
+  { message: 'expected an address or CIDR like 192.168.0.0/16 or fd00::/8' },
+);
+
+/** The hosts that bypass holdfast unless the config says otherwise (the listener itself is added). */
+export const defaultBypass = [
+  'localhost',
+  '127.0.0.0/8',
+  '::1',
+  '*.local',
+  '10.0.0.0/8',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '169.254.0.0/16',
+  'fe80::/10',
+] as const;
+
+const bypassNameRe = /^(?:\*\.|\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?$/i;
+
+/** A bypass entry: "<local>", a name, "*.suffix" or ".suffix", an address or a CIDR. */
+export const bypassEntry = z.string().refine(
+  (s) => s === '<local>' || bypassNameRe.test(s) || cidr.safeParse(s).success,
+  { message: 'expected a host name, *.domain, .domain, an address, a CIDR like 10.0.0.0/8, or <local>' },
+);
+
 export interface ListenAddress {
   readonly host: string;
   readonly port: number;
@@ -71,6 +105,58 @@ export const configSchema = z
     fallback: z
       .strictObject({ delay: duration.default(300) })
       .default({ delay: 300 }),
+    /** proxy authentication; when any user is set, every client must authenticate */
+    auth: z
+      .strictObject({
+        users: z
+          .array(z.strictObject({ username: z.string().min(1).max(255), password: z.string().max(255) }))
+          .default([]),
+        /** a file of "user:password" lines */
+        usersFile: z.string().optional(),
+        /** the name of an environment variable holding "user:password,user2:password2" */
+        usersEnv: z.string().optional(),
+      })
+      .default({ users: [] }),
+    /** a listener on a non-loopback address without auth is refused unless this is true */
+    allowUnauthenticated: z.boolean().default(false),
+    /** client networks allowed to use the proxy (CIDR); empty: any client that can reach a listener */
+    clients: z.array(cidr).default([]),
+    limits: z
+      .strictObject({
+        /** the whole handshake (SOCKS greeting and request, HTTP request head) within this */
+        handshakeTimeout: duration.default(10_000),
+        maxHeaderBytes: z.number().int().min(1024).max(1_048_576).default(16_384),
+        /** close a tunnel after this long without a byte either way (0 = never) */
+        idleTimeout: duration.default(0),
+        maxFlows: z.number().int().positive().default(50_000),
+        /** per client address; 0 = no per-client limit (all local apps share 127.0.0.1) */
+        maxFlowsPerClient: z.number().int().nonnegative().default(0),
+      })
+      .default({ handshakeTimeout: 10_000, maxHeaderBytes: 16_384, idleTimeout: 0, maxFlows: 50_000, maxFlowsPerClient: 0 }),
+    shutdown: z
+      .strictObject({
+        /** on SIGTERM/SIGINT, let flows finish for this long, then cut the rest */
+        drain: duration.default(5000),
+      })
+      .default({ drain: 5000 }),
+    /** what the PAC file (GET /proxy.pac, `holdfast pac`), `holdfast env` and the system proxy send direct */
+    pac: z
+      .strictObject({
+        /** hosts that bypass holdfast: names, "*.suffix" / ".suffix", addresses, CIDR, "<local>" (plain names) */
+        bypass: z.array(bypassEntry).default([...defaultBypass]),
+        /** PAC only: fall back to DIRECT when holdfast does not answer */
+        direct: z.boolean().default(false),
+      })
+      .default({ bypass: [...defaultBypass], direct: false }),
+    /** `holdfast start --policy-routing`: one routing table per interface, rules `from <address> lookup <table>` */
+    policyRouting: z
+      .strictObject({
+        /** the table of interface N is tableBase + its ifindex */
+        tableBase: z.number().int().min(256).max(2_000_000_000).default(1100),
+        /** the rules' priority (before the main table's 32766) */
+        priority: z.number().int().min(1).max(32765).default(31000),
+      })
+      .default({ tableBase: 1100, priority: 31000 }),
     /** per-interface settings, by interface name */
     interfaces: z
       .record(

@@ -13,11 +13,18 @@ import type {
   NetSnapshot,
   PlacedBy,
 } from './contracts.js';
-import { EgressLostError, hfCodeOf } from './errors.js';
+import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
 import { channels } from './observe/channels.js';
 
 export type CutHandler = (err: Error) => void;
+
+/** "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1" */
+function addressOf(client: string): string {
+  if (client.startsWith('[')) return client.slice(1, client.indexOf(']'));
+  const i = client.lastIndexOf(':');
+  return i < 0 ? client : client.slice(0, i);
+}
 
 export class Flow implements FlowInfo {
   readonly id: number;
@@ -139,8 +146,16 @@ export class Flow implements FlowInfo {
   }
 }
 
+export interface FlowLimits {
+  /** flows at once */
+  readonly maxFlows: number;
+  /** flows at once per client address; 0 = no limit */
+  readonly maxFlowsPerClient: number;
+}
+
 export interface FlowTableOptions {
   readonly graceMs: number;
+  readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
 }
@@ -160,7 +175,10 @@ export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string |
 export class FlowTable {
   readonly clock: Clock;
   readonly #log: Logger;
-  readonly #graceMs: number;
+  #graceMs: number;
+  #limits: FlowLimits;
+  /** live flows per client address, only counted when a per-client limit is set */
+  readonly #perClient = new Map<string, number>();
   readonly #flows = new Map<number, Flow>();
   #nextId = 1;
   /** per interface: the pending grace timer and when the loss began */
@@ -174,9 +192,27 @@ export class FlowTable {
     this.clock = opts.clock;
     this.#log = opts.log;
     this.#graceMs = opts.graceMs;
+    this.#limits = opts.limits ?? { maxFlows: Infinity, maxFlowsPerClient: 0 };
   }
 
+  /** New settings (a reload): apply to flows opened and losses noticed from now on. */
+  configure(opts: { graceMs: number; limits: FlowLimits }): void {
+    this.#graceMs = opts.graceMs;
+    this.#limits = opts.limits;
+  }
+
+  /** Open a flow; throws LimitError (HF_LIMIT) when a flow limit is reached. */
   open(kind: FlowKind, client: string, dst: Destination): Flow {
+    if (this.#flows.size >= this.#limits.maxFlows) {
+      throw new LimitError(`too many flows (${this.#flows.size}, limits.maxFlows)`);
+    }
+    const perClient = this.#limits.maxFlowsPerClient;
+    if (perClient > 0) {
+      const ip = addressOf(client);
+      const n = this.#perClient.get(ip) ?? 0;
+      if (n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
+      this.#perClient.set(ip, n + 1);
+    }
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
     this.totals.opened++;
@@ -184,7 +220,13 @@ export class FlowTable {
   }
 
   remove(f: Flow): void {
-    this.#flows.delete(f.id);
+    if (!this.#flows.delete(f.id)) return;
+    const ip = addressOf(f.client);
+    const n = this.#perClient.get(ip);
+    if (n !== undefined) {
+      if (n <= 1) this.#perClient.delete(ip);
+      else this.#perClient.set(ip, n - 1);
+    }
   }
 
   get size(): number {

@@ -1,7 +1,7 @@
 // `holdfast start`: run the proxy until SIGINT/SIGTERM.
 import { parseArgs } from 'node:util';
 import { startHoldfast } from '../app.js';
-import { ConfigError, defaultConfigPath, loadConfig, parseListen } from '../config.js';
+import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
 import { createLogger, logLevels } from '../log.js';
 import { fail } from './common.js';
 
@@ -20,8 +20,10 @@ Options:
   -h, --help              show this help
 
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
-Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get a moment to finish, the rest
-are cut.
+Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get shutdown.drain (default 5 s)
+to finish, the rest are cut; a second signal exits at once. SIGHUP reloads the config file
+(listeners, auth, limits, policy) without dropping live flows; a bad file is rejected with the
+reason in the log and the old configuration stays.
 
 Examples:
   holdfast start
@@ -51,21 +53,24 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(help);
     return 0;
   }
+  const listenOverride: ListenAddress[] = [];
+  for (const l of values.listen ?? []) {
+    const a = parseListen(l);
+    if (!a) return fail(`--listen ${l}: expected HOST:PORT (IPv6 as [::1]:1080)`);
+    listenOverride.push(a);
+  }
+  const configFile = values.config ?? defaultConfigPath;
+  /** The config file, with --listen applied; read at start and again on SIGHUP. */
+  const readConfig = () => {
+    const c = loadConfig(configFile);
+    return listenOverride.length ? { ...c, listen: listenOverride } : c;
+  };
   let cfg;
   try {
-    cfg = loadConfig(values.config ?? defaultConfigPath);
+    cfg = readConfig();
   } catch (err) {
     if (err instanceof ConfigError) return fail(err.message);
     throw err;
-  }
-  if (values.listen?.length) {
-    const listen = [];
-    for (const l of values.listen) {
-      const a = parseListen(l);
-      if (!a) return fail(`--listen ${l}: expected HOST:PORT (IPv6 as [::1]:1080)`);
-      listen.push(a);
-    }
-    cfg = { ...cfg, listen };
   }
   const level = values['log-level'] ?? cfg.log.level;
   if (!(logLevels as readonly string[]).includes(level)) {
@@ -79,8 +84,24 @@ export async function run(argv: string[]): Promise<number> {
     log.fatal({ err }, 'start failed');
     log.flush();
     process.stderr.write(`holdfast: ${(err as Error).message}\n`);
-    return 1;
+    return err instanceof ConfigError ? 2 : 1;
   }
+  let drainMs = cfg.shutdown.drain;
+  const reload = async () => {
+    let next;
+    try {
+      next = readConfig();
+      await hf.reload(next);
+    } catch (err) {
+      // the old configuration stays in force
+      log.error({ file: configFile, why: (err as Error).message }, 'reload rejected');
+      return;
+    }
+    drainMs = next.shutdown.drain;
+    if (!values['log-level']) log.level = next.log.level;
+    log.info({ file: configFile, flows: hf.flows.size }, 'reloaded');
+  };
+  process.on('SIGHUP', () => void reload());
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -90,8 +111,8 @@ export async function run(argv: string[]): Promise<number> {
         return;
       }
       stopping = true;
-      log.info({ signal, flows: hf.flows.size }, 'stopping');
-      hf.close(2000).then(
+      log.info({ signal, flows: hf.flows.size, drainMs }, 'stopping');
+      hf.close(drainMs).then(
         () => {
           log.info('stopped');
           resolve(0);

@@ -4,7 +4,7 @@
 // races the candidate interfaces the policy gives (dialAcross). The winner feeds affinity.
 import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
-import { HfCode, hfCodeOf } from '../errors.js';
+import { HfCode, NotAllowedError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
 import { RaceLost, staggeredRace } from './race.js';
 
@@ -21,6 +21,8 @@ export interface ConnectorOptions {
   readonly happyEyeballsDelayMs?: number;
   /** at most this many addresses of a name are tried */
   readonly maxAddresses?: number;
+  /** targets that must not be dialed (holdfast's own listeners: a loop) */
+  readonly refuse?: (target: Target) => boolean;
 }
 
 /** Of several failures, the one to report: a server's answer beats "no route" on some family. */
@@ -34,6 +36,7 @@ export function createConnector(
   dialer: Dialer,
   opts: ConnectorOptions,
 ): Connector {
+  // opts is read per flow: a reload may change fallbackDelayMs
   const heDelayMs = opts.happyEyeballsDelayMs ?? 250;
   const maxAddresses = opts.maxAddresses ?? 4;
   const onFailed = (egress: { ifname: string }, err: unknown) => {
@@ -41,6 +44,9 @@ export function createConnector(
   };
 
   async function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult> {
+    if (opts.refuse?.(target)) {
+      throw new NotAllowedError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
+    }
     const candidates = await policy.candidates(target, dst);
     const r = await dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed);
     return {

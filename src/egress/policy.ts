@@ -62,8 +62,8 @@ export class Policy implements EgressPolicy {
   readonly #monitor: NetMonitor & { readNow?: () => NetSnapshot };
   readonly #find: SourceFinder;
   readonly #clock: Clock;
-  readonly #mode: 'host' | 'address' | 'off';
-  readonly #lingerMs: number;
+  #mode: 'host' | 'address' | 'off';
+  #lingerMs: number;
   readonly #backoffMs: number;
   readonly #affinity: LRUCache<string, AffinityEntry>;
   readonly #backoff = new Map<string, number>();
@@ -76,6 +76,13 @@ export class Policy implements EgressPolicy {
     this.#lingerMs = opts.affinity.lingerMs;
     this.#backoffMs = opts.backoffMs ?? 5000;
     this.#affinity = new LRUCache({ max: opts.maxAffinityEntries ?? 10_000 });
+  }
+
+  /** New affinity settings (a reload). Existing entries stay; a change of mode starts afresh. */
+  configure(opts: Pick<PolicyOptions, 'affinity'>): void {
+    if (opts.affinity.mode !== this.#mode) this.#affinity.clear();
+    this.#mode = opts.affinity.mode;
+    this.#lingerMs = opts.affinity.lingerMs;
   }
 
   #key(dst: Destination, target: Target): string | undefined {

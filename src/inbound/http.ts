@@ -8,14 +8,15 @@ import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
+import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
 import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
-import { relay } from '../relay.js';
 import { peerOf, type InboundContext } from './context.js';
+import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
 export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
-export interface HttpInboundOptions extends InboundContext {
+export interface HttpInboundOptions {
   readonly resolver: Resolver;
   readonly policy: EgressPolicy;
   readonly dialer: Dialer;
@@ -74,6 +75,10 @@ function responseHeaders(h: Record<string, string | string[] | undefined>): Reco
   return out;
 }
 
+function isLoopback(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1' || ip.startsWith('::ffff:127.');
+}
+
 function hostOf(h: string): string {
   return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
 }
@@ -115,12 +120,14 @@ export interface HttpInbound {
   readonly server: Server;
   /** Hand over a client connection (its first bytes unshifted back). */
   handle(socket: Socket): void;
+  /** New limits (a reload) for connections from now on. */
+  configure(opts: { maxHeaderBytes: number; handshakeTimeoutMs: number }): void;
   /** Drop the Agent of an egress: 'close' lets requests finish, 'destroy' stops them now. */
   dropEgress(ifname: string, how: 'close' | 'destroy', err?: Error): void;
   close(): Promise<void>;
 }
 
-export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
+export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): HttpInbound {
   const agents = new Map<string, { agent: Agent; egress: Egress }>();
 
   function agentFor(egress: Egress): Agent {
@@ -152,7 +159,13 @@ export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
     const client = peerOf(req.socket);
     const host = hostOf(url.hostname);
     const dst: Destination = { host, port: Number(url.port) || 80, isName: isIP(host) === 0 };
-    const flow = o.flows.open('http-forward', client, dst);
+    let flow: Flow;
+    try {
+      flow = ctx.flows.open('http-forward', client, dst);
+    } catch (err) {
+      ctx.counters.limitRefusals++;
+      return sendError(res, toHttpStatus(err), errorBody(err));
+    }
     const ac = new AbortController();
     let settled = false;
     const finish = (reason: string, err?: unknown) => {
@@ -271,14 +284,32 @@ export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
     }
     const port = Number(url.port) || 80;
     if (o.isSelf(hostOf(url.hostname), port)) return local(req, res, url.pathname + url.search);
+    if (!authorized(req)) {
+      res.writeHead(407, {
+        'proxy-authenticate': 'Basic realm="holdfast", charset="UTF-8"',
+        'content-type': 'text/plain; charset=utf-8',
+      });
+      res.end('holdfast: proxy authentication needed\n');
+      return;
+    }
     forward(req, res, url).catch((err) => {
-      o.log.error({ err }, 'http forward failed unexpectedly');
+      ctx.log.error({ err }, 'http forward failed unexpectedly');
       res.destroy();
     });
   }
 
   function local(req: IncomingMessage, res: ServerResponse, pathAndQuery: string): void {
     const path = pathAndQuery.split('?')[0];
+    // holdfast's own pages: open to loopback clients; others need the proxy's credentials
+    // (as Authorization, since the request is addressed to holdfast), except the PAC file
+    if (ctx.auth.required && path !== '/proxy.pac' && !isLoopback(req.socket.remoteAddress ?? '')) {
+      if (!ctx.auth.checkBasic(req.headers['authorization'])) {
+        ctx.counters.authFailures++;
+        res.writeHead(401, { 'www-authenticate': 'Basic realm="holdfast", charset="UTF-8"', 'content-type': 'text/plain' });
+        res.end('holdfast: authentication needed\n');
+        return;
+      }
+    }
     const h = o.local.get(path);
     if (h) return h(req, res);
     sendError(res, 404, `holdfast: no such page: ${path}\n`);
@@ -289,11 +320,22 @@ export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
     res.end(body);
   }
 
+  const connectProtocol: TunnelProtocol = {
+    success: () => 'HTTP/1.1 200 Connection established\r\n\r\n',
+    failure: (err) => {
+      const status = toHttpStatus(err);
+      return plainReply(status, statusText[status] ?? 'Error', errorBody(err));
+    },
+  };
+
   function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const client = peerOf(socket);
     socket.on('error', () => {
       /* ends in 'close' */
     });
+    if (!authorized(req)) {
+      socket.end(authRequired);
+      return;
+    }
     const dst = parseAuthority(req.url ?? '');
     if (!dst) {
       socket.end(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
@@ -303,53 +345,26 @@ export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
       socket.end(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
       return;
     }
-    const flow = o.flows.open('http-connect', client, dst);
-    const ac = new AbortController();
-    let replied = false;
-    const onEarlyClose = () => ac.abort(new Error('client left'));
-    socket.once('close', onEarlyClose);
-    flow.onCut((err) => {
-      if (!replied) ac.abort(err);
-      else socket.resetAndDestroy();
-    });
     socket.pause();
-    o.connector.open(dst, ac.signal).then(
-      (up) => {
-        socket.removeListener('close', onEarlyClose);
-        if (socket.destroyed || flow.ended) {
-          up.socket.destroy();
-          o.connector.release(dst, up);
-          flow.end('client left');
-          return;
-        }
-        replied = true;
-        flow.pinned(up);
-        socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
-        if (head.length) {
-          flow.bytesUp += head.length;
-          up.socket.write(head);
-        }
-        relay(socket, up.socket, flow, (end) => {
-          o.connector.release(dst, up);
-          flow.end(end.reason, end.error);
-        });
-      },
-      (err: Error) => {
-        socket.removeListener('close', onEarlyClose);
-        flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
-        if (!socket.destroyed) {
-          const status = toHttpStatus(err);
-          socket.end(plainReply(status, statusText[status] ?? 'Error', errorBody(err)));
-        }
-      },
-    );
+    openTunnel(ctx, 'http-connect', socket, peerOf(socket), dst, head, connectProtocol);
   }
+
+  /** Proxy-Authorization, when auth is on. */
+  function authorized(req: IncomingMessage): boolean {
+    if (!ctx.auth.required) return true;
+    if (ctx.auth.checkBasic(req.headers['proxy-authorization'])) return true;
+    ctx.counters.authFailures++;
+    return false;
+  }
+  const authRequired =
+    'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="holdfast", charset="UTF-8"\r\n' +
+    'Content-Type: text/plain; charset=utf-8\r\nContent-Length: 38\r\nConnection: close\r\n\r\nholdfast: proxy authentication needed\n';
 
   const server = createServer(
     {
       maxHeaderSize: o.maxHeaderBytes,
       requestTimeout: 0, // long uploads through the proxy are fine
-      headersTimeout: o.handshakeTimeoutMs,
+      headersTimeout: ctx.handshakeTimeoutMs,
       keepAliveTimeout: 5000,
       connectionsCheckingInterval: 1000,
     },
@@ -364,6 +379,11 @@ export function createHttpInbound(o: HttpInboundOptions): HttpInbound {
     server,
     handle(socket) {
       server.emit('connection', socket);
+    },
+    configure(opts) {
+      // read by Node for each new connection's parser (set from the constructor option)
+      (server as Server & { maxHeaderSize: number }).maxHeaderSize = opts.maxHeaderBytes;
+      server.headersTimeout = opts.handshakeTimeoutMs;
     },
     dropEgress(ifname, how, err) {
       for (const [key, a] of agents) {

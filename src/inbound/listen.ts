@@ -19,7 +19,16 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
   socket.on('error', () => {
     /* a client reset before the first byte: nothing to do */
   });
-  socket.setTimeout(ctx.handshakeTimeoutMs, () => socket.destroy());
+  if (!ctx.allowClient(socket.remoteAddress ?? '')) {
+    ctx.counters.clientsRefused++;
+    ctx.log.info({ client: socket.remoteAddress }, 'client refused');
+    socket.destroy();
+    return;
+  }
+  socket.setTimeout(ctx.handshakeTimeoutMs, () => {
+    ctx.counters.handshakeTimeouts++;
+    socket.destroy();
+  });
   socket.once('data', (first: Buffer) => {
     socket.setTimeout(0);
     if (first[0] === 0x05) {

@@ -1,40 +1,67 @@
-// One SOCKS5 client connection: greeting, request, then CONNECT (BIND and UDP ASSOCIATE answer
-// 0x07 until they are built). State is per connection. The success reply is written only after
-// the upstream connected (its BND.ADDR is the pinned local address); bytes the client pipelined
-// after its request wait, in order, until then.
+// One SOCKS5 client connection: greeting, optional username/password (RFC 1929), request, then
+// the command. State is per connection (socksv5 shared it, and crashed on interleaved logins).
+// The success reply is written only after the upstream connected (BND.ADDR is the pinned local
+// address); bytes the client pipelined after its request wait, in order, until then.
 import type { Socket } from 'node:net';
 import type { Destination } from '../contracts.js';
 import { Reply, replyText, toSocksReply } from '../errors.js';
-import { relay } from '../relay.js';
 import { peerOf, type InboundContext } from './context.js';
 import {
   Command,
   Method,
   encodeMethod,
   encodeReply,
+  encodeUserPassStatus,
   parseGreeting,
   parseRequest,
+  parseUserPass,
   type SocksAddress,
+  type SocksRequest,
 } from './socks5.js';
+import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
-/** Greeting + request never need more than this; more unparsed bytes is garbage. */
+/** Greeting + login + request never need more than this; more unparsed bytes is garbage. */
 const MAX_HANDSHAKE_BYTES = 1024;
 
 export function destinationOf(a: SocksAddress, port: number): Destination {
   return a.kind === 'domain' ? { host: a.name, port, isName: true } : { host: a.ip, port, isName: false };
 }
 
+const connectProtocol: TunnelProtocol = {
+  success: (up) => encodeReply(Reply.SUCCEEDED, { ip: up.localAddress, port: up.localPort }),
+  failure: (err) => encodeReply(toSocksReply(err)),
+};
+
+/** What a command handler gets once the request is read: the socket is paused. */
+export interface SocksCommandContext {
+  readonly socket: Socket;
+  readonly client: string;
+  readonly request: SocksRequest;
+  readonly dst: Destination;
+  /** bytes the client sent after its request */
+  readonly pipelined: Buffer;
+  readonly ctx: InboundContext;
+}
+
+/** Handlers for BIND and UDP ASSOCIATE, when built (until then: 0x07). */
+export const socksCommands: Partial<Record<number, (c: SocksCommandContext) => void>> = {};
+
 export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext): void {
   let buf: Buffer = first;
-  let state: 'greeting' | 'request' | 'busy' = 'greeting';
+  let state: 'greeting' | 'auth' | 'request' | 'busy' = 'greeting';
   const client = peerOf(socket);
 
-  const fail = (reply: number, why: string) => {
+  /** stop reading, send the last bytes, close */
+  const closeWith = (bytes: Buffer) => {
     state = 'busy';
     socket.removeListener('data', onData);
-    ctx.log.debug({ client, reply: replyText(reply), why }, 'socks5 refused');
-    socket.end(encodeReply(reply));
+    socket.end(bytes);
     socket.destroySoon();
+  };
+  const fail = (reply: number, why: string) => {
+    ctx.counters.badHandshakes++;
+    ctx.log.debug({ client, reply: replyText(reply), why }, 'socks5 refused');
+    closeWith(encodeReply(reply));
   };
 
   const step = () => {
@@ -42,23 +69,34 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext)
       const g = parseGreeting(buf);
       if (!g.ok) {
         if ('need' in g) return waitMore();
-        // not SOCKS5 at all (or no methods): nothing sensible to answer, close
-        state = 'busy';
-        socket.removeListener('data', onData);
+        // not SOCKS5 at all (or no methods): no acceptable method, close
+        ctx.counters.badHandshakes++;
         ctx.log.debug({ client, why: g.why }, 'socks5 bad greeting');
-        socket.end(encodeMethod(Method.NO_ACCEPTABLE));
-        socket.destroySoon();
-        return;
+        return closeWith(encodeMethod(Method.NO_ACCEPTABLE));
       }
       buf = buf.subarray(g.used);
-      if (!g.value.methods.includes(Method.NO_AUTH)) {
-        state = 'busy';
-        socket.removeListener('data', onData);
-        socket.end(encodeMethod(Method.NO_ACCEPTABLE));
-        socket.destroySoon();
-        return;
+      const want = ctx.auth.required ? Method.USER_PASS : Method.NO_AUTH;
+      if (!g.value.methods.includes(want)) {
+        if (ctx.auth.required) ctx.counters.authFailures++;
+        return closeWith(encodeMethod(Method.NO_ACCEPTABLE));
       }
-      socket.write(encodeMethod(Method.NO_AUTH));
+      socket.write(encodeMethod(want));
+      state = want === Method.USER_PASS ? 'auth' : 'request';
+    }
+    if (state === 'auth') {
+      const a = parseUserPass(buf);
+      if (!a.ok) {
+        if ('need' in a) return waitMore();
+        ctx.counters.authFailures++;
+        return closeWith(encodeUserPassStatus(false));
+      }
+      buf = buf.subarray(a.used);
+      if (!ctx.auth.check(a.value.username, a.value.password)) {
+        ctx.counters.authFailures++;
+        ctx.log.info({ client, username: a.value.username }, 'socks5 auth failed');
+        return closeWith(encodeUserPassStatus(false));
+      }
+      socket.write(encodeUserPassStatus(true));
       state = 'request';
     }
     if (state === 'request') {
@@ -67,14 +105,23 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext)
         if ('need' in r) return waitMore();
         return fail(r.reply, r.why);
       }
-      const rest = buf.subarray(r.used);
+      const pipelined = buf.subarray(r.used);
       buf = Buffer.alloc(0);
-      if (r.value.command !== Command.CONNECT) return fail(Reply.CMD_UNSUPPORTED, `command ${r.value.command}`);
+      const request = r.value;
+      const dst = destinationOf(request.address, request.port);
+      const handler =
+        request.command === Command.CONNECT
+          ? undefined
+          : socksCommands[request.command];
+      if (request.command !== Command.CONNECT && !handler) {
+        return fail(Reply.CMD_UNSUPPORTED, `command ${request.command}`);
+      }
       state = 'busy';
       socket.removeListener('data', onData);
       socket.pause();
       socket.setTimeout(0);
-      connect(destinationOf(r.value.address, r.value.port), rest);
+      if (handler) handler({ socket, client, request, dst, pipelined, ctx });
+      else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);
     }
   };
 
@@ -87,57 +134,14 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext)
     step();
   };
 
-  const connect = (dst: Destination, pipelined: Buffer) => {
-    const flow = ctx.flows.open('socks5-connect', client, dst);
-    const ac = new AbortController();
-    let replied = false;
-    const onEarlyClose = () => ac.abort(new Error('client left'));
-    socket.once('close', onEarlyClose);
-    flow.onCut((err) => {
-      if (!replied) {
-        ac.abort(err);
-        return;
-      }
-      socket.resetAndDestroy();
-    });
-    ctx.connector.open(dst, ac.signal).then(
-      (up) => {
-        socket.removeListener('close', onEarlyClose);
-        if (socket.destroyed || flow.ended) {
-          up.socket.destroy();
-          ctx.connector.release(dst, up);
-          flow.end('client left');
-          return;
-        }
-        replied = true;
-        flow.pinned(up);
-        socket.write(encodeReply(Reply.SUCCEEDED, { ip: up.localAddress, port: up.localPort }));
-        if (pipelined.length) {
-          flow.bytesUp += pipelined.length;
-          up.socket.write(pipelined);
-        }
-        relay(socket, up.socket, flow, (end) => {
-          ctx.connector.release(dst, up);
-          flow.end(end.reason, end.error);
-        });
-      },
-      (err: Error) => {
-        socket.removeListener('close', onEarlyClose);
-        flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
-        if (!socket.destroyed) {
-          socket.end(encodeReply(toSocksReply(err)));
-          socket.destroySoon();
-        }
-      },
-    );
-  };
-
   socket.on('data', onData);
   socket.on('error', () => {
     /* ends in 'close'; a reset client is an expected end */
   });
   socket.setTimeout(ctx.handshakeTimeoutMs, () => {
-    if (state !== 'busy') socket.destroy();
+    if (state === 'busy') return;
+    ctx.counters.handshakeTimeouts++;
+    socket.destroy();
   });
   step();
 }

@@ -1,0 +1,96 @@
+// The life of a tunnel flow (SOCKS5 CONNECT, HTTP CONNECT), shared by both inbounds: open the
+// flow, dial, answer the client only after upstream answered, pass on what the client sent
+// early, relay, and end the flow once. The protocol parts are the two reply functions.
+import type { Socket } from 'node:net';
+import type { Destination, DialResult, FlowKind } from '../contracts.js';
+import type { Flow } from '../flows.js';
+import { relay } from '../relay.js';
+import type { InboundContext } from './context.js';
+
+export interface TunnelProtocol {
+  /** the bytes that tell the client the tunnel is up */
+  success(up: DialResult): Buffer | string;
+  /** the bytes that tell the client why not (then the connection is closed) */
+  failure(err: unknown): Buffer | string;
+}
+
+/** Relay with the idle timeout, ending the flow once; `release` runs first (affinity). */
+export function relayFlow(
+  ctx: InboundContext,
+  flow: Flow,
+  client: Socket,
+  upstream: Socket,
+  release: () => void,
+): void {
+  const idleMs = ctx.idleTimeoutMs;
+  if (idleMs > 0) {
+    // activity either way (a read from or a write to the client) resets the client's timer
+    client.setTimeout(idleMs, () => {
+      ctx.counters.idleTimeouts++;
+      client.destroy(Object.assign(new Error(`idle for ${idleMs} ms`), { code: 'idle' }));
+    });
+  }
+  relay(client, upstream, flow, (end) => {
+    release();
+    flow.end(end.reason, end.error);
+  });
+}
+
+/**
+ * Open a tunnel for `dst` on behalf of `client` (paused; its early bytes are in `pipelined`
+ * or still in the socket's buffer). Replies and errors go through `proto`.
+ */
+export function openTunnel(
+  ctx: InboundContext,
+  kind: FlowKind,
+  client: Socket,
+  clientName: string,
+  dst: Destination,
+  pipelined: Buffer,
+  proto: TunnelProtocol,
+): void {
+  let flow: Flow;
+  try {
+    flow = ctx.flows.open(kind, clientName, dst);
+  } catch (err) {
+    ctx.counters.limitRefusals++;
+    client.end(proto.failure(err));
+    client.destroySoon();
+    return;
+  }
+  const ac = new AbortController();
+  let replied = false;
+  const onEarlyClose = () => ac.abort(new Error('client left'));
+  client.once('close', onEarlyClose);
+  flow.onCut((err) => {
+    if (!replied) ac.abort(err);
+    else client.resetAndDestroy();
+  });
+  ctx.connector.open(dst, ac.signal).then(
+    (up) => {
+      client.removeListener('close', onEarlyClose);
+      if (client.destroyed || flow.ended) {
+        up.socket.destroy();
+        ctx.connector.release(dst, up);
+        flow.end('client left');
+        return;
+      }
+      replied = true;
+      flow.pinned(up);
+      client.write(proto.success(up));
+      if (pipelined.length) {
+        flow.bytesUp += pipelined.length;
+        up.socket.write(pipelined);
+      }
+      relayFlow(ctx, flow, client, up.socket, () => ctx.connector.release(dst, up));
+    },
+    (err: unknown) => {
+      client.removeListener('close', onEarlyClose);
+      flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
+      if (!client.destroyed) {
+        client.end(proto.failure(err));
+        client.destroySoon();
+      }
+    },
+  );
+}
