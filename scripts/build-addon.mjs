@@ -1,12 +1,24 @@
 // Builds the native addon (SO_BINDTODEVICE). A failure is not fatal: holdfast then runs with
-// source-address binding only, and `holdfast doctor` / the start-up warning say how to fix it.
+// source-address binding only, and the start-up warning / `holdfast doctor` say how to fix it.
+// Run by `npm ci` (install script); by hand: `node scripts/build-addon.mjs`.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
-const gyp = process.env.npm_config_node_gyp;
-const [cmd, args] = gyp && existsSync(gyp)
-  ? [process.execPath, [gyp, 'rebuild']]
-  : ['node-gyp', ['rebuild']];
+/** node-gyp: the one npm hands to install scripts, else the one bundled with npm, else PATH. */
+function findNodeGyp() {
+  const candidates = [process.env.npm_config_node_gyp];
+  try {
+    const npmCli = realpathSync(spawnSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).stdout.trim());
+    candidates.push(join(dirname(npmCli), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
+  } catch {
+    /* no npm on PATH */
+  }
+  const found = candidates.find((c) => c && existsSync(c));
+  return found ? [process.execPath, [found, 'rebuild']] : ['node-gyp', ['rebuild']];
+}
+
+const [cmd, args] = findNodeGyp();
 const r = spawnSync(cmd, args, { stdio: 'inherit' });
 if (r.status !== 0) {
   console.warn(
