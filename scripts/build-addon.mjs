@@ -19,6 +19,12 @@ function findNodeGyp() {
 }
 
 const [cmd, args] = findNodeGyp();
+// Headers: npm passes its nodedir setting; by hand, use the running Node's own headers if it
+// ships them (no download: this may run offline).
+const prefix = dirname(dirname(process.execPath));
+if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) {
+  args.push(`--nodedir=${prefix}`);
+}
 const r = spawnSync(cmd, args, { stdio: 'inherit' });
 if (r.status !== 0) {
   console.warn(
