@@ -1,0 +1,67 @@
+// What every scenario gets, and how it lists the (proxy, protocol) pairs it measures.
+import type { Via } from './client.js';
+import type { Running } from './proxies.js';
+import { groupUsage } from './procs.js';
+
+export interface Settings {
+  quick: boolean;
+  rounds: number;
+  bulkBytes: number;
+  rateSeconds: number;
+  rateConcurrency: number;
+  rateFlowBytes: number;
+  rtts: number;
+  newConns: number;
+  tunnels: number;
+}
+
+export interface Ctx {
+  settings: Settings;
+  sink: { raw: number; http: number };
+  proxies: readonly Running[];
+  /** The temp dir: configs and logs. */
+  dir: string;
+  log(line: string): void;
+}
+
+export type Protocol = 'socks5' | 'connect' | 'forward';
+
+/** One thing to measure: a proxy speaking a protocol, or no proxy. */
+export interface Case {
+  proxy: string;
+  protocol: Protocol | 'direct';
+  via: Via;
+  running?: Running;
+}
+
+/** The comparison each protocol's rows are read against. */
+export const REF: Record<Protocol, string> = { socks5: 'dante', connect: 'tinyproxy', forward: 'tinyproxy' };
+
+export const LABEL: Record<Protocol | 'direct', string> = {
+  direct: 'no proxy',
+  socks5: 'SOCKS5',
+  connect: 'HTTP CONNECT',
+  forward: 'HTTP forward',
+};
+
+export function casesFor(ctx: Ctx, protocols: readonly Protocol[], withDirect: boolean): Case[] {
+  const out: Case[] = withDirect ? [{ proxy: 'direct', protocol: 'direct', via: { kind: 'direct' } }] : [];
+  for (const protocol of protocols) {
+    for (const p of ctx.proxies) {
+      if (!p.speaks[protocol]) continue;
+      const via: Via =
+        protocol === 'socks5' ? { kind: 'socks5', port: p.port } : protocol === 'connect' ? { kind: 'connect', port: p.port } : { kind: 'direct' };
+      out.push({ proxy: p.name, protocol, via, running: p });
+    }
+  }
+  return out;
+}
+
+/** CPU seconds the proxy's processes have used so far (0 for no proxy). */
+export function cpuOf(c: Case): number {
+  return c.running === undefined ? 0 : groupUsage(c.running.proc.pid, false).cpuSec;
+}
+
+export function key(c: Case): string {
+  return `${c.protocol}/${c.proxy}`;
+}

@@ -1,0 +1,84 @@
+// Small numeric helpers and the result table. No I/O besides building strings.
+
+export type Better = 'higher' | 'lower';
+
+/** One measured figure: the median over rounds of a scenario for one proxy. */
+export interface Row {
+  scenario: string;
+  proxy: string;
+  /** Values, one per round (already reduced within a round, e.g. a round's p99). */
+  samples: number[];
+  unit: string;
+  better: Better;
+  /** The proxy this row is compared with (same scenario); absent: no ratio. */
+  ref?: string;
+  /** Free text for the last column (CPU cost, errors, why skipped). */
+  note?: string;
+  /** Set when the proxy could not be measured: the row prints the reason. */
+  skipped?: string;
+}
+
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Nearest-rank percentile, p in [0, 100]. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  const n = sorted.length;
+  if (n === 0) return Number.NaN;
+  const rank = Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1));
+  return sorted[rank];
+}
+
+export function sortedCopy(xs: ArrayLike<number>): Float64Array {
+  return Float64Array.from(xs).sort();
+}
+
+/** (max - min) / median over the rounds, as a percentage: how much the rounds disagree. */
+export function spreadPct(xs: readonly number[]): number {
+  if (xs.length < 2) return 0;
+  const m = median(xs);
+  return m === 0 ? 0 : ((Math.max(...xs) - Math.min(...xs)) / m) * 100;
+}
+
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return 'n/a';
+  const a = Math.abs(x);
+  if (a >= 1000) return Math.round(x).toString();
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  return x.toFixed(3);
+}
+
+/** A Markdown table (readable in a terminal, pasteable into bench/README.md). */
+export function renderTable(rows: readonly Row[]): string {
+  const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'spread', 'note'];
+  const body = rows.map((r) => {
+    if (r.skipped !== undefined) return [r.scenario, r.proxy, '-', r.unit, '-', '-', `skipped: ${r.skipped}`];
+    const m = median(r.samples);
+    let ratio = '';
+    if (r.ref !== undefined) {
+      const ref = rows.find((x) => x.scenario === r.scenario && x.proxy === r.ref && x.skipped === undefined);
+      if (ref === undefined) ratio = 'n/a';
+      else if (ref === r) ratio = '1 (ref)';
+      else ratio = `${fmt(m / median(ref.samples))}x`;
+    }
+    const arrow = r.better === 'higher' ? '↑' : '↓';
+    return [
+      r.scenario,
+      r.proxy,
+      fmt(m),
+      `${r.unit} ${arrow}`,
+      ratio,
+      `${r.samples.length}× ±${spreadPct(r.samples).toFixed(0)}%`,
+      r.note ?? '',
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
