@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "holdfast_native",
-      "sources": ["native/holdfast_native.c"],
+      "sources": ["native/holdfast_native.c", "native/relay.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]

@@ -1,7 +1,11 @@
 /*
  * holdfast_native: the two things Node cannot do by itself.
- *   openBound(family, kind, ifname) -> fd   a non-blocking socket bound to a device
- *                                           (SO_BINDTODEVICE on Linux, IP_BOUND_IF on macOS)
+ *   openBound(family, kind, ifname[, source]) -> fd
+ *                                           a non-blocking socket bound to a device
+ *                                           (SO_BINDTODEVICE on Linux, IP_BOUND_IF on macOS),
+ *                                           and, if `source` is given, to that address (port 0):
+ *                                           Node can adopt an fd (dgram bind({fd}), listen({fd}))
+ *                                           but cannot bind one it adopted
  *   routeSource(family, ip) -> string       the source address the kernel picks for ip
  *                                           (a throwaway connected UDP socket, as Dante's getoutaddr)
  * Errors are thrown as Error with .code = "E..." (the errno name) and .syscall.
@@ -28,6 +32,7 @@ static const char *errno_code(int e) {
     case ENETUNREACH: return "ENETUNREACH";
     case EHOSTUNREACH: return "EHOSTUNREACH";
     case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EADDRINUSE: return "EADDRINUSE";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
     case EMFILE: return "EMFILE";
     case ENFILE: return "ENFILE";
@@ -67,12 +72,37 @@ static int get_family(napi_env env, napi_value v, int *af) {
   return 0;
 }
 
-/* openBound(family: 4|6, kind: 0 tcp | 1 udp, ifname: string) -> fd */
+/* Bind fd to `src` (an IP, "%zone" ignored; IPv6 link-local gets ifname's scope), port 0.
+   Returns 0, an errno, or -1 if src is not an address of the family. */
+static int bind_source(int fd, int af, const char *src_in, const char *ifname) {
+  char src[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+  snprintf(src, sizeof src, "%s", src_in);
+  char *pct = strchr(src, '%');
+  if (pct) *pct = 0;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  memset(&ss, 0, sizeof ss);
+  if (af == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+    s->sin_family = AF_INET;
+    if (inet_pton(AF_INET, src, &s->sin_addr) != 1) return -1;
+    sl = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+    s->sin6_family = AF_INET6;
+    if (inet_pton(AF_INET6, src, &s->sin6_addr) != 1) return -1;
+    if (IN6_IS_ADDR_LINKLOCAL(&s->sin6_addr)) s->sin6_scope_id = if_nametoindex(ifname);
+    sl = sizeof *s;
+  }
+  return bind(fd, (struct sockaddr *)&ss, sl) == 0 ? 0 : errno;
+}
+
+/* openBound(family: 4|6, kind: 0 tcp | 1 udp, ifname: string, source?: string) -> fd */
 static napi_value open_bound(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname)");
+  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname[, source])");
   int af;
   if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
   int32_t kind = 0;
@@ -102,6 +132,14 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, e, "setsockopt(SO_BINDTODEVICE)");
   }
+#if defined(IP_BIND_ADDRESS_NO_PORT)
+  if (kind == 0) {
+    /* the dialer binds the source address with port 0: let connect() pick the port, so the
+       4-tuple, not the bare port, must be unique (no ephemeral-port exhaustion under TIME_WAIT) */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  }
+#endif
 #elif defined(IP_BOUND_IF)
   {
     unsigned int idx = if_nametoindex(ifname);
@@ -122,6 +160,23 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
   close(fd);
   return throw_errno(env, ENOPROTOOPT, "bind to device");
 #endif
+  if (argc >= 4) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[3], &t) == napi_ok && t == napi_string) {
+      char src[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+      size_t slen = 0;
+      if (napi_get_value_string_utf8(env, argv[3], src, sizeof src, &slen) != napi_ok || slen == 0 ||
+          slen >= sizeof src - 1) {
+        close(fd);
+        return throw_type(env, "source must be an IP address");
+      }
+      int e = bind_source(fd, af, src, ifname);
+      if (e != 0) {
+        close(fd);
+        return e < 0 ? throw_type(env, "source must be an IP address of the family") : throw_errno(env, e, "bind");
+      }
+    }
+  }
   napi_value out;
   napi_create_int32(env, fd, &out);
   return out;
@@ -207,6 +262,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void relay_register(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openBound", NULL, open_bound, NULL, NULL, NULL, napi_default, NULL},
@@ -214,6 +271,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  relay_register(env, exports); /* native/relay.c: the offloaded splice relay (Linux) */
   return exports;
 }
 

@@ -5,19 +5,28 @@ import type { Logger } from 'pino';
 import { BlockList, isIP } from 'node:net';
 import { createAuthenticator, loadUsers } from './auth.js';
 import { ConfigError, formatHostPort, type Config, type ListenAddress } from './config.js';
-import type { Clock, NetMonitor, NetSnapshot, Target } from './contracts.js';
+import type { Clock, NetMonitor, Target } from './contracts.js';
 import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
+import { createPinnedSockets } from './egress/dial-udp.js';
 import { Policy, systemClock } from './egress/policy.js';
 import { FlowTable } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
+import { newBindCounters } from './inbound/socks5-bind.js';
+import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { loadAddon } from './native.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
 import { channels } from './observe/channels.js';
+import { createDashboard } from './observe/dashboard.js';
+import { createMetrics } from './observe/metrics.js';
+import { Stats } from './observe/stats.js';
+import type { StatusJson } from './observe/status.js';
+import { createPacHandler } from './pac.js';
+import { nativeRelay, offloadAfterBytes } from './relay-native.js';
 
 export interface StartOptions {
   readonly log: Logger;
@@ -39,55 +48,32 @@ export interface Holdfast {
   close(drainMs?: number): Promise<void>;
 }
 
-export interface StatusJson {
-  readonly binder: 'device' | 'source';
-  readonly best: { readonly ipv4: string | null; readonly ipv6: string | null };
-  readonly interfaces: unknown[];
-  readonly flows: unknown[];
-  readonly totals: { readonly opened: number; readonly cut: number; readonly live: number };
-}
-
-export function statusOf(snap: NetSnapshot, flows: FlowTable, binder: 'device' | 'source'): StatusJson {
-  const live = flows.list();
-  const perIf = new Map<string, { flows: number; bytesUp: number; bytesDown: number }>();
-  for (const f of live) {
-    if (!f.interface) continue;
-    const s = perIf.get(f.interface) ?? { flows: 0, bytesUp: 0, bytesDown: 0 };
-    s.flows++;
-    s.bytesUp += f.bytesUp;
-    s.bytesDown += f.bytesDown;
-    perIf.set(f.interface, s);
-  }
-  const b4 = bestDefault(snap, 4);
-  const b6 = bestDefault(snap, 6);
-  return {
-    binder,
-    best: { ipv4: b4?.ifname ?? null, ipv6: b6?.ifname ?? null },
-    interfaces: snap.interfaces.map((i) => {
-      const best = i.defaultRoutes[0];
-      return {
-        name: i.name,
-        index: i.index,
-        up: i.up && i.carrier,
-        adminUp: i.up,
-        carrier: i.carrier,
-        loopback: i.loopback,
-        addresses: i.addresses.map((a) => `${a.ip}/${a.prefixLen}`),
-        defaultRoute: best ? { family: best.family, gateway: best.gateway, metric: best.metric } : null,
-        defaultRoutes: i.defaultRoutes,
-        best: b4?.ifname === i.name || b6?.ifname === i.name,
-        ...(perIf.get(i.name) ?? { flows: 0, bytesUp: 0, bytesDown: 0 }),
-      };
-    }),
-    flows: live.map((f) => f.toJSON()),
-    totals: { opened: flows.totals.opened, cut: flows.totals.cut, live: live.length },
-  };
-}
+export { statusOf, type StatusJson } from './observe/status.js';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::';
+}
+
+/** An address in one text form: IPv6 compressed and lower-case, IPv4-mapped IPv6 as IPv4. */
+function canonicalIp(host: string): string {
+  if (isIP(host) !== 6) return host.toLowerCase();
+  let c: string;
+  try {
+    c = new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  } catch {
+    return host.toLowerCase(); // a zone id (fe80::1%eth0)
+  }
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(c);
+  if (!m) return c;
+  const hi = parseInt(m[1], 16);
+  const lo = parseInt(m[2], 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+function isLoopbackIp(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1';
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -171,14 +157,26 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
+  // the one source of what people and scrapers see: /status, the dashboard, /metrics
+  const stats = new Stats({ flows, monitor, binder: dialer.binder, clock }).start();
 
   const listeners: Listener[] = [];
   const local = new Map<string, LocalHandler>();
-  const isSelf = (host: string, port: number) => {
-    if (!listeners.some((l) => l.bound().port === port)) return false;
-    if (host === 'localhost') return true;
-    for (const l of listeners) if (l.bound().host === host || isWildcard(l.bound().host)) return true;
-    for (const i of monitor.current().interfaces) for (const a of i.addresses) if (a.ip === host) return true;
+  /** Is host:port one of holdfast's own listeners (a loop)? A wildcard listener is every local address. */
+  const isSelf = (rawHost: string, port: number) => {
+    const host = canonicalIp(rawHost.replace(/\.$/, ''));
+    const isLocal = (ip: string) =>
+      isLoopbackIp(ip) || monitor.current().interfaces.some((i) => i.addresses.some((a) => canonicalIp(a.ip) === ip));
+    for (const l of listeners) {
+      const b = l.bound();
+      if (b.port !== port) continue;
+      const bound = canonicalIp(b.host);
+      if (host === 'localhost') {
+        if (isLoopbackIp(bound) || isWildcard(bound)) return true;
+      } else if (bound === host || (isWildcard(bound) && isLocal(host))) {
+        return true;
+      }
+    }
     return false;
   };
   const connectorSettings = { fallbackDelayMs: cfg.fallback.delay, refuse: (t: Target) => isSelf(t.ip, t.port) };
@@ -191,12 +189,34 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     counters,
     handshakeTimeoutMs: cfg.limits.handshakeTimeout,
     idleTimeoutMs: cfg.limits.idleTimeout,
+    // bulk tunnels move to the native splice relay (Linux with the addon); reload changes the threshold
+    relay: { afterBytes: offloadAfterBytes(cfg.relay.offloadAfter), engine: nativeRelay() },
     auth: createAuthenticator([]),
     allowClient: () => true,
   };
+  // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
+  const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {
+    resolver,
+    policy,
+    pinned: createPinnedSockets(addon),
+    udpIdleTimeoutMs: cfg.udp.idleTimeout,
+    bindAcceptTimeoutMs: cfg.bind.acceptTimeout,
+    udpCounters: newUdpCounters(),
+    bindCounters: newBindCounters(),
+  };
+  ctx.socks5 = socks5;
   const http = createHttpInbound(ctx, { resolver, policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
-  const status = () => statusOf(monitor.current(), flows, dialer.binder);
+  const status = () => ({
+    ...stats.status(),
+    socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+  });
   local.set('/status', (_req, res) => sendJson(res, status()));
+  const metrics = createMetrics(stats, dialer.binder);
+  local.set('/metrics', metrics.handle);
+  const dashboard = createDashboard(stats); // GET /, /events, /assets/uplot.{js,css}
+  for (const [path, handler] of dashboard.routes) local.set(path, handler);
+  const pacSettings = { bypass: [...cfg.pac.bypass], direct: cfg.pac.direct };
+  local.set('/proxy.pac', createPacHandler(pacSettings));
 
   /** Apply the settings of `next` (at start, and on reload) except listeners. Throws if invalid. */
   const apply = (next: Config) => {
@@ -206,23 +226,39 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     ctx.allowClient = clientFilter(next.clients);
     ctx.handshakeTimeoutMs = next.limits.handshakeTimeout;
     ctx.idleTimeoutMs = next.limits.idleTimeout;
+    ctx.relay = { afterBytes: offloadAfterBytes(next.relay.offloadAfter), engine: ctx.relay?.engine };
+    socks5.udpIdleTimeoutMs = next.udp.idleTimeout;
+    socks5.bindAcceptTimeoutMs = next.bind.acceptTimeout;
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
     policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
     flows.configure({ graceMs: next.grace, limits: next.limits });
     http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
+    Object.assign(pacSettings, { bypass: [...next.pac.bypass], direct: next.pac.direct });
   };
 
   const key = (a: ListenAddress) => formatHostPort(a.host, a.port);
+  /** Open the listeners of `wanted` not open yet; if one fails, close the ones this call opened. */
   const openListeners = async (wanted: readonly ListenAddress[]) => {
-    const have = new Set(listeners.map((l) => key(l.address)));
-    for (const addr of wanted) {
-      if (have.has(key(addr))) continue;
-      const l = await listen(addr, ctx, http);
-      listeners.push(l);
-      const b = l.bound();
-      log.info({ listen: formatHostPort(b.host, b.port), binder: dialer.binder }, 'listening');
+    // a listener is known by its configured and its bound address ('localhost:1080' is '127.0.0.1:1080')
+    const have = new Set(listeners.flatMap((l) => [key(l.address), key(l.bound())]));
+    const opened: Listener[] = [];
+    try {
+      for (const addr of wanted) {
+        if (have.has(key(addr))) continue;
+        const l = await listen(addr, ctx, http);
+        opened.push(l);
+        listeners.push(l);
+        const b = l.bound();
+        log.info({ listen: formatHostPort(b.host, b.port), binder: dialer.binder }, 'listening');
+      }
+    } catch (err) {
+      for (const l of opened) {
+        listeners.splice(listeners.indexOf(l), 1);
+        void l.close();
+      }
+      throw err;
     }
   };
 
@@ -232,6 +268,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
+    stats.close();
     if (!opts.monitor) monitor.close();
     flows.close();
     throw err;
@@ -239,15 +276,18 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
 
   /** Reload: validate everything first; on any error keep the old settings and say why. */
   const reload = async (next: Config) => {
+    // validate, then open the new listeners; only when both worked are the settings applied and
+    // the dropped listeners closed, so a rejected reload leaves everything as it was
+    checkExposure(next, loadUsers(next.auth).length > 0);
+    await openListeners(next.listen);
     apply(next);
     const wanted = new Set(next.listen.map(key));
     for (const l of [...listeners]) {
-      if (wanted.has(key(l.address))) continue;
+      if (wanted.has(key(l.address)) || wanted.has(key(l.bound()))) continue;
       listeners.splice(listeners.indexOf(l), 1);
       void l.close(); // stops accepting; its live flows go on
       log.info({ listen: key(l.address) }, 'listener closed');
     }
-    await openListeners(next.listen);
   };
 
   let closing: Promise<void> | undefined;
@@ -267,6 +307,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
           while (flows.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         }
         for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'));
+        dashboard.close();
+        stats.close();
         await http.close();
         unsubscribeLog();
         flows.close();

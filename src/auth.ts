@@ -3,6 +3,7 @@
 // compared, whatever matched, so timing tells nothing about which part was wrong.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ConfigError } from './config.js';
 
 export interface User {
   readonly username: string;
@@ -47,11 +48,13 @@ export function createAuthenticator(users: readonly User[]): Authenticator {
 /** "user:password" pairs, one per line (file) or comma-separated (environment variable). */
 export function parseUserList(text: string, separator: RegExp): User[] {
   const out: User[] = [];
-  for (const raw of text.split(separator)) {
-    const line = raw.trim();
+  const entries = text.split(separator);
+  for (let i = 0; i < entries.length; i++) {
+    const line = entries[i].trim();
     if (!line || line.startsWith('#')) continue;
     const colon = line.indexOf(':');
-    if (colon <= 0) throw new Error(`expected "user:password", got "${line.slice(0, 20)}..."`);
+    // the entry itself is not shown: it may well be a password
+    if (colon <= 0) throw new Error(`entry ${i + 1}: expected "user:password"`);
     out.push({ username: line.slice(0, colon), password: line.slice(colon + 1) });
   }
   return out;
@@ -65,21 +68,21 @@ export function loadUsers(auth: { users: readonly User[]; usersFile?: string; us
     try {
       text = readFileSync(auth.usersFile, 'utf8');
     } catch (err) {
-      throw new Error(`auth.usersFile: cannot read ${auth.usersFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      throw new ConfigError(`auth.usersFile: cannot read ${auth.usersFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
     try {
       users.push(...parseUserList(text, /\r?\n/));
     } catch (err) {
-      throw new Error(`auth.usersFile: ${auth.usersFile}: ${(err as Error).message}`);
+      throw new ConfigError(`auth.usersFile: ${auth.usersFile}: ${(err as Error).message}`);
     }
   }
   if (auth.usersEnv) {
     const text = process.env[auth.usersEnv];
-    if (text === undefined) throw new Error(`auth.usersEnv: the environment variable ${auth.usersEnv} is not set`);
+    if (text === undefined) throw new ConfigError(`auth.usersEnv: the environment variable ${auth.usersEnv} is not set`);
     try {
       users.push(...parseUserList(text, /,/));
     } catch (err) {
-      throw new Error(`auth.usersEnv: ${auth.usersEnv}: ${(err as Error).message}`);
+      throw new ConfigError(`auth.usersEnv: ${auth.usersEnv}: ${(err as Error).message}`);
     }
   }
   return users;

@@ -10,6 +10,12 @@ interface CommandModule {
 /** name -> [one-line summary, loader]. Loaded lazily: `holdfast env` need not load undici. */
 const commands: Record<string, [string, () => Promise<CommandModule>]> = {
   start: ['run the proxy (SOCKS5 and HTTP on one port, default 127.0.0.1:1080)', () => import('./commands/start.js')],
+  status: ['show the interfaces and live flows of a running holdfast (--watch to follow)', () => import('./commands/status.js')],
+  env: ['print the proxy variables for a shell: eval "$(holdfast env)"', () => import('./commands/env.js')],
+  exec: ['run one command through holdfast: holdfast exec -- CMD ARGS...', () => import('./commands/exec.js')],
+  pac: ['print the PAC file (also served at /proxy.pac)', () => import('./commands/pac.js')],
+  doctor: ['check that this host can hold sessions, and how to fix it', () => import('./commands/doctor.js')],
+  'system-proxy': ['point the desktop proxy setting at holdfast: on | off | status', () => import('./commands/system-proxy.js')],
 };
 
 function mainHelp(): string {
@@ -44,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === '--version' || cmd === '-V') {
-    process.stdout.write('holdfast 0.1.0\n');
+    process.stdout.write(`holdfast ${(await import('./version.js')).VERSION}\n`);
     return 0;
   }
   const entry = commands[cmd];

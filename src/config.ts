@@ -21,6 +21,20 @@ export const duration = z.union([z.number().nonnegative(), z.string()]).transfor
   return Number(m[1]) * unitMs[m[2] ?? 'ms'];
 });
 
+const sizeRe = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/;
+const unitBytes: Record<string, number> = { B: 1, KiB: 1024, MiB: 1_048_576, GiB: 1_073_741_824 };
+
+/** A size: a number of bytes, or "512KiB", "1MiB", "2GiB". */
+export const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = sizeRe.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a size like 65536, 64KiB or 1MiB, got "${v}"` });
+    return z.NEVER;
+  }
+  return Math.round(Number(m[1]) * unitBytes[m[2] ?? 'B']);
+});
+
 /** "10.0.0.0/8", "::1/128", or a bare address (a /32 or /128). */
 export const cidr = z.string().refine(
   (s) => {
@@ -133,12 +147,33 @@ export const configSchema = z
         maxFlowsPerClient: z.number().int().nonnegative().default(0),
       })
       .default({ handshakeTimeout: 10_000, maxHeaderBytes: 16_384, idleTimeout: 0, maxFlows: 50_000, maxFlowsPerClient: 0 }),
+    /** the byte relay of tunnels (SOCKS5 CONNECT and BIND, HTTP CONNECT) */
+    relay: z
+      .strictObject({
+        /** hand a tunnel to the native splice relay once one direction has moved this much (0 = never; Linux with the addon) */
+        offloadAfter: byteSize.default(1_048_576),
+      })
+      .default({ offloadAfter: 1_048_576 }),
     shutdown: z
       .strictObject({
         /** on SIGTERM/SIGINT, let flows finish for this long, then cut the rest */
         drain: duration.default(5000),
       })
       .default({ drain: 5000 }),
+    /** SOCKS5 UDP ASSOCIATE */
+    udp: z
+      .strictObject({
+        /** an association without a datagram either way for this long ends (0 = never) */
+        idleTimeout: duration.default(300_000),
+      })
+      .default({ idleTimeout: 300_000 }),
+    /** SOCKS5 BIND */
+    bind: z
+      .strictObject({
+        /** no connection from the expected peer in this time: reply 0x06 (0 = wait for ever) */
+        acceptTimeout: duration.default(60_000),
+      })
+      .default({ acceptTimeout: 60_000 }),
     /** what the PAC file (GET /proxy.pac, `holdfast pac`), `holdfast env` and the system proxy send direct */
     pac: z
       .strictObject({

@@ -91,10 +91,10 @@ export interface EgressPolicy {
    */
   candidates(target: Target, dst: Destination): Promise<Egress[]>;
   /**
-   * The interface whose DNS servers should resolve `dst` (a name): the one its affinity points
-   * to, else the best usable default route's. Undefined: use the system resolver.
+   * The interfaces whose DNS servers may resolve `dst` (a name), best first: its affinity's, then
+   * by route metric, backed-off ones last. Empty: use the system resolver.
    */
-  resolvingInterface(dst: Destination): NetInterface | undefined;
+  resolvingInterfaces(dst: Destination): NetInterface[];
   /** A flow connected through `egress`: remember it for affinity. */
   connected(dst: Destination, target: Target, egress: Egress): void;
   /** A dial through `ifname` failed for a reason that blames the path (not ECONNREFUSED). */

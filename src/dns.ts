@@ -2,7 +2,8 @@
 // targets, in the order to try them (IPv6 and IPv4 interleaved, IPv6 first: RFC 8305 section 4).
 // A name is resolved with the DNS servers of the interface that will carry the flow (config
 // `interfaces.<name>.dns`, else systemd-resolved's per-link servers, else the system resolver),
-// queries sent from that interface's address, answers cached per interface for their TTL.
+// queries sent from that interface's address, answers cached per interface for their TTL. When
+// those servers stay silent or fail, the next interface's are asked too (fallback.delay apart).
 // Address literals never touch a resolver.
 import { execFile } from 'node:child_process';
 import { lookup, Resolver as DnsResolver } from 'node:dns/promises';
@@ -10,11 +11,22 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Destination, Family, NetInterface, Target } from './contracts.js';
+import { RaceLost, staggeredRace } from './egress/race.js';
 import { DnsError } from './errors.js';
 
 /** The interface whose DNS servers resolve a name, and its addresses to send queries from. */
 export interface ResolveVia {
   readonly iface: NetInterface;
+  /**
+   * Interfaces to ask next, in order (fallback, DESIGN rule 6): the next one's servers are asked
+   * when the previous ones failed for a reason that blames the path (no answer, refused,
+   * SERVFAIL), or have not answered after `fallbackDelayMs`; the first answer wins. Interfaces
+   * without servers of their own (the system resolver) are not raced.
+   */
+  readonly fallbacks?: readonly NetInterface[];
+  readonly fallbackDelayMs?: number;
+  /** An interface's servers failed that way, or were still silent when another's answered. */
+  readonly onFailed?: (iface: NetInterface, err: unknown) => void;
 }
 
 export interface Resolver {
@@ -38,6 +50,15 @@ export function interleave(targets: readonly Target[]): Target[] {
     if (i < v4.length) out.push(v4[i]);
   }
   return out;
+}
+
+/** c-ares codes that blame the server or the path to it, not the name: worth asking elsewhere. */
+const PATH_CODES = new Set(['ETIMEOUT', 'ECONNREFUSED', 'ESERVFAIL', 'EREFUSED']);
+
+/** A resolution failure that another interface's DNS servers might not have. */
+export function dnsBlamesPath(err: unknown): boolean {
+  const cause = err instanceof DnsError ? (err as { cause?: unknown }).cause : err;
+  return PATH_CODES.has((cause as { code?: string } | undefined)?.code ?? '');
 }
 
 function dnsError(host: string, err: unknown): DnsError {
@@ -149,11 +170,35 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     async resolve(dst, via) {
       const lit = literalTarget(dst.host, dst.port);
       if (lit) return [lit];
-      if (via) {
-        const servers = await serversOf(via.iface);
-        if (servers.length) return viaInterface(dst, via.iface, servers);
+      if (!via) return systemLookup(dst);
+      const servers = await serversOf(via.iface);
+      if (!servers.length) return systemLookup(dst);
+      if (!via.fallbacks?.length) return viaInterface(dst, via.iface, servers);
+      // the interfaces with servers of their own (others would ask the same system resolver)
+      const ways: { iface: NetInterface; servers: string[] }[] = [{ iface: via.iface, servers }];
+      for (const iface of via.fallbacks) {
+        if (ways.some((w) => w.iface.name === iface.name)) continue;
+        const s = await serversOf(iface);
+        if (s.length) ways.push({ iface, servers: s });
       }
-      return systemLookup(dst);
+      if (ways.length === 1) return viaInterface(dst, via.iface, servers);
+      try {
+        const win = await staggeredRace(ways, (w) => viaInterface(dst, w.iface, w.servers), {
+          delayMs: via.fallbackDelayMs ?? 300,
+          goOn: dnsBlamesPath,
+          onFailed: (w, err) => {
+            if (dnsBlamesPath(err)) via.onFailed?.(w.iface, err);
+          },
+          onStalled: (w, winner) =>
+            via.onFailed?.(w.iface, new DnsError(`resolve ${dst.host} via ${w.iface.name}: no answer before ${winner.iface.name}'s`)),
+          dispose: () => {}, // a late answer is cached, nothing to close
+        });
+        return win.value;
+      } catch (err) {
+        if (!(err instanceof RaceLost)) throw err;
+        const lost = err as RaceLost<unknown>;
+        throw lost.failures.find((f) => !dnsBlamesPath(f.err))?.err ?? lost.last;
+      }
     },
   };
 }

@@ -30,13 +30,16 @@ export class Flow implements FlowInfo {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
-  readonly destination: string;
+  /** "host:port" as the client asked; a UDP association shows its first datagram's */
+  destination: string;
   readonly dst: Destination;
   readonly startedAt: number;
   ip: string | null = null;
   interface: string | null = null;
   localAddress: string | null = null;
   placedBy: PlacedBy | null = null;
+  /** the attempts that lost before this flow was pinned ("if2 10.1.2.2: HF_DIAL_TIMEOUT"), if any */
+  attempts: string | null = null;
   bytesUp = 0;
   bytesDown = 0;
   /** set when the flow ends: why, and the HF_* code if it ended on an error */
@@ -68,11 +71,13 @@ export class Flow implements FlowInfo {
   }
 
   /** The upstream is connected: record where, and write the one 'flow open' line. */
-  pinned(r: Pick<DialResult, 'egress' | 'target' | 'localAddress' | 'attempts'>): void {
+  pinned(r: Pick<DialResult, 'egress' | 'target' | 'localAddress' | 'attempts'>, destination?: Destination): void {
+    if (destination) this.destination = formatHostPort(destination.host, destination.port);
     this.ip = r.target.ip;
     this.interface = r.egress.ifname;
     this.localAddress = r.localAddress;
     this.placedBy = r.egress.placedBy;
+    this.attempts = r.attempts || null;
     this.log.info(
       {
         dst: this.destination,
@@ -118,6 +123,8 @@ export class Flow implements FlowInfo {
       {
         reason: this.closeReason,
         ...(code ? { code } : {}),
+        // a flow whose dial failed has only this line: say what it was for
+        ...(this.interface === null ? { dst: this.destination } : {}),
         bytesUp: this.bytesUp,
         bytesDown: this.bytesDown,
         durationMs: this.endedAt - this.startedAt,
@@ -138,6 +145,7 @@ export class Flow implements FlowInfo {
       interface: this.interface,
       localAddress: this.localAddress,
       placedBy: this.placedBy,
+      ...(this.attempts ? { attempts: this.attempts } : {}),
       startedAt: this.startedAt,
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
@@ -158,6 +166,13 @@ export interface FlowTableOptions {
   readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
+  /**
+   * While flows are pinned, ask the monitor to re-read the host this often (0 = never). Linux
+   * sends its netlink report of a carrier change from the linkwatch work, which runs ordinary
+   * links' events at most once a second, so the report can come up to 1 s after the loss, and
+   * the grace starts only when the loss is seen. Default 250 ms. A real timer: it polls the kernel.
+   */
+  readonly probeMs?: number;
 }
 
 /** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
@@ -185,6 +200,8 @@ export class FlowTable {
   readonly #grace = new Map<string, { cancel(): void; since: number }>();
   #monitor: NetMonitor | undefined;
   #unsubscribe: (() => void) | undefined;
+  readonly #probeMs: number;
+  #probe: NodeJS.Timeout | undefined;
   /** counters for /status and metrics */
   readonly totals = { opened: 0, cut: 0 };
 
@@ -192,6 +209,7 @@ export class FlowTable {
     this.clock = opts.clock;
     this.#log = opts.log;
     this.#graceMs = opts.graceMs;
+    this.#probeMs = opts.probeMs ?? 250;
     this.#limits = opts.limits ?? { maxFlows: Infinity, maxFlowsPerClient: 0 };
   }
 
@@ -241,6 +259,18 @@ export class FlowTable {
   watch(monitor: NetMonitor): void {
     this.#monitor = monitor;
     this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
+    if (this.#probeMs > 0 && !this.#probe) {
+      // a lost carrier shows in the kernel's state at once, in its netlink events up to 1 s later
+      this.#probe = setInterval(() => {
+        if (this.#hasPinned()) void monitor.refresh().catch(() => {});
+      }, this.#probeMs);
+      this.#probe.unref();
+    }
+  }
+
+  #hasPinned(): boolean {
+    for (const f of this.#flows.values()) if (f.interface !== null) return true;
+    return false;
   }
 
   #check(snap: NetSnapshot): void {
@@ -294,6 +324,8 @@ export class FlowTable {
 
   close(): void {
     this.#unsubscribe?.();
+    if (this.#probe) clearInterval(this.#probe);
+    this.#probe = undefined;
     for (const g of this.#grace.values()) g.cancel();
     this.#grace.clear();
   }

@@ -3,8 +3,11 @@
 import { createRequire } from 'node:module';
 
 export interface NativeAddon {
-  /** A non-blocking socket (kind 0 = TCP, 1 = UDP) bound to the device; returns its fd. */
-  openBound(family: 4 | 6, kind: 0 | 1, ifname: string): number;
+  /**
+   * A non-blocking socket (kind 0 = TCP, 1 = UDP) bound to the device, and to `source` (port 0)
+   * if given; returns its fd.
+   */
+  openBound(family: 4 | 6, kind: 0 | 1, ifname: string, source?: string): number;
   /** The source address the kernel would pick for ip now (IPv6 link-local as "fe80::1%eth0"). */
   routeSource(family: 4 | 6, ip: string): string;
   closeFd(fd: number): void;

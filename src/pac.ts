@@ -3,6 +3,7 @@
 // The bypass list (config `pac.bypass`, plus the listener itself) is parsed here once; `holdfast
 // env` and `holdfast system-proxy` reuse the parsed form in their own spellings.
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { formatHostPort, type ListenAddress } from './config.js';
 
@@ -56,8 +57,7 @@ export function parseBypass(entries: readonly string[], listener?: ProxyEndpoint
     seen.add(key);
     out.push(r);
   };
-  const all = listener ? [...entries, listener.host] : entries;
-  for (const raw of all) {
+  for (const raw of entries) {
     const e = raw.trim();
     if (e === '<local>') {
       add({ kind: 'plain' });
@@ -79,6 +79,13 @@ export function parseBypass(entries: readonly string[], listener?: ProxyEndpoint
     else if (name.startsWith('.')) add({ kind: 'suffix', suffix: name });
     else if (/^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/.test(name)) add({ kind: 'name', name });
     else throw new Error(`bypass entry "${raw}": not a name, *.suffix, address or CIDR`);
+  }
+  // the listener itself, unless a rule covers it already
+  if (listener) {
+    const f = isIP(listener.host);
+    if (f === 0) add({ kind: 'name', name: listener.host.toLowerCase() });
+    else if (!out.some((r) => r.kind === 'net' && inRule(listener.host, r)))
+      add({ kind: 'net', family: f as 4 | 6, ip: networkOf(listener.host, f as 4 | 6, f === 4 ? 32 : 128), prefixLen: f === 4 ? 32 : 128 });
   }
   return out;
 }
@@ -249,4 +256,31 @@ export function noProxyList(bypass: readonly string[], listener?: ProxyEndpoint)
     }
   }
   return out.join(',');
+}
+
+// ---- GET /proxy.pac ---------------------------------------------------------------------------
+
+/**
+ * The handler for GET /proxy.pac on a listener: the PAC points at the address and port the
+ * request came in on (so a listener on 0.0.0.0 hands LAN clients its LAN address). Rendered per
+ * request (the template is read once); a PAC is fetched rarely.
+ */
+export function createPacHandler(pac: { readonly bypass: readonly string[]; readonly direct: boolean }) {
+  pacTemplate(); // fail at start, not at the first request, if the template is missing
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' });
+      res.end('holdfast: /proxy.pac answers GET\n');
+      return;
+    }
+    const host = stripMapped(req.socket.localAddress ?? '127.0.0.1');
+    const port = req.socket.localPort ?? 0;
+    const body = renderPac({ proxy: { host, port }, bypass: pac.bypass, direct: pac.direct });
+    res.writeHead(200, {
+      'content-type': pacContentType,
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  };
 }

@@ -1,7 +1,29 @@
 // Small helpers shared by the subcommands.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** Print `holdfast: msg` on stderr; returns the usage-error exit code (2). */
 export function fail(msg: string): number {
   process.stderr.write(`holdfast: ${msg}\n`);
   return 2;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+const helpOption = { help: { type: 'boolean', short: 'h' } } as const;
+
+/**
+ * Parse a subcommand's flags (strict; `-h/--help` added). Returns the parsed values, or the exit
+ * code when there is nothing more to do: 0 after printing `help`, 2 after a usage error.
+ */
+export function parseCommand<const O extends Options>(argv: string[], help: string, options: O, allowPositionals = false) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...options, ...helpOption }, strict: true, allowPositionals });
+  } catch (err) {
+    return fail(`${(err as Error).message}\n\n${help}`);
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  return parsed;
 }

@@ -1,9 +1,11 @@
 // `holdfast start`: run the proxy until SIGINT/SIGTERM.
-import { parseArgs } from 'node:util';
 import { startHoldfast } from '../app.js';
 import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
 import { createLogger, logLevels } from '../log.js';
-import { fail } from './common.js';
+import { clientEndpoint } from '../pac.js';
+import { startPolicyRouting, type PolicyRouting } from '../system/policy-routing.js';
+import { holdSystemProxy } from '../system/proxy.js';
+import { fail, parseCommand } from './common.js';
 
 export const help = `Usage: holdfast start [--config FILE] [--listen HOST:PORT]... [--log-level LEVEL]
 
@@ -17,6 +19,12 @@ Options:
   -l, --listen HOST:PORT  listen here instead of the config's listeners; repeat for more
                           (IPv6 as [::1]:1080)
       --log-level LEVEL   ${logLevels.join(' | ')} (default: the config's, info)
+      --system-proxy      point the desktop's proxy setting at holdfast while it runs
+                          (restored at exit; see holdfast system-proxy --help)
+      --system-proxy-mode manual | pac (default: manual)
+      --policy-routing    keep a routing table per interface and rules \`from <address> lookup
+                          <table>\` while it runs (needs CAP_NET_ADMIN): flows hold even with
+                          strict rp_filter or without the addon; removed at exit
   -h, --help              show this help
 
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
@@ -33,26 +41,20 @@ Examples:
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
+  const parsed = parseCommand(
+    argv,
+    help,
+    {
         config: { type: 'string', short: 'c' },
         listen: { type: 'string', short: 'l', multiple: true },
         'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return fail(`${(err as Error).message}\n\n${help}`);
-  }
-  if (values.help) {
-    process.stdout.write(help);
-    return 0;
-  }
+        'system-proxy': { type: 'boolean' },
+        'system-proxy-mode': { type: 'string' },
+        'policy-routing': { type: 'boolean' },
+    },
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   const listenOverride: ListenAddress[] = [];
   for (const l of values.listen ?? []) {
     const a = parseListen(l);
@@ -76,6 +78,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!(logLevels as readonly string[]).includes(level)) {
     return fail(`--log-level ${level}: expected one of ${logLevels.join(', ')}`);
   }
+  const proxyMode = values['system-proxy-mode'] ?? 'manual';
+  if (proxyMode !== 'manual' && proxyMode !== 'pac') return fail(`--system-proxy-mode ${proxyMode}: expected manual or pac`);
   const log = createLogger(level as (typeof logLevels)[number]);
   let hf;
   try {
@@ -85,6 +89,24 @@ export async function run(argv: string[]): Promise<number> {
     log.flush();
     process.stderr.write(`holdfast: ${(err as Error).message}\n`);
     return err instanceof ConfigError ? 2 : 1;
+  }
+  // --policy-routing and --system-proxy: on now, undone at exit (the system proxy first, the
+  // routing rules after the flows that rely on them are gone)
+  let policyRouting: PolicyRouting | undefined;
+  let restoreProxy: (() => void) | undefined;
+  try {
+    if (values['policy-routing']) policyRouting = await startPolicyRouting(hf.monitor, { ...cfg.policyRouting, log });
+    if (values['system-proxy']) {
+      const endpoint = clientEndpoint(hf.listeners[0].bound());
+      restoreProxy = holdSystemProxy({ endpoint, bypass: cfg.pac.bypass, mode: proxyMode, log });
+    }
+  } catch (err) {
+    log.fatal({ err }, 'start failed');
+    await policyRouting?.close();
+    await hf.close(0);
+    log.flush();
+    process.stderr.write(`holdfast: ${(err as Error).message}\n`);
+    return 1;
   }
   let drainMs = cfg.shutdown.drain;
   const reload = async () => {
@@ -107,18 +129,22 @@ export async function run(argv: string[]): Promise<number> {
     const stop = (signal: string) => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now');
+        void policyRouting?.close(); // leftovers are removed at the next start otherwise
         resolve(130);
         return;
       }
       stopping = true;
       log.info({ signal, flows: hf.flows.size, drainMs }, 'stopping');
+      restoreProxy?.();
       hf.close(drainMs).then(
-        () => {
+        async () => {
+          await policyRouting?.close();
           log.info('stopped');
           resolve(0);
         },
-        (err) => {
+        async (err) => {
           log.error({ err }, 'stop failed');
+          await policyRouting?.close();
           resolve(1);
         },
       );

@@ -6,9 +6,19 @@ import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../c
 import type { Resolver } from '../dns.js';
 import { HfCode, NotAllowedError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
+import type { Policy } from './policy.js';
 import { RaceLost, staggeredRace } from './race.js';
 
 export interface Connector {
+  /**
+   * The addresses of dst in the order to try them: a name is resolved with the DNS servers of
+   * the interface likely to carry it (and the next ones if those stay silent). Refuses a name
+   * that points at holdfast itself (a loop).
+   */
+  resolve(dst: Destination): Promise<Target[]>;
+  /** Race the policy's candidate interfaces for one address (no Happy Eyeballs). */
+  dialTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult>;
+  /** resolve + Happy Eyeballs over the addresses + dialTarget; the winner feeds affinity. */
   open(dst: Destination, signal?: AbortSignal): Promise<DialResult>;
   /** The flow that `open` returned has ended. */
   release(dst: Destination, result: DialResult): void;
@@ -43,6 +53,24 @@ export function createConnector(
     if (blamesPath(err)) policy.failed(egress.ifname, hfCodeOf(err));
   };
 
+  /**
+   * Resolve a name with the DNS servers of the interface that will carry it; when they fail or
+   * stay silent past the fallback delay, the next interface's are asked too (and the silent
+   * interface backs off, so the dial goes where the answer came from).
+   */
+  function resolve(dst: Destination): Promise<Target[]> {
+    if (!dst.isName) return resolver.resolve(dst);
+    // the full order where the policy gives it (Policy does), else its one choice
+    const order = policy.resolvingInterfaces(dst);
+    if (order.length === 0) return resolver.resolve(dst);
+    return resolver.resolve(dst, {
+      iface: order[0],
+      fallbacks: order.slice(1),
+      fallbackDelayMs: opts.fallbackDelayMs,
+      onFailed: (iface) => policy.failed(iface.name, HfCode.DNS),
+    });
+  }
+
   async function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult> {
     if (opts.refuse?.(target)) {
       throw new NotAllowedError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
@@ -59,10 +87,19 @@ export function createConnector(
     };
   }
 
+  async function resolveChecked(dst: Destination): Promise<Target[]> {
+    const targets = (await resolve(dst)).slice(0, maxAddresses);
+    // a name with any address that is holdfast itself is a loop, whatever its other addresses do
+    const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
+    if (self) throw new NotAllowedError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
+    return targets;
+  }
+
   return {
+    resolve: resolveChecked,
+    dialTarget: openTarget,
     async open(dst, signal) {
-      const via = dst.isName ? policy.resolvingInterface(dst) : undefined;
-      const targets = (await resolver.resolve(dst, via ? { iface: via } : undefined)).slice(0, maxAddresses);
+      const targets = await resolveChecked(dst);
       let result: DialResult;
       if (targets.length === 1) {
         result = await openTarget(dst, targets[0], signal ?? new AbortController().signal);

@@ -15,9 +15,6 @@ import type { Egress } from '../contracts.js';
 import { HoldfastError, codeOfOsError } from '../errors.js';
 import type { NativeAddon } from '../native.js';
 
-/** openBound with the source argument (native/holdfast_native.c); the 3-argument form still works. */
-type OpenBound = (family: 4 | 6, kind: 0 | 1, ifname: string, source?: string) => number;
-
 export interface PinnedSockets {
   /** 'device' (SO_BINDTODEVICE + source address) or 'source' (source address only). */
   readonly binder: 'device' | 'source';
@@ -79,8 +76,8 @@ function listenOn(server: Server, how: { fd: number } | { host: string; port: 0 
 }
 
 export function createPinnedSockets(addon: NativeAddon | undefined): PinnedSockets {
-  const openBound = addon ? (addon.openBound as OpenBound) : undefined;
-  const typeOf = (egress: Egress) => (egress.family === 6 ? 'udp6' : 'udp4') as const;
+  const openBound = addon ? addon.openBound.bind(addon) : undefined;
+  const typeOf = (egress: Egress): 'udp4' | 'udp6' => (egress.family === 6 ? 'udp6' : 'udp4');
 
   const udp = async (egress: Egress): Promise<UdpSocket> => {
     const s = createSocket({ type: typeOf(egress) });

@@ -145,17 +145,22 @@ export async function dialAcross(
 ): Promise<AcrossResult> {
   const describe = (fs: readonly { item: Egress; err: unknown }[]) =>
     fs.map((f) => `${f.item.ifname} ${f.item.source}: ${hfCodeOf(f.err)}`).join('; ');
+  // attempts still silent when another won: they lost too, and the flow's attempts name them
+  const stalled: { item: Egress; err: unknown }[] = [];
   try {
     const win = await staggeredRace(candidates, (egress, s) => dialer.dial(target, egress, s), {
       delayMs: fallbackDelayMs,
       signal,
       goOn: blamesPath,
       onFailed,
-      onStalled: (egress, winner) =>
-        onFailed?.(egress, new DialTimeoutError(`${describeAttempt(target, egress)}: lost to ${winner.ifname}`)),
+      onStalled: (egress, winner) => {
+        const err = new DialTimeoutError(`${describeAttempt(target, egress)}: lost to ${winner.ifname}`);
+        stalled.push({ item: egress, err });
+        onFailed?.(egress, err);
+      },
       dispose: (socket) => socket.destroy(),
     });
-    return { socket: win.value, egress: win.item, attempts: describe(win.failures) };
+    return { socket: win.value, egress: win.item, attempts: describe([...win.failures, ...stalled]) };
   } catch (err) {
     if (!(err instanceof RaceLost)) throw err;
     const lost = err as RaceLost<Egress>;

@@ -16,7 +16,7 @@ import type {
   Target,
 } from '../contracts.js';
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
-import { bestDefault, usable } from '../net/monitor.js';
+import { usable } from '../net/monitor.js';
 import { kernelChoice, type SourceFinder } from '../net/route.js';
 
 export interface PolicyOptions {
@@ -112,17 +112,34 @@ export class Policy implements EgressPolicy {
     return e;
   }
 
-  resolvingInterface(dst: Destination): NetInterface | undefined {
+  /**
+   * The interfaces whose DNS servers may resolve `dst`, best first: the affinity's (mode host,
+   * while live or lingering, with carrier), then the usable ones with a default route by metric
+   * (IPv4's, else IPv6's), those in back-off last: a name is resolved where its flow will go, and
+   * the connector falls back along this list as the dialer does (DESIGN rule 6).
+   */
+  resolvingInterfaces(dst: Destination): NetInterface[] {
     const snap = this.#monitor.current();
+    const now = this.#clock.now();
+    const out: NetInterface[] = [];
     if (this.#mode === 'host') {
       const e = this.#affinity.get(dst.host.toLowerCase());
-      if (e && (e.live > 0 || this.#clock.now() - e.releasedAt <= this.#lingerMs)) {
+      if (e && (e.live > 0 || now - e.releasedAt <= this.#lingerMs)) {
         const iface = snap.interfaces.find((i) => i.name === e.ifname);
-        if (iface && iface.up && iface.carrier) return iface;
+        if (iface && iface.up && iface.carrier) out.push(iface);
       }
     }
-    const best = bestDefault(snap, 4) ?? bestDefault(snap, 6);
-    return best ? snap.interfaces.find((i) => i.name === best.ifname) : undefined;
+    const metricOf = (i: NetInterface, family: Family) => {
+      let m = Infinity;
+      for (const r of i.defaultRoutes) if (r.family === family && r.metric < m) m = r.metric;
+      return m;
+    };
+    const ranked = snap.interfaces
+      .filter((i) => !i.loopback && i.up && i.carrier && i.defaultRoutes.length > 0 && !out.includes(i))
+      .map((i) => ({ i, v4: metricOf(i, 4), v6: metricOf(i, 6), off: this.#inBackoff(i.name, now) }))
+      .sort((a, b) => Number(a.off) - Number(b.off) || a.v4 - b.v4 || a.v6 - b.v6);
+    for (const r of ranked) out.push(r.i);
+    return out;
   }
 
   async candidates(target: Target, dst: Destination): Promise<Egress[]> {
@@ -134,7 +151,10 @@ export class Policy implements EgressPolicy {
       this.#monitor.current(),
       this.#monitor.readNow?.bind(this.#monitor),
     );
-    if (choice.kind === 'none') {
+    // ESTALE: the kernel chose a source address that no usable interface lists (the monitor, like
+    // getifaddrs, shows no addresses on a link without carrier): that interface cannot take the
+    // flow, so go on to the others. Anything else is the kernel's own no: respect it.
+    if (choice.kind === 'none' && choice.code !== 'ESTALE') {
       // no route at all, or an unreachable/prohibit rule (a VPN kill switch): respect it
       throw new HoldfastError(
         choice.code === 'EHOSTUNREACH' || choice.code === 'EACCES' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,
@@ -145,10 +165,11 @@ export class Policy implements EgressPolicy {
     const now = this.#clock.now();
     const family = target.family;
     const byName = (name: string) => snap.interfaces.find((i) => i.name === name);
-    const kernelIf = byName(choice.ifname);
+    const kernelIf = choice.kind === 'route' ? byName(choice.ifname) : undefined;
+    const kernelSource = choice.kind === 'route' ? choice.source : undefined;
     if (kernelIf?.loopback) {
       // loopback destinations: the only path there is
-      return [{ ifname: kernelIf.name, source: choice.source, family, placedBy: 'route' }];
+      return [{ ifname: kernelIf.name, source: kernelSource!, family, placedBy: 'route' }];
     }
 
     const out: Egress[] = [];
@@ -173,7 +194,7 @@ export class Policy implements EgressPolicy {
     // 2. the kernel's choice, if its interface is usable (linkdown routes still win in the
     //    kernel, so carrier is checked here) and not in back-off
     if (kernelIf && usable(kernelIf, family) && !this.#inBackoff(kernelIf.name, now)) {
-      push(kernelIf, out.length ? 'fallback' : 'route', choice.source);
+      push(kernelIf, out.length ? 'fallback' : 'route', kernelSource);
     }
 
     // 3. the other usable interfaces with a default route of this family, by metric
@@ -189,9 +210,10 @@ export class Policy implements EgressPolicy {
     for (const r of rest) push(r.iface, 'fallback');
 
     // 4. nothing better: the kernel's interface even if it is in back-off
-    if (out.length === 0 && kernelIf && usable(kernelIf, family)) push(kernelIf, 'route', choice.source);
+    if (out.length === 0 && kernelIf && usable(kernelIf, family)) push(kernelIf, 'route', kernelSource);
 
     if (out.length === 0) {
+      if (choice.kind === 'none') throw new HoldfastError(HfCode.NET_UNREACHABLE, choice.why);
       throw new NoEgressError(
         `no usable interface for ${target.ip}: the kernel chose ${choice.ifname}, which has no carrier or no IPv${family} address`,
       );

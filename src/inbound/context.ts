@@ -1,8 +1,28 @@
 // What an inbound handler is given. Small interfaces, so tests can pass fakes.
 import type { Logger } from 'pino';
 import type { Authenticator } from '../auth.js';
+import type { EgressPolicy } from '../contracts.js';
+import type { Resolver } from '../dns.js';
 import type { Connector } from '../egress/connector.js';
+import type { PinnedSockets } from '../egress/dial-udp.js';
 import type { FlowTable } from '../flows.js';
+import type { RelayOffload } from '../relay.js';
+import type { BindCounters } from './socks5-bind.js';
+import type { UdpCounters } from './socks5-udp.js';
+
+/** What SOCKS5 UDP ASSOCIATE and BIND need besides the connector (built in app.ts). */
+export interface Socks5Extras {
+  readonly resolver: Resolver;
+  readonly policy: EgressPolicy;
+  /** pinned UDP sockets and TCP listeners */
+  readonly pinned: PinnedSockets;
+  /** an association without a datagram either way for this long ends (0 = never) */
+  readonly udpIdleTimeoutMs: number;
+  /** a BIND whose peer has not connected in this time gets reply 0x06 (0 = wait for ever) */
+  readonly bindAcceptTimeoutMs: number;
+  readonly udpCounters: UdpCounters;
+  readonly bindCounters: BindCounters;
+}
 
 /** Refusals and protocol errors at the door, for /status and /metrics. Plain fields, no events. */
 export interface InboundCounters {
@@ -10,12 +30,14 @@ export interface InboundCounters {
   authFailures: number;
   badHandshakes: number;
   handshakeTimeouts: number;
+  /** HTTP request heads over limits.maxHeaderBytes (answered 431) */
+  headersTooLarge: number;
   limitRefusals: number;
   idleTimeouts: number;
 }
 
 export function newInboundCounters(): InboundCounters {
-  return { clientsRefused: 0, authFailures: 0, badHandshakes: 0, handshakeTimeouts: 0, limitRefusals: 0, idleTimeouts: 0 };
+  return { clientsRefused: 0, authFailures: 0, badHandshakes: 0, handshakeTimeouts: 0, headersTooLarge: 0, limitRefusals: 0, idleTimeouts: 0 };
 }
 
 /**
@@ -31,9 +53,13 @@ export interface InboundContext {
   readonly auth: Authenticator;
   /** close a tunnel after this long without a byte either way (0 = never) */
   readonly idleTimeoutMs: number;
+  /** when to hand bulk tunnels to the native relay (absent: never) */
+  readonly relay?: RelayOffload;
   readonly counters: InboundCounters;
   /** may this client address use the proxy? */
   allowClient(ip: string): boolean;
+  /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */
+  readonly socks5?: Socks5Extras;
 }
 
 /** "ip:port" of a socket's peer, for logs and /status. */

@@ -10,8 +10,9 @@ import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contr
 import type { Resolver } from '../dns.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
-import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
+import { BadRequestError, NotAllowedError, hfCodeOf, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
+import { hostIsOurs } from './host.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
 export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -112,14 +113,23 @@ const statusText: Record<number, string> = {
   504: 'Gateway Timeout',
 };
 
+const clientErrorText: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+};
+
 function errorBody(err: unknown): string {
   return `holdfast: ${hfCodeOf(err)}: ${(err as Error).message}\n`;
 }
 
 export interface HttpInbound {
   readonly server: Server;
-  /** Hand over a client connection (its first bytes unshifted back). */
-  handle(socket: Socket): void;
+  /**
+   * Hand over a client connection (its first bytes unshifted back). `onHead` is called when the
+   * first request head has been read (the listener's handshake deadline stops there).
+   */
+  handle(socket: Socket, onHead?: () => void): void;
   /** New limits (a reload) for connections from now on. */
   configure(opts: { maxHeaderBytes: number; handshakeTimeoutMs: number }): void;
   /** Drop the Agent of an egress: 'close' lets requests finish, 'destroy' stops them now. */
@@ -130,6 +140,34 @@ export interface HttpInbound {
 export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): HttpInbound {
   const agents = new Map<string, { agent: Agent; egress: Egress }>();
 
+  /**
+   * Sockets already dialed for a request (a race across interfaces picked their egress), waiting
+   * for that egress's Agent to ask for a connection to their origin. Unclaimed ones (the pool had
+   * a free connection after all) are closed after a moment.
+   */
+  const predialed = new Map<string, Socket[]>();
+  const stash = (egress: Egress, target: Target, socket: Socket) => {
+    const key = `${egress.ifname}|${egress.source}|${target.ip}|${target.port}`;
+    const list = predialed.get(key) ?? [];
+    list.push(socket);
+    predialed.set(key, list);
+    setTimeout(() => {
+      const l = predialed.get(key);
+      const i = l?.indexOf(socket) ?? -1;
+      if (i < 0) return;
+      l!.splice(i, 1);
+      if (l!.length === 0) predialed.delete(key);
+      socket.destroy();
+    }, 5000).unref();
+  };
+  const claim = (egress: Egress, target: Target): Socket | undefined => {
+    const key = `${egress.ifname}|${egress.source}|${target.ip}|${target.port}`;
+    const l = predialed.get(key);
+    const s = l?.shift();
+    if (l && l.length === 0) predialed.delete(key);
+    return s;
+  };
+
   function agentFor(egress: Egress): Agent {
     const key = `${egress.ifname}|${egress.source}`;
     const hit = agents.get(key);
@@ -137,6 +175,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     const agent = new Agent({
       keepAliveTimeout: 4000,
       connectTimeout: 0x7fffffff, // our dialer enforces dial.timeout
+      // every connection of this pool is pinned to `egress`
       connect(opts, cb) {
         const ip = hostOf(opts.hostname);
         const family = isIP(ip);
@@ -145,14 +184,30 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
           return;
         }
         const target: Target = { ip, family: family as 4 | 6, port: Number(opts.port) || 80 };
+        const ready = claim(egress, target);
+        if (ready) {
+          // never call back synchronously: undici marks the client as connecting after this returns
+          process.nextTick(cb, null, ready);
+          return;
+        }
         o.dialer.dial(target, egress).then(
           (s) => cb(null, s),
-          (err) => cb(err, null),
+          (err) => {
+            if (blamesPath(err)) o.policy.failed(egress.ifname, hfCodeOf(err));
+            cb(err, null);
+          },
         );
       },
     });
     agents.set(key, { agent, egress });
     return agent;
+  }
+
+  /** Has the pool of `egress` a free keep-alive connection to `origin`? */
+  function hasFree(egress: Egress, origin: string): boolean {
+    const a = agents.get(`${egress.ifname}|${egress.source}`);
+    const st = a?.agent.stats[origin];
+    return st !== undefined && 'free' in st && st.free > 0;
   }
 
   async function forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -171,58 +226,60 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     const finish = (reason: string, err?: unknown) => {
       if (settled) return;
       settled = true;
+      socket.removeListener('close', onClientGone);
       flow.end(reason, err);
     };
     flow.onCut((err) => {
       ac.abort(err);
       if (res.headersSent) req.socket.resetAndDestroy();
     });
-    res.once('close', () => {
+    const onClientGone = () => {
       if (!res.writableFinished) {
         ac.abort(new Error('client left'));
         finish('client left');
       }
-    });
+    };
+    res.once('close', onClientGone);
+    // a pipelined request's response waits in a queue, unattached: if the client goes, that
+    // response never sees 'close' (nor 'finish'), so watch the connection itself too
+    const socket = req.socket;
+    socket.once('close', onClientGone);
     const hasBody =
       req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 
-    let target: Target | undefined;
-    let egress: Egress | undefined;
     try {
-      const targets = await o.resolver.resolve(dst);
-      target = targets[0];
+      // the name through the DNS of the interface that will carry it; loops refused
+      const targets = await ctx.connector.resolve(dst);
+      const target = targets[0];
       const candidates = await o.policy.candidates(target, dst);
+      const origin = `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${dst.port}`;
+      let egress = candidates[0];
+      let attempts = '';
+      if (candidates.length > 1 && !hasFree(egress, origin)) {
+        // a new connection with a choice of interfaces: race them now (fallback), and hand the
+        // winner to its interface's pool
+        const up = await ctx.connector.dialTarget(dst, target, ac.signal);
+        egress = up.egress;
+        attempts = up.attempts;
+        stash(egress, target, up.socket);
+      }
+      flow.pinned({ egress, target, localAddress: egress.source, attempts });
       const headers = forwardableHeaders(req.rawHeaders);
       headers.push('via', `${req.httpVersion} holdfast`);
-      const path = url.pathname + url.search;
-      const origin = `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${dst.port}`;
-      let lastErr: unknown;
-      // without a request body the request can be retried through the next interface
-      for (const cand of hasBody ? candidates.slice(0, 1) : candidates) {
-        egress = cand;
-        flow.pinned({ egress: cand, target, localAddress: cand.source, attempts: '' });
-        try {
-          const r = await agentFor(cand).request({
-            origin,
-            path,
-            method: req.method as 'GET',
-            headers,
-            body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
-            signal: ac.signal,
-          });
-          o.policy.connected(dst, target, cand);
-          return pipeResponse(r, res, flow, () => {
-            o.policy.released(dst, target!, cand);
-            finish('done');
-          });
-        } catch (err) {
-          lastErr = err;
-          if (ac.signal.aborted || !blamesPath(err)) break;
-          o.policy.failed(cand.ifname, hfCodeOf(err));
-        }
-      }
-      throw lastErr;
+      const r = await agentFor(egress).request({
+        origin,
+        path: url.pathname + url.search,
+        method: req.method as 'GET',
+        headers,
+        body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+        signal: ac.signal,
+      });
+      o.policy.connected(dst, target, egress);
+      pipeResponse(r, res, flow, () => {
+        o.policy.released(dst, target, egress);
+        finish('done');
+      });
     } catch (err) {
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
       if (!res.headersSent && !res.destroyed) {
@@ -270,7 +327,18 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     });
   }
 
+  /** per connection: what to call once its first request head has been read */
+  const headWaiters = new WeakMap<Socket, () => void>();
+  const headRead = (socket: Socket) => {
+    const fn = headWaiters.get(socket);
+    if (fn) {
+      headWaiters.delete(socket);
+      fn();
+    }
+  };
+
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    headRead(req.socket);
     const raw = req.url ?? '/';
     if (raw.startsWith('/')) return local(req, res, raw);
     let url: URL;
@@ -310,6 +378,10 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
         return;
       }
     }
+    // DNS rebinding: a web page must not read holdfast's pages through a name it controls
+    if (path !== '/proxy.pac' && !hostIsOurs(req.headers.host)) {
+      return sendError(res, 403, `holdfast: my pages answer requests to an address or localhost, not to "${req.headers.host}"\n`);
+    }
     const h = o.local.get(path);
     if (h) return h(req, res);
     sendError(res, 404, `holdfast: no such page: ${path}\n`);
@@ -329,22 +401,20 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
   };
 
   function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    headRead(socket);
     socket.on('error', () => {
       /* ends in 'close' */
     });
-    if (!authorized(req)) {
-      socket.end(authRequired);
-      return;
-    }
+    // Node hands the socket over unread: after the answer nothing reads it, so a client's FIN
+    // would never be seen; destroy it once the answer is out
+    const refuse = (answer: string) => {
+      socket.end(answer);
+      socket.destroySoon();
+    };
+    if (!authorized(req)) return refuse(authRequired);
     const dst = parseAuthority(req.url ?? '');
-    if (!dst) {
-      socket.end(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
-      return;
-    }
-    if (o.isSelf(dst.host, dst.port)) {
-      socket.end(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
-      return;
-    }
+    if (!dst) return refuse(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
+    if (o.isSelf(dst.host, dst.port)) return refuse(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
     socket.pause();
     openTunnel(ctx, 'http-connect', socket, peerOf(socket), dst, head, connectProtocol);
   }
@@ -371,13 +441,26 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     onRequest,
   );
   server.on('connect', onConnect);
+  // What Node does by default (the same answers), plus counters for /status and metrics.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const code = err.code ?? '';
+    if (code === 'ERR_HTTP_REQUEST_TIMEOUT') ctx.counters.handshakeTimeouts++;
+    else if (code === 'HPE_HEADER_OVERFLOW') ctx.counters.headersTooLarge++;
+    else if (code.startsWith('HPE_')) ctx.counters.badHandshakes++;
+    if (socket.writable && socket.bytesWritten === 0) {
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.write(`HTTP/1.1 ${status} ${clientErrorText[status]}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    }
+    socket.destroy(err);
+  });
   // This server never listens itself (the shared listener hands it connections), so start its
   // connection tracking by hand: that is what enforces headersTimeout (slowloris).
   server.emit('listening');
 
   return {
     server,
-    handle(socket) {
+    handle(socket, onHead) {
+      if (onHead) headWaiters.set(socket, onHead);
       server.emit('connection', socket);
     },
     configure(opts) {

@@ -3,7 +3,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config.js';
 import { formatHostPort } from '../config.js';
-import type { InboundContext } from './context.js';
+import { peerOf, type InboundContext } from './context.js';
 import type { HttpInbound } from './http.js';
 import { handleSocks5 } from './socks5-session.js';
 
@@ -25,22 +25,41 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
     socket.destroy();
     return;
   }
-  socket.setTimeout(ctx.handshakeTimeoutMs, () => {
+  // One deadline for the whole handshake (SOCKS greeting, login and request, or the HTTP request
+  // head), counted from accept. An idle timer would let a client that sends a byte now and then
+  // hold the connection for ever (slowloris).
+  let protocol: 'none' | 'socks5' | 'http' = 'none';
+  const timer = setTimeout(() => {
     ctx.counters.handshakeTimeouts++;
-    socket.destroy();
-  });
-  socket.once('data', (first: Buffer) => {
-    socket.setTimeout(0);
-    if (first[0] === 0x05) {
-      handleSocks5(socket, first, ctx);
+    ctx.log.debug({ client: peerOf(socket), protocol, timeoutMs: ctx.handshakeTimeoutMs }, 'handshake timeout');
+    if (protocol === 'http' && socket.writable && socket.bytesWritten === 0) {
+      socket.end(REQUEST_TIMEOUT);
+      socket.destroySoon();
     } else {
+      socket.destroy();
+    }
+  }, ctx.handshakeTimeoutMs).unref();
+  const handshakeDone = () => clearTimeout(timer);
+  socket.once('close', handshakeDone);
+  // a client that half-closes before its first byte will never say anything
+  const onEnd = () => socket.destroy();
+  socket.once('end', onEnd);
+  socket.once('data', (first: Buffer) => {
+    socket.removeListener('end', onEnd);
+    if (first[0] === 0x05) {
+      protocol = 'socks5';
+      handleSocks5(socket, first, ctx, handshakeDone);
+    } else {
+      protocol = 'http';
       // Put the bytes back and let the HTTP server read them: it adds its 'data' listener while
       // handling 'connection', and the buffered chunk flows to it before any newer read.
       socket.unshift(first);
-      http.handle(socket);
+      http.handle(socket, handshakeDone);
     }
   });
 }
+
+const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 
 export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbound): Promise<Listener> {
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http));

@@ -18,6 +18,8 @@ import {
   type SocksAddress,
   type SocksRequest,
 } from './socks5.js';
+import { handleBind } from './socks5-bind.js';
+import { handleUdpAssociate } from './socks5-udp.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
 /** Greeting + login + request never need more than this; more unparsed bytes is garbage. */
@@ -43,10 +45,17 @@ export interface SocksCommandContext {
   readonly ctx: InboundContext;
 }
 
-/** Handlers for BIND and UDP ASSOCIATE, when built (until then: 0x07). */
-export const socksCommands: Partial<Record<number, (c: SocksCommandContext) => void>> = {};
+/** Handlers for BIND and UDP ASSOCIATE (each answers 0x07 itself when ctx.socks5 is absent). */
+export const socksCommands: Partial<Record<number, (c: SocksCommandContext) => void>> = {
+  [Command.BIND]: handleBind,
+  [Command.UDP_ASSOCIATE]: handleUdpAssociate,
+};
 
-export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext): void {
+/**
+ * `handshakeDone` is called once the request is read (the listener's handshake deadline, which
+ * covers greeting, login and request together, stops there).
+ */
+export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext, handshakeDone: () => void = () => {}): void {
   let buf: Buffer = first;
   let state: 'greeting' | 'auth' | 'request' | 'busy' = 'greeting';
   const client = peerOf(socket);
@@ -118,8 +127,10 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext)
       }
       state = 'busy';
       socket.removeListener('data', onData);
+      socket.removeListener('end', onEnd);
       socket.pause();
       socket.setTimeout(0);
+      handshakeDone();
       if (handler) handler({ socket, client, request, dst, pipelined, ctx });
       else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);
     }
@@ -138,10 +149,10 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext)
   socket.on('error', () => {
     /* ends in 'close'; a reset client is an expected end */
   });
-  socket.setTimeout(ctx.handshakeTimeoutMs, () => {
-    if (state === 'busy') return;
-    ctx.counters.handshakeTimeouts++;
-    socket.destroy();
-  });
+  // a client that half-closes before its request is complete can never finish it
+  const onEnd = () => {
+    if (state !== 'busy') socket.destroy();
+  };
+  socket.on('end', onEnd);
   step();
 }

@@ -14,7 +14,11 @@ export interface TunnelProtocol {
   failure(err: unknown): Buffer | string;
 }
 
-/** Relay with the idle timeout, ending the flow once; `release` runs first (affinity). */
+/**
+ * Relay with the idle timeout, ending the flow once; `release` runs first (affinity). A bulk
+ * tunnel may move to the native relay (ctx.relay): then a cut resets it there, and the idle
+ * timeout reads the native relay's last activity.
+ */
 export function relayFlow(
   ctx: InboundContext,
   flow: Flow,
@@ -23,17 +27,41 @@ export function relayFlow(
   release: () => void,
 ): void {
   const idleMs = ctx.idleTimeoutMs;
+  const idleError = () => Object.assign(new Error(`idle for ${idleMs} ms`), { code: 'idle' });
   if (idleMs > 0) {
     // activity either way (a read from or a write to the client) resets the client's timer
     client.setTimeout(idleMs, () => {
       ctx.counters.idleTimeouts++;
-      client.destroy(Object.assign(new Error(`idle for ${idleMs} ms`), { code: 'idle' }));
+      client.destroy(idleError());
     });
   }
-  relay(client, upstream, flow, (end) => {
-    release();
-    flow.end(end.reason, end.error);
-  });
+  let idleTimer: NodeJS.Timeout | undefined;
+  const armIdle = (ms: number) => {
+    idleTimer = setTimeout(() => {
+      const idle = control.idleMs();
+      if (idle < idleMs) return armIdle(idleMs - idle);
+      ctx.counters.idleTimeouts++;
+      control.stop('idle', idleError(), false);
+    }, ms).unref();
+  };
+  const control = relay(
+    client,
+    upstream,
+    flow,
+    (end) => {
+      if (idleTimer) clearTimeout(idleTimer);
+      release();
+      flow.end(end.reason, end.error);
+    },
+    {
+      offload: ctx.relay,
+      onOffload: () => {
+        // the sockets are closed now: a cut resets both sides in the native relay
+        flow.onCut(() => control.stop('done', undefined, true));
+        if (idleMs > 0) armIdle(Math.max(1, idleMs - control.idleMs()));
+      },
+    },
+  );
 }
 
 /**

@@ -13,7 +13,9 @@ export interface Metrics {
   handle(req: IncomingMessage, res: ServerResponse): void;
 }
 
-export const VERSION = '0.1.0';
+import { VERSION } from '../version.js';
+
+export { VERSION };
 
 /** Fill a counter from a map "a|b" -> n, labels named in order. */
 function fromMap(c: Counter<string> | Gauge<string>, names: readonly string[], m: ReadonlyMap<string, number>): void {

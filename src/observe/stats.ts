@@ -1,8 +1,8 @@
 // The one place that watches holdfast for people and scrapers: once a second it samples the flow
 // table into per-interface throughput (a five-minute ring) and per-flow rates; it listens to the
-// diagnostics channels for flows opening and closing, cuts and network changes, keeps the
-// counters /metrics shows and a short feed of events (route changes, cuts, fallbacks). /status,
-// the dashboard, `holdfast status` and /metrics are views of it.
+// diagnostics channels for flows opening and closing and for cuts, and to the monitor for network
+// changes; it keeps the counters /metrics shows and a short feed of events (route changes, cuts,
+// fallbacks). /status, the dashboard, `holdfast status` and /metrics are views of it.
 //
 // Cost: one pass over the live flows per second, and a few map updates per flow open/close.
 // Nothing per chunk: the relay's plain counters are read, never hooked.
@@ -103,6 +103,17 @@ function fmtSeconds(ms: number): string {
   return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 }
 
+/** Call each listener; one that throws must not stop the sampler (or the producer) that called. */
+function notify<T>(listeners: ReadonlySet<(v: T) => void>, v: T): void {
+  for (const fn of listeners) {
+    try {
+      fn(v);
+    } catch (err) {
+      process.emitWarning(`holdfast stats listener failed: ${(err as Error).stack ?? String(err)}`);
+    }
+  }
+}
+
 /** Live Stats instances in this process: channels are process-wide, see #owns. */
 let instances = 0;
 
@@ -147,10 +158,11 @@ export class Stats {
   // feed
   readonly #feed: FeedEvent[] = [];
   #seq = 0;
-  #lastSnap: NetSnapshot;
 
   #timer: NodeJS.Timeout | undefined;
+  readonly #unwatch: () => void;
   readonly #tickListeners = new Set<(p: SamplePoint) => void>();
+  readonly #eventListeners = new Set<(e: FeedEvent) => void>();
   #closedFlag = false;
 
   constructor(o: StatsOptions) {
@@ -163,22 +175,14 @@ export class Stats {
     this.#sampleMs = o.sampleMs ?? 1000;
     this.#times = new Float64Array(this.#cap);
     this.startedAt = this.#clock.now();
-    this.#lastSnap = o.monitor.current();
     this.#lastMono = performance.now();
     instances++;
     channels.flowOpen.subscribe(this.#onOpen);
     channels.flowClose.subscribe(this.#onClose);
     channels.egressCut.subscribe(this.#onCut);
-    channels.netChange.subscribe(this.#onNet);
-    const b4 = bestDefault(this.#lastSnap, 4);
-    const b6 = bestDefault(this.#lastSnap, 6);
-    const usable = this.#lastSnap.interfaces.filter((i) => !i.loopback && i.up && i.carrier).map((i) => i.name);
-    this.#push(
-      'start',
-      `holdfast started: ${usable.length ? usable.join(', ') : 'no interface'} up; ` +
-        `new flows go via ${b4 || b6 ? [b4 && `${b4.ifname} (IPv4)`, b6 && `${b6.ifname} (IPv6)`].filter(Boolean).join(', ') : 'nowhere yet (no default route)'}`,
-      null,
-    );
+    // network changes straight from our monitor (exact per instance, and with the previous snapshot)
+    this.#unwatch = o.monitor.onChange((prev, next, diff) => this.#onNet(prev, next, diff));
+    this.#push('start', `holdfast started; ${whereNewFlowsGo(o.monitor.current())}`, null);
   }
 
   /** Sample every second until close(). The timer does not keep the process alive. */
@@ -195,10 +199,11 @@ export class Stats {
     this.#closedFlag = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#tickListeners.clear();
+    this.#eventListeners.clear();
     channels.flowOpen.unsubscribe(this.#onOpen);
     channels.flowClose.unsubscribe(this.#onClose);
     channels.egressCut.unsubscribe(this.#onCut);
-    channels.netChange.unsubscribe(this.#onNet);
+    this.#unwatch();
     instances--;
   }
 
@@ -208,9 +213,16 @@ export class Stats {
     return () => this.#tickListeners.delete(fn);
   }
 
+  /** Called for every new feed event (a route change, a cut...). Returns an unsubscribe function. */
+  onEvent(fn: (e: FeedEvent) => void): () => void {
+    this.#eventListeners.add(fn);
+    return () => this.#eventListeners.delete(fn);
+  }
+
   // ---- views ----------------------------------------------------------------------------------
 
-  status(): StatusJson {
+  /** The status view (the newest `maxFlows` flows; every interface sum counts them all). */
+  status(maxFlows = Infinity): StatusJson {
     const live = this.#flows.list();
     const totals = this.bytesByInterface(live);
     const rates: StatusRates = {
@@ -221,7 +233,7 @@ export class Stats {
       ifaceRate: (name) => this.#ifRates.get(name),
       ifaceTotal: (name) => totals.get(name),
     };
-    return statusOf(this.#monitor.current(), live, this.#binder, rates);
+    return statusOf(this.#monitor.current(), live, this.#binder, rates, maxFlows);
   }
 
   /** The live flows of our table (for views that need only a few fields). */
@@ -367,7 +379,7 @@ export class Stats {
 
     const point: SamplePoint = { t: now / 1000, ifs };
     this.#lastPoint = point;
-    for (const fn of this.#tickListeners) fn(point);
+    notify(this.#tickListeners, point);
     return point;
   }
 
@@ -380,8 +392,10 @@ export class Stats {
   // ---- events ---------------------------------------------------------------------------------
 
   #push(type: FeedType, text: string, ifname: string | null): void {
-    this.#feed.push({ seq: ++this.#seq, at: this.#clock.now(), type, text, interface: ifname });
+    const e: FeedEvent = { seq: ++this.#seq, at: this.#clock.now(), type, text, interface: ifname };
+    this.#feed.push(e);
     if (this.#feed.length > this.#feedSize) this.#feed.splice(0, this.#feed.length - this.#feedSize);
+    notify(this.#eventListeners, e);
   }
 
   /**
@@ -449,19 +463,32 @@ export class Stats {
     );
   };
 
-  readonly #onNet = (msg: unknown): void => {
-    const { snapshot, diff } = msg as { snapshot: NetSnapshot; diff: NetDiff };
-    if (snapshot !== this.#monitor.current()) return; // another instance's monitor
-    const prev = this.#lastSnap;
-    this.#lastSnap = snapshot;
+  #onNet(prev: NetSnapshot, next: NetSnapshot, diff: NetDiff): void {
     this.#netChanges++;
     if (diff.routes) this.#routeChanges++;
-    for (const line of describeChange(prev, snapshot, diff)) this.#push(line.type, line.text, line.interface);
-  };
+    for (const line of describeChange(prev, next, diff)) this.#push(line.type, line.text, line.interface);
+  }
 }
 
-function routeText(r: { family: 4 | 6; gateway: string | null; metric: number }): string {
-  return `${r.gateway ? `via ${r.gateway}` : 'direct'} metric ${r.metric}`;
+/** "new flows go via if1", "... via if1 (IPv4), if2 (IPv6)", or "no default route yet" */
+export function whereNewFlowsGo(snap: NetSnapshot): string {
+  const b4 = bestDefault(snap, 4)?.ifname;
+  const b6 = bestDefault(snap, 6)?.ifname;
+  if (!b4 && !b6) return 'no default route yet';
+  if (b4 === b6 || !b4 || !b6) return `new flows go via ${b4 ?? b6}`;
+  return `new flows go via ${b4} (IPv4), ${b6} (IPv6)`;
+}
+
+function isLinkLocal(ip: string): boolean {
+  return /^fe[89ab]/i.test(ip) || ip.startsWith('169.254.');
+}
+
+function routesText(rs: readonly { gateway: string | null; metric: number }[]): string {
+  const via = rs.map((r) => (r.gateway ? r.gateway : 'direct')).join(', ');
+  const metrics = new Set(rs.map((r) => r.metric));
+  return metrics.size === 1
+    ? `via ${via} (metric ${rs[0].metric})`
+    : rs.map((r) => `via ${r.gateway ?? 'direct'} (metric ${r.metric})`).join(', ');
 }
 
 /** Feed lines for one network change: what happened to each interface, then where new flows go. */
@@ -481,32 +508,42 @@ export function describeChange(
     if (!p && n) parts.push('appeared');
     else if (p && !n) parts.push('went away');
     else if (p && n) {
-      if (p.up !== n.up) parts.push(n.up ? 'is up' : 'is down');
-      if (p.carrier !== n.carrier) parts.push(n.carrier ? 'has carrier' : 'lost carrier');
-      const pa = new Set(p.addresses.map((a) => `${a.ip}/${a.prefixLen}`));
-      const na = new Set(n.addresses.map((a) => `${a.ip}/${a.prefixLen}`));
-      const added = [...na].filter((a) => !pa.has(a));
-      const removed = [...pa].filter((a) => !na.has(a));
+      const wasUp = p.up && p.carrier;
+      const isUp = n.up && n.carrier;
+      if (!wasUp && isUp) parts.push('came up');
+      else if (wasUp && !isUp) parts.push(!n.up ? 'went down' : 'lost carrier');
+      else if (p.up !== n.up) parts.push(n.up ? 'is up (no carrier)' : 'is down');
+      const fmt = (a: { ip: string; prefixLen: number }) => `${a.ip}/${a.prefixLen}`;
+      const pa = new Set(p.addresses.map(fmt));
+      const na = new Set(n.addresses.map(fmt));
+      const added = n.addresses.filter((a) => !pa.has(fmt(a)) && !isLinkLocal(a.ip)).map(fmt);
+      const removed = p.addresses.filter((a) => !na.has(fmt(a)) && !isLinkLocal(a.ip)).map(fmt);
       if (added.length) parts.push(`gained ${added.join(', ')}`);
       if (removed.length) parts.push(`lost ${removed.join(', ')}`);
     }
     if (diff.routes) {
       const key = (r: { family: number; gateway: string | null; metric: number }) => `${r.family}|${r.gateway}|${r.metric}`;
-      const pr = new Map((p?.defaultRoutes ?? []).map((r) => [key(r), r]));
-      const nr = new Map((n?.defaultRoutes ?? []).map((r) => [key(r), r]));
-      for (const [k, r] of nr) if (!pr.has(k)) parts.push(`default route ${routeText(r)} added`);
-      for (const [k, r] of pr) if (!nr.has(k)) parts.push(`default route ${routeText(r)} removed`);
+      const pr = new Set((p?.defaultRoutes ?? []).map(key));
+      const nr = new Set((n?.defaultRoutes ?? []).map(key));
+      const added = (n?.defaultRoutes ?? []).filter((r) => !pr.has(key(r)));
+      const removed = (p?.defaultRoutes ?? []).filter((r) => !nr.has(key(r)));
+      const s = (l: unknown[]) => (l.length === 1 ? '' : 's');
+      if (added.length) parts.push(`default route${s(added)} ${routesText(added)} added`);
+      if (removed.length) parts.push(`default route${s(removed)} ${routesText(removed)} removed`);
     }
     if (parts.length) out.push({ type: 'net', text: `${name} ${parts.join('; ')}`, interface: name });
   }
-  for (const family of [4, 6] as const) {
-    const was = bestDefault(prev, family);
-    const now = bestDefault(next, family);
-    if (was?.ifname === now?.ifname) continue;
-    const text = now
-      ? `new IPv${family} flows now go via ${now.ifname} (metric ${now.metric})${was ? `, was ${was.ifname}; live flows stay where they are` : ''}`
-      : `no IPv${family} default route any more${was ? ` (was ${was.ifname})` : ''}`;
-    out.push({ type: 'route', text, interface: now?.ifname ?? null });
+  const moves = ([4, 6] as const)
+    .map((family) => ({ family, was: bestDefault(prev, family), now: bestDefault(next, family) }))
+    .filter((m) => m.was?.ifname !== m.now?.ifname);
+  // IPv4 and IPv6 moving the same way is one event
+  const same = moves.length === 2 && moves[0].was?.ifname === moves[1].was?.ifname && moves[0].now?.ifname === moves[1].now?.ifname;
+  for (const m of same ? [{ ...moves[0], family: null }] : moves) {
+    const fam = m.family === null ? '' : `IPv${m.family} `;
+    const text = m.now
+      ? `new ${fam}flows now go via ${m.now.ifname}${m.was ? `, was ${m.was.ifname}; live flows stay where they are` : ''}`
+      : `no ${fam}default route any more${m.was ? ` (was ${m.was.ifname})` : ''}`;
+    out.push({ type: 'route', text, interface: m.now?.ifname ?? null });
   }
   return out;
 }

@@ -50,6 +50,8 @@ export interface StatusJson {
   readonly interfaces: readonly StatusInterface[];
   readonly flows: readonly StatusFlow[];
   readonly totals: { readonly opened: number; readonly cut: number; readonly live: number };
+  /** live flows left out of `flows` (a view asked for at most N, the newest) */
+  readonly flowsOmitted?: number;
 }
 
 /** What the sampler knows beyond the snapshot and the flows. */
@@ -71,7 +73,14 @@ interface FlowLike {
   toJSON(): FlowInfo & { datagramsUp?: number; datagramsDown?: number };
 }
 
-export function statusOf(snap: NetSnapshot, live: readonly FlowLike[], binder: Binder, rates: StatusRates): StatusJson {
+/** The status view; `maxFlows` keeps the newest flows only (the per-interface sums count all). */
+export function statusOf(
+  snap: NetSnapshot,
+  live: readonly FlowLike[],
+  binder: Binder,
+  rates: StatusRates,
+  maxFlows = Infinity,
+): StatusJson {
   const perIf = new Map<string, { flows: number; bytesUp: number; bytesDown: number }>();
   for (const f of live) {
     if (!f.interface) continue;
@@ -110,11 +119,12 @@ export function statusOf(snap: NetSnapshot, live: readonly FlowLike[], binder: B
         rateDown: rate?.down ?? 0,
       };
     }),
-    flows: live.map((f): StatusFlow => {
+    flows: (live.length > maxFlows ? live.slice(-maxFlows) : live).map((f): StatusFlow => {
       const j = f.toJSON();
       const r = rates.flowRate(j.id);
       return { ...j, rateUp: r?.up ?? 0, rateDown: r?.down ?? 0 };
     }),
     totals: { opened: rates.totals.opened, cut: rates.totals.cut, live: live.length },
+    ...(live.length > maxFlows ? { flowsOmitted: live.length - maxFlows } : {}),
   };
 }

@@ -115,7 +115,7 @@ function pidAlive(pid: number): boolean {
 }
 
 function netnsNames(): string[] {
-  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 5000 });
+  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
   return out
     .split('\n')
     .map((l) => l.trim().split(/\s+/)[0])

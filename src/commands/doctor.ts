@@ -1,0 +1,62 @@
+// `holdfast doctor`: check that this host can hold sessions, with a one-line fix for each problem.
+import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
+import { formatReport, runDoctor } from '../doctor.js';
+import { clientEndpoint } from '../pac.js';
+import { fail, parseCommand } from './common.js';
+
+export const help = `Usage: holdfast doctor [--json] [--config FILE] [--listen HOST:PORT]...
+
+Check whether this host can hold sessions (a flow stays on its interface when the routes change),
+and say how to fix what is missing:
+  addon, binding   the native addon loads and binds a socket to a device (SO_BINDTODEVICE)
+  interface:NAME   addresses, carrier, default routes (from holdfast's network monitor)
+  rp_filter        strict reverse-path filtering (1) drops the replies of a pinned flow whose
+                   interface is no longer the best route: the flow stalls
+  policy-routing   rules \`from <address> lookup <table>\` (holdfast start --policy-routing)
+  ipv6             IPv6 state (and firewalld's IPv6 reverse-path filter)
+  listener:H:P     holdfast answers GET /status there
+  env, system-proxy  whether this shell's proxy variables and the desktop setting point at holdfast
+
+Exit status: 0 when the host can hold sessions, 1 when it cannot, 2 on bad usage.
+
+Options:
+      --json              the report as JSON
+  -c, --config FILE       configuration file (YAML); default: ${defaultConfigPath}
+  -l, --listen HOST:PORT  check this listener instead of the config's (repeatable)
+      --no-system-proxy   skip reading the desktop's proxy setting
+  -h, --help              show this help
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parseCommand(
+    argv,
+    help,
+    {
+        json: { type: 'boolean' },
+        config: { type: 'string', short: 'c' },
+        listen: { type: 'string', short: 'l', multiple: true },
+        'no-system-proxy': { type: 'boolean' },
+    },
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
+  let listen: readonly ListenAddress[];
+  try {
+    listen = loadConfig(values.config ?? defaultConfigPath).listen;
+  } catch (err) {
+    if (err instanceof ConfigError) return fail(err.message);
+    throw err;
+  }
+  if (values.listen?.length) {
+    const l: ListenAddress[] = [];
+    for (const s of values.listen) {
+      const a = parseListen(s);
+      if (!a) return fail(`--listen ${s}: expected HOST:PORT (IPv6 as [::1]:1080)`);
+      l.push(a);
+    }
+    listen = l;
+  }
+  const report = await runDoctor({ listeners: listen.map(clientEndpoint), systemProxy: !values['no-system-proxy'] });
+  process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
+  return report.canHoldSessions ? 0 : 1;
+}

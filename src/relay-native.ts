@@ -1,0 +1,118 @@
+// The offloaded relay: a bulk tunnel leaves the JS relay (src/relay.ts) for the addon's splice
+// relay (native/relay.c), which moves its bytes zero-copy on a thread of its own. Linux only; on
+// other platforms, or without the addon (or with an addon built before relay.c), there is no
+// engine and every tunnel stays on the JS relay.
+import type { Socket } from 'node:net';
+import { loadAddon } from './native.js';
+
+interface RelayAddon {
+  relayInit(onDone: (id: number, reason: string, bytesUp: number, bytesDown: number) => void, pipeSize: number): void;
+  relayStart(fdA: number, fdB: number, pendAB: Buffer | null, pendBA: Buffer | null, flags: number): number;
+  relayClose(id: number, reset: boolean): boolean;
+  relayBytes(id: number, dir: 0 | 1): number;
+  relayIdleMs(id: number): number;
+  relayInfo(): RelayInfo;
+}
+
+export interface RelayInfo {
+  /** tunnels on the native relay now */
+  readonly tunnels: number;
+  /** tunnels it has taken since the process began */
+  readonly started: number;
+  /** the pipe size the kernel granted last (bytes) */
+  readonly pipeSize: number;
+  /** pages held by enlarged pipes (an unprivileged user may hold a quarter of fs.pipe-user-pages-soft) */
+  readonly pipePages: number;
+}
+
+/** How an offloaded tunnel ended: 'done', 'closed' (asked by close()), or an errno name. */
+export interface OffloadEnd {
+  readonly reason: string;
+  /** bytes the native relay wrote to upstream / to the client (JS's earlier bytes not included) */
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+}
+
+/** Flags for start(): a direction that already ended (its FIN was passed on) before the handoff. */
+export const UP_ENDED = 1;
+export const DOWN_ENDED = 2;
+
+export interface NativeRelay {
+  /**
+   * Relay between two connected TCP sockets, given by fd: the engine dup()s them, so the caller
+   * still owns (and must close) its own fds. `pendingUp` is written to upstream and
+   * `pendingDown` to the client before anything else. `onDone` is called once, on the JS thread.
+   * Throws (err.code: an errno name) if the tunnel cannot be taken (no fds, no pipes).
+   */
+  start(
+    clientFd: number,
+    upstreamFd: number,
+    pendingUp: Buffer | null,
+    pendingDown: Buffer | null,
+    flags: number,
+    onDone: (end: OffloadEnd) => void,
+  ): number;
+  /** End a tunnel now: reset both sides (SO_LINGER 0) or close them. False if it already ended. */
+  close(id: number, reset: boolean): boolean;
+  /** Bytes written so far: 0 = up (to upstream), 1 = down (to the client). */
+  bytes(id: number, dir: 0 | 1): number;
+  /** Milliseconds since a byte last moved either way. */
+  idleMs(id: number): number;
+  info(): RelayInfo;
+}
+
+/** Pipe size asked for each direction (F_SETPIPE_SZ; the kernel may give less). */
+const PIPE_SIZE = 1 << 20;
+
+let engine: NativeRelay | null | undefined;
+
+/** The process's native relay, or undefined where there is none (not Linux, no addon). */
+export function nativeRelay(): NativeRelay | undefined {
+  if (engine !== undefined) return engine ?? undefined;
+  engine = null;
+  if (process.platform !== 'linux') return undefined;
+  const state = loadAddon();
+  if (!state.ok) return undefined;
+  const a = state.addon as unknown as Partial<RelayAddon>;
+  if (typeof a.relayInit !== 'function' || typeof a.relayStart !== 'function') return undefined;
+  const addon = a as RelayAddon;
+  const pending = new Map<number, (end: OffloadEnd) => void>();
+  const envPipe = Number(process.env.HOLDFAST_RELAY_PIPE_SIZE);
+  addon.relayInit(
+    (id, reason, bytesUp, bytesDown) => {
+      const fn = pending.get(id);
+      pending.delete(id);
+      fn?.({ reason, bytesUp, bytesDown });
+    },
+    Number.isInteger(envPipe) && envPipe > 0 ? envPipe : PIPE_SIZE,
+  );
+  engine = {
+    start(clientFd, upstreamFd, pendingUp, pendingDown, flags, onDone) {
+      const id = addon.relayStart(clientFd, upstreamFd, pendingUp, pendingDown, flags);
+      pending.set(id, onDone);
+      return id;
+    },
+    close: (id, reset) => addon.relayClose(id, reset),
+    bytes: (id, dir) => addon.relayBytes(id, dir),
+    idleMs: (id) => addon.relayIdleMs(id),
+    info: () => addon.relayInfo(),
+  };
+  return engine;
+}
+
+/** The OS fd of a connected net.Socket, or -1 (no handle, or not an fd-backed one). */
+export function socketFd(s: Socket): number {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
+/**
+ * `relay.offloadAfter` as configured, unless HOLDFAST_RELAY_OFFLOAD_AFTER (bytes) overrides it:
+ * a switch for running a test suite or a benchmark with every tunnel offloaded (1) or none (0).
+ */
+export function offloadAfterBytes(configured: number): number {
+  const env = process.env.HOLDFAST_RELAY_OFFLOAD_AFTER;
+  if (env === undefined || env === '') return configured;
+  const n = Number(env);
+  return Number.isSafeInteger(n) && n >= 0 ? n : configured;
+}
