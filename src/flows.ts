@@ -49,7 +49,8 @@ export class Flow implements FlowInfo {
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
   datagramsUp?: number;
   datagramsDown?: number;
-  readonly log: Logger;
+  #rootLog: Logger;
+  #log: Logger | undefined;
   #table: FlowTable;
   #onCut: CutHandler | undefined;
   #ended = false;
@@ -63,7 +64,24 @@ export class Flow implements FlowInfo {
     this.dst = dst;
     this.destination = formatHostPort(dst.host, dst.port);
     this.startedAt = now;
-    this.log = log.child({ flow: id, kind, client });
+    this.#rootLog = log;
+  }
+
+  /**
+   * A logger bound to this flow, made on first use. The 'flow open' and 'flow close' lines are
+   * written through the root logger with the same fields, so a flow that logs nothing else keeps
+   * no child logger (10,000 idle tunnels are 10,000 fewer objects).
+   */
+  get log(): Logger {
+    return (this.#log ??= this.#rootLog.child({ flow: this.id, kind: this.kind, client: this.client }));
+  }
+
+  /** One line through the root logger with this flow's bindings, as a child would write it. */
+  #line(fields: Record<string, unknown>, msg: string): void {
+    const log = this.#log ?? this.#rootLog;
+    if (!log.isLevelEnabled('info')) return;
+    if (this.#log) this.#log.info(fields, msg);
+    else this.#rootLog.info({ flow: this.id, kind: this.kind, client: this.client, ...fields }, msg);
   }
 
   get ended(): boolean {
@@ -78,7 +96,7 @@ export class Flow implements FlowInfo {
     this.localAddress = r.localAddress;
     this.placedBy = r.egress.placedBy;
     this.attempts = r.attempts || null;
-    this.log.info(
+    this.#line(
       {
         dst: this.destination,
         ip: r.target.ip,
@@ -119,7 +137,7 @@ export class Flow implements FlowInfo {
     this.endedAt = this.#table.clock.now();
     this.closeReason = this.#cutReason ? 'cut' : reason;
     this.closeCode = code ?? null;
-    this.log.info(
+    this.#line(
       {
         reason: this.closeReason,
         ...(code ? { code } : {}),
