@@ -1,6 +1,6 @@
 // Linux: read interfaces from /sys, addresses from getifaddrs (os.networkInterfaces) and default
 // routes from /proc; learn of changes from `ip -o monitor` (netlink), if iproute2 is there.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { DefaultRoute, Family, IfAddress, NetInterface } from '../contracts.js';
@@ -67,26 +67,79 @@ function readDefaultRoutes(): Map<string, DefaultRoute[]> {
   } catch {
     /* no IPv4 */
   }
-  try {
-    const lines = readFileSync('/proc/net/ipv6_route', 'latin1').split('\n');
-    for (const line of lines) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const [dest, plen, , , nexthop, metric, , , flags, iface] = f;
-      if (plen !== '00' || !/^0+$/.test(dest)) continue;
-      const fl = parseInt(flags, 16);
-      if (!(fl & RTF_UP) || fl & RTF_REJECT || iface === 'lo') continue;
-      add(iface, {
-        family: 6,
-        gateway: /^0+$/.test(nexthop) ? null : hexToIpv6(nexthop),
-        metric: parseInt(metric, 16),
-      });
-    }
-  } catch {
-    /* no IPv6 */
-  }
+  for (const [iface, r] of ipv6Defaults()) add(iface, r);
   for (const list of out.values()) list.sort((a, b) => a.family - b.family || a.metric - b.metric);
   return out;
+}
+
+/** The IPv6 default routes in /proc (every routing table: policy tables show up too). */
+function ipv6DefaultsFromProc(text: string): [string, DefaultRoute][] {
+  const out: [string, DefaultRoute][] = [];
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const [dest, plen, , , nexthop, metric, , , flags, iface] = f;
+    if (plen !== '00' || !/^0+$/.test(dest)) continue;
+    const fl = parseInt(flags, 16);
+    if (!(fl & RTF_UP) || fl & RTF_REJECT || iface === 'lo') continue;
+    out.push([iface, { family: 6, gateway: /^0+$/.test(nexthop) ? null : hexToIpv6(nexthop), metric: parseInt(metric, 16) }]);
+  }
+  return out;
+}
+
+interface IpRoute {
+  dst?: string;
+  dev?: string;
+  gateway?: string;
+  metric?: number;
+  type?: string;
+  nexthops?: { dev?: string; gateway?: string }[];
+}
+
+/** The main table's IPv6 default routes, from `ip -6 -j route show table main default`. */
+function ipv6DefaultsFromIp(): [string, DefaultRoute][] {
+  const routes = JSON.parse(
+    execFileSync('ip', ['-6', '-j', 'route', 'show', 'table', 'main', 'default'], {
+      encoding: 'utf8',
+      timeout: 2000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }) || '[]',
+  ) as IpRoute[];
+  const out: [string, DefaultRoute][] = [];
+  for (const r of routes) {
+    if (r.type && r.type !== 'unicast') continue;
+    const metric = r.metric ?? 1024;
+    for (const hop of r.nexthops ?? [{ dev: r.dev, gateway: r.gateway }]) {
+      if (hop.dev && hop.dev !== 'lo') out.push([hop.dev, { family: 6, gateway: hop.gateway ?? null, metric }]);
+    }
+  }
+  return out;
+}
+
+/**
+ * IPv6 default routes of the main table. /proc/net/ipv6_route cannot tell tables apart, so its
+ * text is only the cheap test for "anything changed?"; on a change, iproute2 is asked which are
+ * the main table's (once per change, not once per read). Without iproute2: /proc as it is.
+ */
+let v6Cache: { key: string; routes: [string, DefaultRoute][] } | undefined;
+function ipv6Defaults(): [string, DefaultRoute][] {
+  let fromProc: [string, DefaultRoute][];
+  try {
+    fromProc = ipv6DefaultsFromProc(readFileSync('/proc/net/ipv6_route', 'latin1'));
+  } catch {
+    return []; // no IPv6
+  }
+  // the default routes of every table, without the counters that move with traffic
+  const key = JSON.stringify(fromProc);
+  if (v6Cache?.key === key) return v6Cache.routes;
+  let routes: [string, DefaultRoute][];
+  try {
+    routes = ipv6DefaultsFromIp();
+  } catch {
+    routes = fromProc;
+  }
+  v6Cache = { key, routes };
+  return routes;
 }
 
 export function createLinuxReader(): StateReader {
