@@ -136,10 +136,6 @@ function describeIf(i: NetInterface, snap: NetSnapshot): string {
   return `${i.name}: ${state}; ${addrs}; ${routes || 'no default route'}`;
 }
 
-function sysctlName(ifname: string): string {
-  return ifname.replaceAll('.', '/');
-}
-
 // ---- the checks ---------------------------------------------------------------------------
 
 export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {

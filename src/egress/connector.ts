@@ -6,7 +6,6 @@ import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../c
 import type { Resolver } from '../dns.js';
 import { HfCode, NotAllowedError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
-import type { Policy } from './policy.js';
 import { RaceLost, staggeredRace } from './race.js';
 
 export interface Connector {

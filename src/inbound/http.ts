@@ -10,7 +10,7 @@ import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contr
 import type { Resolver } from '../dns.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
-import { BadRequestError, NotAllowedError, hfCodeOf, toHttpStatus } from '../errors.js';
+import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
 import { hostIsOurs } from './host.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';

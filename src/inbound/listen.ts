@@ -15,10 +15,12 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+/** A client reset is an expected end ('close' follows). Module-level: a per-connection closure
+ * would keep this function's whole context alive for the life of the tunnel. */
+export function ignoreError(): void {}
+
 export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): void {
-  socket.on('error', () => {
-    /* a client reset before the first byte: nothing to do */
-  });
+  socket.on('error', ignoreError);
   if (!ctx.allowClient(socket.remoteAddress ?? '')) {
     ctx.counters.clientsRefused++;
     ctx.log.info({ client: socket.remoteAddress }, 'client refused');
@@ -39,7 +41,10 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
       socket.destroy();
     }
   }, ctx.handshakeTimeoutMs).unref();
-  const handshakeDone = () => clearTimeout(timer);
+  const handshakeDone = () => {
+    clearTimeout(timer);
+    socket.removeListener('close', handshakeDone);
+  };
   socket.once('close', handshakeDone);
   // a client that half-closes before its first byte will never say anything
   const onEnd = () => socket.destroy();

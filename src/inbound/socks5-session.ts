@@ -146,9 +146,6 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext,
   };
 
   socket.on('data', onData);
-  socket.on('error', () => {
-    /* ends in 'close'; a reset client is an expected end */
-  });
   // a client that half-closes before its request is complete can never finish it
   const onEnd = () => {
     if (state !== 'busy') socket.destroy();

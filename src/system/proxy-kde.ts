@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, BackendContext, Cmd, CurrentProxy } from './proxy.js';
+import type { Backend, Cmd, CurrentProxy } from './proxy.js';
 import { bypassPatterns, onPath } from './proxy.js';
 
 const GROUP = 'Proxy Settings';
