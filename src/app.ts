@@ -196,7 +196,6 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {
-    resolver,
     policy,
     pinned: createPinnedSockets(addon),
     udpIdleTimeoutMs: cfg.udp.idleTimeout,
@@ -205,7 +204,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     bindCounters: newBindCounters(),
   };
   ctx.socks5 = socks5;
-  const http = createHttpInbound(ctx, { resolver, policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
+  const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
   const status = () => ({
     ...stats.status(),
     socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },

@@ -2,7 +2,6 @@
 import type { Logger } from 'pino';
 import type { Authenticator } from '../auth.js';
 import type { EgressPolicy } from '../contracts.js';
-import type { Resolver } from '../dns.js';
 import type { Connector } from '../egress/connector.js';
 import type { PinnedSockets } from '../egress/dial-udp.js';
 import type { FlowTable } from '../flows.js';
@@ -12,7 +11,6 @@ import type { UdpCounters } from './socks5-udp.js';
 
 /** What SOCKS5 UDP ASSOCIATE and BIND need besides the connector (built in app.ts). */
 export interface Socks5Extras {
-  readonly resolver: Resolver;
   readonly policy: EgressPolicy;
   /** pinned UDP sockets and TCP listeners */
   readonly pinned: PinnedSockets;

@@ -7,7 +7,6 @@ import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
-import type { Resolver } from '../dns.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
 import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
@@ -18,7 +17,6 @@ import { openTunnel, type TunnelProtocol } from './tunnel.js';
 export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 export interface HttpInboundOptions {
-  readonly resolver: Resolver;
   readonly policy: EgressPolicy;
   readonly dialer: Dialer;
   readonly maxHeaderBytes: number;
