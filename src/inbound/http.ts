@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import { Agent } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
@@ -265,19 +265,26 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
       flow.pinned({ egress, target, localAddress: egress.source, attempts });
       const headers = forwardableHeaders(req.rawHeaders);
       headers.push('via', `${req.httpVersion} holdfast`);
-      const r = await agentFor(egress).request({
-        origin,
-        path: url.pathname + url.search,
-        method: req.method as 'GET',
-        headers,
-        body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
-        signal: ac.signal,
-      });
+      await forwardTo(
+        agentFor(egress),
+        {
+          origin,
+          path: url.pathname + url.search,
+          method: req.method as 'GET',
+          headers,
+          body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+        },
+        res,
+        flow,
+        ac.signal,
+      );
       o.policy.connected(dst, target, egress);
-      pipeResponse(r, res, flow, () => {
+      const released = () => {
         o.policy.released(dst, target, egress);
         finish('done');
-      });
+      };
+      if (res.writableFinished) released();
+      else res.once('finish', released);
     } catch (err) {
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
       if (!res.headersSent && !res.destroyed) {
@@ -299,29 +306,53 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     }
   }
 
-  function pipeResponse(
-    r: Awaited<ReturnType<Agent['request']>>,
+  /**
+   * Send one request through `agent` and stream the response into `res`, chunk by chunk, with
+   * backpressure (undici's dispatch handler: no intermediate stream). Resolves once the response
+   * head was written to the client; rejects if the request failed before that (the caller then
+   * answers 502/504). A failure after the head destroys the client connection.
+   */
+  function forwardTo(
+    agent: Agent,
+    opts: Dispatcher.DispatchOptions,
     res: ServerResponse,
     flow: { bytesDown: number },
-    done: () => void,
-  ): void {
-    res.sendDate = false;
-    res.writeHead(r.statusCode, responseHeaders(r.headers as Record<string, string | string[] | undefined>));
-    const body = r.body;
-    body.on('data', (chunk: Buffer) => {
-      flow.bytesDown += chunk.length;
-      if (!res.write(chunk)) body.pause();
-    });
-    res.on('drain', () => body.resume());
-    body.on('end', () => {
-      res.end();
-    });
-    body.on('error', () => {
-      res.destroy();
-    });
-    res.once('finish', done);
-    res.once('close', () => {
-      if (!body.destroyed) body.destroy();
+    signal: AbortSignal,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let started = false;
+      const onAbort = () => controller?.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const cleanup = () => signal.removeEventListener('abort', onAbort);
+      res.on('drain', () => controller?.resume());
+      // a client that leaves aborts `signal` (see forward)
+      agent.dispatch(opts, {
+        onRequestStart(c) {
+          controller = c;
+          if (signal.aborted) onAbort();
+        },
+        onResponseStart(_c, statusCode, headers) {
+          if (statusCode < 200) return; // informational: Node's server speaks for itself
+          started = true;
+          res.sendDate = false;
+          res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[] | undefined>));
+          resolve();
+        },
+        onResponseData(c, chunk) {
+          flow.bytesDown += chunk.length;
+          if (!res.write(chunk)) c.pause();
+        },
+        onResponseEnd() {
+          cleanup();
+          res.end();
+        },
+        onResponseError(_c, err) {
+          cleanup();
+          if (started) res.destroy();
+          else reject(err);
+        },
+      });
     });
   }
 
