@@ -362,13 +362,23 @@ export function assertCurlOk(r: RunResult, what: string): void {
 }
 
 /** A curl download in the host namespace, its output hashed here as it arrives (-N: unbuffered). */
+export interface DownloadResult {
+  readonly tag: string;
+  readonly code: number | null;
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly stderr: string;
+  readonly startedAt: number;
+  readonly endedAt: number;
+}
+
 export class Download {
   readonly child: Child;
   readonly startedAt = Date.now();
   bytes = 0;
   /** [time, bytes so far] per chunk */
   readonly samples: Array<[number, number]> = [];
-  readonly result: Promise<{ code: number | null; bytes: number; sha256: string; stderr: string; endedAt: number }>;
+  readonly result: Promise<DownloadResult>;
 
   constructor(
     t: TestContext,
@@ -387,10 +397,12 @@ export class Download {
       this.samples.push([Date.now(), this.bytes]);
     });
     this.result = this.child.exited.then(({ code }) => ({
+      tag,
       code,
       bytes: this.bytes,
       sha256: hash.digest('hex'),
       stderr: this.child.stderrLines.join('\n'),
+      startedAt: this.startedAt,
       endedAt: Date.now(),
     }));
   }
@@ -403,6 +415,11 @@ export class Download {
       b = n;
     }
     return b;
+  }
+
+  /** Time of the last byte received. */
+  lastByteAt(): number | null {
+    return this.samples.at(-1)?.[0] ?? null;
   }
 }
 

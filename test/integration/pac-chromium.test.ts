@@ -22,6 +22,7 @@ import { chromium } from 'playwright-core';
 import { Child, deferred, type Deferred } from '../helpers/proc.js';
 import { sandboxSkip } from '../helpers/sandbox.js';
 import { httpServer } from '../helpers/servers.js';
+import { quietChromiumArgs } from '../helpers/chromium.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -169,18 +170,7 @@ test('chromium with holdfast\'s PAC: a page comes through holdfast, a bypassed h
     headless: true,
     timeout: 30_000,
     args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-      '--disable-default-apps',
-      '--disable-domain-reliability',
-      '--no-pings',
-      // on-demand component installs ignore --disable-component-update: send their update
-      // checks to a dead loopback port (a direct connection: Chromium never proxies loopback)
-      '--component-updater=url-source=http://127.0.0.1:9/',
+      ...quietChromiumArgs,
       `--proxy-pac-url=${hf.base}/proxy.pac`,
       `--host-resolver-rules=MAP ${DIRECT} 127.0.0.1`,
     ],

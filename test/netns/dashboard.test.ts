@@ -13,6 +13,7 @@ import { chromium, type Page } from 'playwright-core';
 import { ADDR, cleanEnv, Lab, labTestOptions, NETWORK_OF_PEER } from '../helpers/lab.js';
 import { downloadPath, PacedServer, pacedServerScript } from '../helpers/paced-server.js';
 import { delay } from '../helpers/proc.js';
+import { quietChromiumArgs } from '../helpers/chromium.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/', import.meta.url));
@@ -73,16 +74,8 @@ test('the dashboard in Chromium shows the handover: the old flow under if1, the 
     env: { ...cleanEnv(), HOME: dir },
     timeout: 30_000,
     args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
+      ...quietChromiumArgs,
       '--no-proxy-server',
-      // on-demand component installs ignore --disable-component-update: point them at a dead
-      // loopback port (this browser runs in the lab's host namespace: nothing else is there)
-      '--component-updater=url-source=http://127.0.0.1:9/',
       '--disable-features=MediaRouter,OptimizationHints,Translate',
       '--disable-dev-shm-usage',
     ],

@@ -2,11 +2,11 @@
 // on if1 must finish on if1 after a better default route via if2 appears, while new flows take if2.
 // The control shows the lab reproduces the problem: without holdfast the same download stalls.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ADDR, Lab, labTestOptions, NETWORK_OF_PEER } from '../helpers/lab.js';
+import { Download } from '../helpers/lab-extras.js';
 import { downloadPath, expectedSha256, PacedServer, pacedServerScript, type RequestRecord } from '../helpers/paced-server.js';
 import { type Child, delay, pollUntil } from '../helpers/proc.js';
 
@@ -33,64 +33,6 @@ function service(family: Family, which: 0 | 1): { ip: string; host: string } {
 }
 
 // ---- downloads: curl in the host namespace, its output hashed here --------------------------------
-
-interface DownloadResult {
-  tag: string;
-  code: number | null;
-  bytes: number;
-  sha256: string;
-  stderr: string;
-  startedAt: number;
-  endedAt: number;
-}
-
-class Download {
-  readonly child: Child;
-  readonly startedAt = Date.now();
-  bytes = 0;
-  readonly samples: Array<[number, number]> = [];
-  readonly result: Promise<DownloadResult>;
-
-  constructor(
-    lab: Lab,
-    readonly tag: string,
-    readonly url: string,
-    curlArgs: string[],
-  ) {
-    // -N: no stdio buffering in curl, so the bytes seen here are the bytes curl had at that moment
-    this.child = lab.spawn('host', ['curl', '-sS', '-g', '-N', ...curlArgs, url], { lines: false });
-    const hash = createHash('sha256');
-    this.child.proc.stdout!.on('data', (b: Buffer) => {
-      hash.update(b);
-      this.bytes += b.length;
-      this.samples.push([Date.now(), this.bytes]);
-    });
-    this.result = this.child.exited.then(({ code }) => ({
-      tag,
-      code,
-      bytes: this.bytes,
-      sha256: hash.digest('hex'),
-      stderr: this.child.stderrLines.join('\n'),
-      startedAt: this.startedAt,
-      endedAt: Date.now(),
-    }));
-  }
-
-  /** Bytes received by time t. */
-  bytesAt(t: number): number {
-    let b = 0;
-    for (const [ts, n] of this.samples) {
-      if (ts > t) break;
-      b = n;
-    }
-    return b;
-  }
-
-  /** Time of the last byte received. */
-  lastByteAt(): number | null {
-    return this.samples.at(-1)?.[0] ?? null;
-  }
-}
 
 // ---- holdfast in the host namespace ---------------------------------------------------------------
 
@@ -203,7 +145,7 @@ test('control: without holdfast, a download begun on if1 stalls after a better d
   const dls = (['IPv4', 'IPv6'] as const).map((fam) => {
     const tag = `control-${fam}`;
     const url = `http://${service(fam, 0).host}:${PORT}${downloadPath({ bytes: BYTES, rate: RATE, seed: fam === 'IPv4' ? 1 : 2, tag })}`;
-    return { fam, tag, dl: new Download(lab, tag, url, curlArgs) };
+    return { fam, tag, dl: new Download(t, lab, tag, url, curlArgs) };
   });
   const t0 = Math.min(...dls.map((d) => d.dl.startedAt));
   const began = await Promise.all(dls.map((d) => server.waitFor(d.tag, 'request', 5000)));
@@ -278,7 +220,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const dls = kinds.map((k, i) => {
     const tag = `${fam}-${k.kind}`;
     const url = `http://${old.host}:${PORT}${downloadPath({ bytes: BYTES, rate: RATE, seed: 10 + i, tag })}`;
-    return { ...k, tag, seed: 10 + i, dl: new Download(lab, tag, url, ['--max-time', '30', ...k.args]) };
+    return { ...k, tag, seed: 10 + i, dl: new Download(t, lab, tag, url, ['--max-time', '30', ...k.args]) };
   });
   const t0 = Math.min(...dls.map((d) => d.dl.startedAt));
   const began = await Promise.all(dls.map((d) => server.waitFor(d.tag, 'request', 10_000)));
@@ -318,7 +260,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     const tag = `${fam}-new-${k.kind}`;
     const bytes = 2 * 1024 * 1024;
     const url = `http://${fresh.host}:${PORT}${downloadPath({ bytes, rate: RATE, seed: 20 + i, tag })}`;
-    return { ...k, tag, seed: 20 + i, bytes, dl: new Download(lab, tag, url, ['--max-time', '20', ...k.args]) };
+    return { ...k, tag, seed: 20 + i, bytes, dl: new Download(t, lab, tag, url, ['--max-time', '20', ...k.args]) };
   });
   const newBegan = await Promise.all(news.map((d) => server.waitFor(d.tag, 'request', 10_000)));
   const st2 = await status();
