@@ -6,6 +6,14 @@
  *                                           and, if `source` is given, to that address (port 0):
  *                                           Node can adopt an fd (dgram bind({fd}), listen({fd}))
  *                                           but cannot bind one it adopted
+ *                                           kind 2: an MPTCP stream socket (IPPROTO_MPTCP);
+ *                                           where the kernel has none, socket() fails
+ *                                           (EPROTONOSUPPORT, ENOPROTOOPT, EINVAL) and the
+ *                                           caller falls back to kind 0
+ *   mptcpSubflows(fd) -> [{local, remote}] | null
+ *                                           the subflows of a connected MPTCP socket
+ *                                           (MPTCP_SUBFLOW_ADDRS); null for plain TCP or an
+ *                                           MPTCP socket that fell back to TCP
  *   routeSource(family, ip) -> string       the source address the kernel picks for ip
  *                                           (a throwaway connected UDP socket, as Dante's getoutaddr)
  * Errors are thrown as Error with .code = "E..." (the errno name) and .syscall.
@@ -21,6 +29,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/mptcp.h>
+#endif
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef SOL_MPTCP
+#define SOL_MPTCP 284
+#endif
 
 static const char *errno_code(int e) {
   switch (e) {
@@ -38,6 +55,8 @@ static const char *errno_code(int e) {
     case ENFILE: return "ENFILE";
     case ENOBUFS: return "ENOBUFS";
     case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
     default: return "EUNKNOWN";
   }
 }
@@ -97,7 +116,7 @@ static int bind_source(int fd, int af, const char *src_in, const char *ifname) {
   return bind(fd, (struct sockaddr *)&ss, sl) == 0 ? 0 : errno;
 }
 
-/* openBound(family: 4|6, kind: 0 tcp | 1 udp, ifname: string, source?: string) -> fd */
+/* openBound(family: 4|6, kind: 0 tcp | 1 udp | 2 mptcp, ifname: string, source?: string) -> fd */
 static napi_value open_bound(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -106,19 +125,23 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
   int af;
   if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
   int32_t kind = 0;
-  if (napi_get_value_int32(env, argv[1], &kind) != napi_ok || (kind != 0 && kind != 1))
-    return throw_type(env, "kind must be 0 (tcp) or 1 (udp)");
+  if (napi_get_value_int32(env, argv[1], &kind) != napi_ok || kind < 0 || kind > 2)
+    return throw_type(env, "kind must be 0 (tcp), 1 (udp) or 2 (mptcp)");
   char ifname[IF_NAMESIZE + 1];
   size_t len = 0;
   if (napi_get_value_string_utf8(env, argv[2], ifname, sizeof ifname, &len) != napi_ok || len == 0 ||
       len >= IF_NAMESIZE)
     return throw_type(env, "ifname must be an interface name");
 
-  int type = kind == 0 ? SOCK_STREAM : SOCK_DGRAM;
+  int type = kind == 1 ? SOCK_DGRAM : SOCK_STREAM;
+  int proto = kind == 2 ? IPPROTO_MPTCP : 0;
+#ifndef __linux__
+  if (kind == 2) return throw_errno(env, EPROTONOSUPPORT, "socket");
+#endif
 #ifdef SOCK_NONBLOCK
-  int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
 #else
-  int fd = socket(af, type, 0);
+  int fd = socket(af, type, proto);
   if (fd >= 0) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -133,7 +156,7 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
     return throw_errno(env, e, "setsockopt(SO_BINDTODEVICE)");
   }
 #if defined(IP_BIND_ADDRESS_NO_PORT)
-  if (kind == 0) {
+  if (kind != 1) {
     /* the dialer binds the source address with port 0: let connect() pick the port, so the
        4-tuple, not the bare port, must be unique (no ephemeral-port exhaustion under TIME_WAIT) */
     int one = 1;
@@ -250,6 +273,62 @@ static napi_value route_source(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* mptcpSubflows(fd) -> [{ local, remote }] | null */
+static napi_value mptcp_subflows(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "mptcpSubflows(fd)");
+  napi_value out;
+#if defined(__linux__) && defined(MPTCP_SUBFLOW_ADDRS)
+  /* room for 8 subflows: the header, then one mptcp_subflow_addrs each */
+  enum { MAX_SUB = 8 };
+  union {
+    struct mptcp_subflow_data d;
+    char raw[sizeof(struct mptcp_subflow_data) + MAX_SUB * sizeof(struct mptcp_subflow_addrs)];
+  } buf;
+  memset(&buf, 0, sizeof buf);
+  buf.d.size_subflow_data = sizeof(struct mptcp_subflow_data);
+  buf.d.size_user = sizeof(struct mptcp_subflow_addrs);
+  socklen_t len = sizeof buf;
+  if (getsockopt(fd, SOL_MPTCP, MPTCP_SUBFLOW_ADDRS, &buf, &len) != 0) {
+    /* plain TCP, or MPTCP fallen back to TCP (the option reaches TCP, which refuses it) */
+    napi_get_null(env, &out);
+    return out;
+  }
+  uint32_t n = buf.d.num_subflows;
+  uint32_t stride = buf.d.size_user ? buf.d.size_user : sizeof(struct mptcp_subflow_addrs);
+  uint32_t room = (len > sizeof(struct mptcp_subflow_data)) ? (len - sizeof(struct mptcp_subflow_data)) / stride : 0;
+  if (n > room) n = room;
+  napi_create_array_with_length(env, n, &out);
+  for (uint32_t i = 0; i < n; i++) {
+    const struct mptcp_subflow_addrs *a =
+        (const struct mptcp_subflow_addrs *)(buf.raw + sizeof(struct mptcp_subflow_data) + i * stride);
+    char text[2][INET6_ADDRSTRLEN];
+    const struct sockaddr *sas[2] = {&a->sa_local, &a->sa_remote};
+    for (int k = 0; k < 2; k++) {
+      text[k][0] = 0;
+      if (sas[k]->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sas[k])->sin_addr, text[k], sizeof text[k]);
+      else if (sas[k]->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sas[k])->sin6_addr, text[k], sizeof text[k]);
+    }
+    napi_value o, l, r;
+    napi_create_object(env, &o);
+    napi_create_string_utf8(env, text[0], NAPI_AUTO_LENGTH, &l);
+    napi_create_string_utf8(env, text[1], NAPI_AUTO_LENGTH, &r);
+    napi_set_named_property(env, o, "local", l);
+    napi_set_named_property(env, o, "remote", r);
+    napi_set_element(env, out, i, o);
+  }
+#else
+  napi_get_null(env, &out);
+#endif
+  return out;
+}
+
 /* closeFd(fd): for an fd that was never handed to a net.Socket */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -268,6 +347,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openBound", NULL, open_bound, NULL, NULL, NULL, napi_default, NULL},
       {"routeSource", NULL, route_source, NULL, NULL, NULL, napi_default, NULL},
+      {"mptcpSubflows", NULL, mptcp_subflows, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -142,8 +142,10 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   });
   // Settings a reload may change are kept in these objects, which the parts read when a new flow
   // or connection begins; live flows keep what they were given.
-  const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
-  const dialer = createDialer(dialSettings, addon);
+  const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive, mptcp: cfg.mptcp === 'on' };
+  const dialer = createDialer(dialSettings, addon, (why) =>
+    log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
+  );
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
@@ -230,6 +232,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     socks5.bindAcceptTimeoutMs = next.bind.acceptTimeout;
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
+    dialSettings.mptcp = next.mptcp === 'on';
     connectorSettings.fallbackDelayMs = next.fallback.delay;
     policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
     flows.configure({ graceMs: next.grace, limits: next.limits });

@@ -110,6 +110,13 @@ export const configSchema = z
       })
       .default({ timeout: 10_000, keepAlive: 30_000 }),
     grace: duration.default(10_000),
+    /**
+     * upstream TCP sockets as MPTCP (IPPROTO_MPTCP) where the kernel has it; with CAP_NET_ADMIN
+     * holdfast also keeps one `subflow backup` endpoint per usable address (`holdfast start --mptcp`)
+     */
+    mptcp: z
+      .union([z.enum(['off', 'on']), z.boolean().transform((b) => (b ? ('on' as const) : ('off' as const)))])
+      .default('off'),
     affinity: z
       .strictObject({
         mode: z.enum(['host', 'address', 'off']).default('host'),

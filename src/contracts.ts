@@ -103,6 +103,15 @@ export interface EgressPolicy {
   released(dst: Destination, target: Target, egress?: Egress): void;
 }
 
+/** One subflow of an MPTCP connection: its local and remote addresses. */
+export interface Subflow {
+  readonly local: string;
+  readonly remote: string;
+}
+
+/** Reads an MPTCP socket's subflows now; null once the socket is closed or fell back to TCP. */
+export type SubflowProbe = () => readonly Subflow[] | null;
+
 export interface DialResult {
   readonly socket: Socket;
   readonly egress: Egress;
@@ -111,6 +120,8 @@ export interface DialResult {
   readonly localPort: number;
   /** "wlan0 10.1.1.2: HF_DIAL_TIMEOUT; ..." for attempts that lost, empty if the first won */
   readonly attempts: string;
+  /** set when the socket is an MPTCP connection (not fallen back to TCP) */
+  readonly subflows?: SubflowProbe;
 }
 
 export interface Dialer {
@@ -118,6 +129,11 @@ export interface Dialer {
   dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket>;
   /** The binder in use: 'device' (SO_BINDTODEVICE + source) or 'source' (source address only). */
   readonly binder: 'device' | 'source';
+  /**
+   * For a connected socket from dial(): a probe of its MPTCP subflows, or undefined if it is plain
+   * TCP (MPTCP off, unavailable, or the server answered without MPTCP).
+   */
+  subflowsOf?(socket: Socket): SubflowProbe | undefined;
 }
 
 export type FlowKind =
@@ -140,6 +156,11 @@ export interface FlowInfo {
   readonly startedAt: number;
   readonly bytesUp: number;
   readonly bytesDown: number;
+  /** 'mptcp' for an MPTCP upstream, with its subflows' interfaces (unknown addresses as the address) */
+  readonly transport?: 'mptcp';
+  readonly subflows?: readonly string[];
+  /** the interface the flow was pinned to before its MPTCP connection moved off it */
+  readonly movedFrom?: string | null;
 }
 
 export interface Clock {

@@ -12,6 +12,7 @@ import type {
   NetMonitor,
   NetSnapshot,
   PlacedBy,
+  SubflowProbe,
 } from './contracts.js';
 import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
@@ -49,6 +50,10 @@ export class Flow implements FlowInfo {
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
   datagramsUp?: number;
   datagramsDown?: number;
+  /** the interface this flow was pinned to before its MPTCP connection moved off it */
+  movedFrom: string | null = null;
+  /** an MPTCP upstream's subflows (set by pinned() when the dialer made one) */
+  subflowProbe: SubflowProbe | undefined;
   #rootLog: Logger;
   #log: Logger | undefined;
   #table: FlowTable;
@@ -89,8 +94,12 @@ export class Flow implements FlowInfo {
   }
 
   /** The upstream is connected: record where, and write the one 'flow open' line. */
-  pinned(r: Pick<DialResult, 'egress' | 'target' | 'localAddress' | 'attempts'>, destination?: Destination): void {
+  pinned(
+    r: Pick<DialResult, 'egress' | 'target' | 'localAddress' | 'attempts'> & { readonly subflows?: SubflowProbe },
+    destination?: Destination,
+  ): void {
     if (destination) this.destination = formatHostPort(destination.host, destination.port);
+    this.subflowProbe = r.subflows;
     this.ip = r.target.ip;
     this.interface = r.egress.ifname;
     this.localAddress = r.localAddress;
@@ -104,10 +113,24 @@ export class Flow implements FlowInfo {
         src: r.localAddress,
         placedBy: r.egress.placedBy,
         ...(r.attempts ? { attempts: r.attempts } : {}),
+        ...(r.subflows ? { transport: 'mptcp' } : {}),
       },
       'flow open',
     );
     if (channels.flowOpen.hasSubscribers) channels.flowOpen.publish(this);
+  }
+
+  /**
+   * The pinned interface broke, but the MPTCP connection has a live subflow from `local` on
+   * `ifname`: the flow now counts as that interface's (its grace and cut follow that one).
+   */
+  moved(ifname: string, local: string, why: string, subflows: readonly string[]): void {
+    const from = this.interface;
+    this.movedFrom = from;
+    this.interface = ifname;
+    this.localAddress = local;
+    this.log.warn({ from, to: ifname, src: local, why, subflows }, 'flow moved');
+    if (channels.flowMoved.hasSubscribers) channels.flowMoved.publish({ flow: this, from, to: ifname, why });
   }
 
   /** How to cut this flow (the inbound handler knows its sockets and protocol). */
@@ -168,6 +191,17 @@ export class Flow implements FlowInfo {
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
       ...(this.datagramsUp !== undefined ? { datagramsUp: this.datagramsUp, datagramsDown: this.datagramsDown } : {}),
+      ...this.#mptcpView(),
+    };
+  }
+
+  #mptcpView(): { transport?: 'mptcp'; subflows?: string[]; movedFrom?: string } {
+    const subs = this.#ended ? null : this.subflowProbe?.();
+    if (!subs) return this.movedFrom ? { movedFrom: this.movedFrom } : {};
+    return {
+      transport: 'mptcp',
+      subflows: this.#table.subflowInterfaces(subs),
+      ...(this.movedFrom ? { movedFrom: this.movedFrom } : {}),
     };
   }
 }
@@ -202,6 +236,27 @@ export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string |
   if (!iface.carrier) return 'no carrier';
   if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
     return 'address gone';
+  return undefined;
+}
+
+/** The interface holding address `ip` in `snap`. */
+function ifnameOf(snap: NetSnapshot, ip: string): string | undefined {
+  return snap.interfaces.find((i) => i.addresses.some((a) => a.ip === ip || a.ip.split('%')[0] === ip))?.name;
+}
+
+/** A subflow of the MPTCP connection on an interface other than `broken` whose path is fine. */
+export function liveSubflow(
+  snap: NetSnapshot,
+  broken: string,
+  probe: SubflowProbe,
+): { ifname: string; local: string; all: string[] } | undefined {
+  const subs = probe();
+  if (!subs) return undefined;
+  const all = subs.map((s) => ifnameOf(snap, s.local) ?? s.local);
+  for (const s of subs) {
+    const ifname = ifnameOf(snap, s.local);
+    if (ifname && ifname !== broken && !lossOf(snap, ifname, s.local)) return { ifname, local: s.local, all };
+  }
   return undefined;
 }
 
@@ -319,6 +374,12 @@ export class FlowTable {
     }
   }
 
+  /** The interface name of each subflow's local address (the address itself if no interface has it). */
+  subflowInterfaces(subs: readonly { local: string }[]): string[] {
+    const snap = this.#monitor?.current();
+    return subs.map((s) => (snap ? ifnameOf(snap, s.local) : undefined) ?? s.local);
+  }
+
   /** Cut every flow pinned to `ifname` whose path is still broken. Safe to repeat. */
   cutEgress(ifname: string, since = this.clock.now()): number {
     const snap = this.#monitor?.current();
@@ -328,6 +389,12 @@ export class FlowTable {
       if (f.interface !== ifname) continue;
       const loss = snap ? lossOf(snap, ifname, f.localAddress) : 'cut';
       if (!loss) continue;
+      // an MPTCP connection with a live subflow elsewhere is not cut: it moved
+      const live = snap && f.subflowProbe ? liveSubflow(snap, ifname, f.subflowProbe) : undefined;
+      if (live) {
+        f.moved(live.ifname, live.local, loss, live.all);
+        continue;
+      }
       why = loss;
       if (f.cut(new EgressLostError(`${ifname}: ${loss} for ${this.clock.now() - since} ms (grace ${this.#graceMs} ms)`))) n++;
     }

@@ -4,10 +4,16 @@ import { createRequire } from 'node:module';
 
 export interface NativeAddon {
   /**
-   * A non-blocking socket (kind 0 = TCP, 1 = UDP) bound to the device, and to `source` (port 0)
-   * if given; returns its fd.
+   * A non-blocking socket (kind 0 = TCP, 1 = UDP, 2 = MPTCP) bound to the device, and to `source`
+   * (port 0) if given; returns its fd. Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where
+   * the kernel has no MPTCP (or net.mptcp.enabled=0).
    */
-  openBound(family: 4 | 6, kind: 0 | 1, ifname: string, source?: string): number;
+  openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string): number;
+  /**
+   * The subflows of a connected MPTCP socket (local and remote address of each), or null for a
+   * plain TCP socket or an MPTCP one that fell back to TCP. Absent in an addon built before it.
+   */
+  mptcpSubflows?(fd: number): Array<{ local: string; remote: string }> | null;
   /** The source address the kernel would pick for ip now (IPv6 link-local as "fe80::1%eth0"). */
   routeSource(family: 4 | 6, ip: string): string;
   closeFd(fd: number): void;

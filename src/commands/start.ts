@@ -3,6 +3,7 @@ import { startHoldfast } from '../app.js';
 import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
 import { createLogger, logLevels } from '../log.js';
 import { clientEndpoint } from '../pac.js';
+import { startMptcpEndpoints, type MptcpEndpoints } from '../system/mptcp-endpoints.js';
 import { startPolicyRouting, type PolicyRouting } from '../system/policy-routing.js';
 import { holdSystemProxy } from '../system/proxy.js';
 import { fail, parseCommand } from './common.js';
@@ -25,6 +26,10 @@ Options:
       --policy-routing    keep a routing table per interface and rules \`from <address> lookup
                           <table>\` while it runs (needs CAP_NET_ADMIN): flows hold even with
                           strict rp_filter or without the addon; removed at exit
+      --mptcp             upstream sockets as MPTCP where the kernel and the server have it
+                          (config: mptcp: on); with CAP_NET_ADMIN also one \`subflow backup\`
+                          MPTCP endpoint per usable address, removed at exit. A tunnel whose
+                          interface dies moves to a live subflow instead of being cut
   -h, --help              show this help
 
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
@@ -51,6 +56,7 @@ export async function run(argv: string[]): Promise<number> {
         'system-proxy': { type: 'boolean' },
         'system-proxy-mode': { type: 'string' },
         'policy-routing': { type: 'boolean' },
+        mptcp: { type: 'boolean' },
     },
   );
   if (typeof parsed === 'number') return parsed;
@@ -65,7 +71,8 @@ export async function run(argv: string[]): Promise<number> {
   /** The config file, with --listen applied; read at start and again on SIGHUP. */
   const readConfig = () => {
     const c = loadConfig(configFile);
-    return listenOverride.length ? { ...c, listen: listenOverride } : c;
+    const m = values.mptcp ? { ...c, mptcp: 'on' as const } : c;
+    return listenOverride.length ? { ...m, listen: listenOverride } : m;
   };
   let cfg;
   try {
@@ -93,16 +100,23 @@ export async function run(argv: string[]): Promise<number> {
   // --policy-routing and --system-proxy: on now, undone at exit (the system proxy first, the
   // routing rules after the flows that rely on them are gone)
   let policyRouting: PolicyRouting | undefined;
+  let mptcpEndpoints: MptcpEndpoints | undefined;
   let restoreProxy: (() => void) | undefined;
+  // leave the system as found: endpoints and routing rules go after the flows that use them
+  const undoSystem = async () => {
+    await mptcpEndpoints?.close();
+    await policyRouting?.close();
+  };
   try {
     if (values['policy-routing']) policyRouting = await startPolicyRouting(hf.monitor, { ...cfg.policyRouting, log });
+    if (cfg.mptcp === 'on' && process.platform === 'linux') mptcpEndpoints = await startMptcpEndpoints(hf.monitor, { log });
     if (values['system-proxy']) {
       const endpoint = clientEndpoint(hf.listeners[0].bound());
       restoreProxy = holdSystemProxy({ endpoint, bypass: cfg.pac.bypass, mode: proxyMode, log });
     }
   } catch (err) {
     log.fatal({ err }, 'start failed');
-    await policyRouting?.close();
+    await undoSystem();
     await hf.close(0);
     log.flush();
     process.stderr.write(`holdfast: ${(err as Error).message}\n`);
@@ -129,7 +143,7 @@ export async function run(argv: string[]): Promise<number> {
     const stop = (signal: string) => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now');
-        void policyRouting?.close(); // leftovers are removed at the next start otherwise
+        void undoSystem(); // leftovers are removed at the next start otherwise
         resolve(130);
         return;
       }
@@ -138,13 +152,13 @@ export async function run(argv: string[]): Promise<number> {
       restoreProxy?.();
       hf.close(drainMs).then(
         async () => {
-          await policyRouting?.close();
+          await undoSystem();
           log.info('stopped');
           resolve(0);
         },
         async (err) => {
           log.error({ err }, 'stop failed');
-          await policyRouting?.close();
+          await undoSystem();
           resolve(1);
         },
       );

@@ -83,6 +83,7 @@ export function createConnector(
       localAddress: r.socket.localAddress ?? r.egress.source,
       localPort: r.socket.localPort ?? 0,
       attempts: r.attempts,
+      subflows: dialer.subflowsOf?.(r.socket),
     };
   }
 

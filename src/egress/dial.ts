@@ -2,7 +2,7 @@
 // an IP address (never a name). Everything that can be decided once is decided in createDialer;
 // dial() only runs. dialAcross() races candidates with staggered starts (DESIGN rule 6).
 import { Socket, type SocketConstructorOpts } from 'node:net';
-import type { Dialer, Egress, Target } from '../contracts.js';
+import type { Dialer, Egress, SubflowProbe, Target } from '../contracts.js';
 import {
   DialTimeoutError,
   EgressUnreachableError,
@@ -17,7 +17,15 @@ import { RaceLost, staggeredRace } from './race.js';
 export interface DialerOptions {
   readonly timeoutMs: number;
   readonly keepAliveMs: number;
+  /**
+   * Make upstream sockets MPTCP (IPPROTO_MPTCP) where the kernel has it; a server without MPTCP
+   * gets plain TCP from the same socket (the kernel falls back). Read per dial (reload).
+   */
+  readonly mptcp?: boolean;
 }
+
+/** socket(IPPROTO_MPTCP) fails with these where the kernel has no MPTCP (or net.mptcp.enabled=0). */
+const NO_MPTCP = new Set(['EPROTONOSUPPORT', 'ENOPROTOOPT', 'EINVAL', 'EAFNOSUPPORT']);
 
 function stripZone(ip: string): string {
   const i = ip.indexOf('%');
@@ -29,22 +37,69 @@ export function describeAttempt(target: Target, egress: Egress): string {
   return `connect ${host}:${target.port} via ${egress.ifname} (${egress.source})`;
 }
 
-export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined): Dialer {
+/**
+ * `onNoMptcp(why)` is called once, the first time `mptcp` is asked for and cannot be had (no MPTCP
+ * in the kernel, or no addon); from then on the dialer makes plain TCP sockets.
+ */
+export function createDialer(
+  opts: DialerOptions,
+  addon: NativeAddon | undefined,
+  onNoMptcp?: (why: string) => void,
+): Dialer {
   const { timeoutMs, keepAliveMs } = opts;
+  /** the MPTCP sockets this dialer made, with their fds (for the subflow probe) */
+  const mptcpFds = new WeakMap<Socket, number>();
+  let mptcpUsable = true;
+  const noMptcp = (why: string) => {
+    if (!mptcpUsable) return;
+    mptcpUsable = false;
+    onNoMptcp?.(why);
+  };
 
   // The binder is chosen once. 'device': the addon makes a socket bound to the interface, and
   // net.Socket adopts it (manualStart: do not start reading an unconnected socket).
+  const adopt = (fd: number) => {
+    try {
+      return new Socket({ fd, allowHalfOpen: true, manualStart: true } as SocketConstructorOpts);
+    } catch (err) {
+      addon!.closeFd(fd);
+      throw err;
+    }
+  };
   const makeSocket: (egress: Egress) => Socket = addon
     ? (egress) => {
-        const fd = addon.openBound(egress.family, 0, egress.ifname);
-        try {
-          return new Socket({ fd, allowHalfOpen: true, manualStart: true } as SocketConstructorOpts);
-        } catch (err) {
-          addon.closeFd(fd);
-          throw err;
+        if (opts.mptcp && mptcpUsable) {
+          let fd: number | undefined;
+          try {
+            fd = addon.openBound(egress.family, 2, egress.ifname);
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code ?? '';
+            // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
+            if (!NO_MPTCP.has(code)) throw err;
+            noMptcp(`socket(IPPROTO_MPTCP): ${code}`);
+          }
+          if (fd !== undefined) {
+            const s = adopt(fd);
+            mptcpFds.set(s, fd);
+            return s;
+          }
         }
+        return adopt(addon.openBound(egress.family, 0, egress.ifname));
       }
-    : () => new Socket({ allowHalfOpen: true });
+    : () => {
+        if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
+        return new Socket({ allowHalfOpen: true });
+      };
+
+  const mptcpSubflows = addon && typeof addon.mptcpSubflows === 'function' ? addon.mptcpSubflows.bind(addon) : undefined;
+  function subflowsOf(socket: Socket): SubflowProbe | undefined {
+    const fd = mptcpFds.get(socket);
+    if (fd === undefined || !mptcpSubflows) return undefined;
+    // a server without MPTCP: the kernel fell back to TCP at the handshake, and says so here
+    if (mptcpSubflows(fd) === null) return undefined;
+    // the fd is the socket's while it is open; once closed the number may be someone else's
+    return () => (socket.destroyed ? null : mptcpSubflows(fd));
+  }
 
   function dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket> {
     return new Promise<Socket>((resolve, reject) => {
@@ -111,7 +166,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
     });
   }
 
-  return { dial, binder: addon ? 'device' : 'source' };
+  return { dial, binder: addon ? 'device' : 'source', subflowsOf };
 }
 
 /** A failure that blames the path, so another interface is worth a try. */

@@ -5,5 +5,7 @@ export const channels = {
   flowOpen: channel('holdfast:flow:open'),
   flowClose: channel('holdfast:flow:close'),
   egressCut: channel('holdfast:egress:cut'),
+  /** an MPTCP flow whose pinned interface broke went on over another subflow */
+  flowMoved: channel('holdfast:flow:moved'),
   netChange: channel('holdfast:net:change'),
 } as const;

@@ -123,7 +123,7 @@ export function hasNetAdmin(): boolean {
 
 export type IpRun = (args: readonly string[]) => Promise<{ ok: boolean; stdout: string; stderr: string }>;
 
-const ipRun: IpRun = (args) =>
+export const ipRun: IpRun = (args) =>
   new Promise((resolve) => {
     execFile('ip', args as string[], { timeout: 5000 }, (err, stdout, stderr) => {
       resolve({ ok: !err, stdout: String(stdout), stderr: String(stderr || (err as Error | null)?.message || '').trim() });
