@@ -273,14 +273,9 @@ static napi_value route_source(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* mptcpSubflows(fd) -> [{ local, remote }] | null */
-static napi_value mptcp_subflows(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return throw_type(env, "mptcpSubflows(fd)");
+/* The subflows of MPTCP socket fd as [{ local, remote }], or null (plain TCP, fallen back, not
+   Linux). Also used by relay.c for offloaded tunnels. */
+napi_value hf_mptcp_subflows_of(napi_env env, int fd) {
   napi_value out;
 #if defined(__linux__) && defined(MPTCP_SUBFLOW_ADDRS)
   /* room for 8 subflows: the header, then one mptcp_subflow_addrs each */
@@ -324,9 +319,21 @@ static napi_value mptcp_subflows(napi_env env, napi_callback_info info) {
     napi_set_element(env, out, i, o);
   }
 #else
+  (void)fd;
   napi_get_null(env, &out);
 #endif
   return out;
+}
+
+/* mptcpSubflows(fd) -> [{ local, remote }] | null */
+static napi_value mptcp_subflows(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "mptcpSubflows(fd)");
+  return hf_mptcp_subflows_of(env, fd);
 }
 
 /* closeFd(fd): for an fd that was never handed to a net.Socket */

@@ -207,7 +207,10 @@ static void finish(relay_t *r, tunnel_t *t, const char *reason, int reset, tunne
       t->reg[i] = 0;
     }
   }
+  /* under the lock: relayMptcpSubflows reads t->fd on the JS thread */
+  pthread_mutex_lock(&r->mu);
   tunnel_close_fds(t, reset);
+  pthread_mutex_unlock(&r->mu);
   atomic_fetch_sub(&r->pipe_pages, t->pipe_pages);
   t->pipe_pages = 0;
   if (t->live_prev) t->live_prev->live_next = t->live_next;
@@ -732,6 +735,29 @@ static napi_value relay_idle_ms(napi_env env, napi_callback_info info) {
   return out;
 }
 
+napi_value hf_mptcp_subflows_of(napi_env env, int fd); /* holdfast_native.c */
+
+/* relayMptcpSubflows(id) -> [{ local, remote }] | null: the upstream (fd B) of a live tunnel */
+static napi_value relay_mptcp_subflows(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  relay_t *r = relay_of(env, info, &argc, argv);
+  uint32_t id = 0;
+  if (argc < 1 || get_id(env, argv[0], &id) != 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relayMptcpSubflows(id)");
+    return NULL;
+  }
+  napi_value out;
+  /* the relay thread closes a finished tunnel's fds under r->mu, so fd[1] is this tunnel's */
+  pthread_mutex_lock(&r->mu);
+  tunnel_t *t = map_find(r, id);
+  int fd = t ? t->fd[1] : -1;
+  if (fd >= 0) out = hf_mptcp_subflows_of(env, fd);
+  else napi_get_null(env, &out);
+  pthread_mutex_unlock(&r->mu);
+  return out;
+}
+
 /* relayInfo() -> { tunnels, started, pipeSize, pipePages } */
 static napi_value relay_info(napi_env env, napi_callback_info info) {
   size_t argc = 0;
@@ -763,6 +789,7 @@ void relay_register(napi_env env, napi_value exports) {
       {"relayBytes", NULL, relay_bytes, NULL, NULL, NULL, napi_default, r},
       {"relayIdleMs", NULL, relay_idle_ms, NULL, NULL, NULL, napi_default, r},
       {"relayInfo", NULL, relay_info, NULL, NULL, NULL, napi_default, r},
+      {"relayMptcpSubflows", NULL, relay_mptcp_subflows, NULL, NULL, NULL, napi_default, r},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -12,6 +12,7 @@ interface RelayAddon {
   relayBytes(id: number, dir: 0 | 1): number;
   relayIdleMs(id: number): number;
   relayInfo(): RelayInfo;
+  relayMptcpSubflows?(id: number): Array<{ local: string; remote: string }> | null;
 }
 
 export interface RelayInfo {
@@ -59,6 +60,8 @@ export interface NativeRelay {
   /** Milliseconds since a byte last moved either way. */
   idleMs(id: number): number;
   info(): RelayInfo;
+  /** The subflows of a live tunnel's upstream if it is MPTCP, else null (also once it ended). */
+  mptcpSubflows(id: number): Array<{ local: string; remote: string }> | null;
 }
 
 /** Pipe size asked for each direction (F_SETPIPE_SZ; the kernel may give less). */
@@ -96,8 +99,23 @@ export function nativeRelay(): NativeRelay | undefined {
     bytes: (id, dir) => addon.relayBytes(id, dir),
     idleMs: (id) => addon.relayIdleMs(id),
     info: () => addon.relayInfo(),
+    mptcpSubflows: (id) => (addon.relayMptcpSubflows ? addon.relayMptcpSubflows(id) : null),
   };
   return engine;
+}
+
+/** upstream sockets handed to the native relay, and their tunnel's id (relay.ts sets and clears) */
+const offloaded = new WeakMap<Socket, number>();
+
+/** Record (id) or forget (undefined) that `s` now lives in native tunnel `id`. */
+export function markOffloaded(s: Socket, id: number | undefined): void {
+  if (id === undefined) offloaded.delete(s);
+  else offloaded.set(s, id);
+}
+
+/** The native tunnel an upstream socket was handed to, while that tunnel lives. */
+export function offloadedTunnel(s: Socket): number | undefined {
+  return offloaded.get(s);
 }
 
 /** The OS fd of a connected net.Socket, or -1 (no handle, or not an fd-backed one). */

@@ -10,7 +10,7 @@
 // (no FIN, no RST: the dups keep the connections). From then on the counters read the native
 // relay's, and `onDone` comes from it, with the same reasons.
 import type { Socket } from 'node:net';
-import { DOWN_ENDED, socketFd, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
+import { DOWN_ENDED, markOffloaded, socketFd, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
 
 export interface RelayCounters {
   bytesUp: number;
@@ -168,6 +168,7 @@ export function relay(
     let baseUp = counters.bytesUp;
     let baseDown = counters.bytesDown;
     const onNativeDone = (end: OffloadEnd) => {
+      markOffloaded(upstream, undefined);
       Object.defineProperty(counters, 'bytesUp', { value: baseUp + end.bytesUp, writable: true, configurable: true, enumerable: true });
       Object.defineProperty(counters, 'bytesDown', { value: baseDown + end.bytesDown, writable: true, configurable: true, enumerable: true });
       const why = stopped ?? {
@@ -186,6 +187,7 @@ export function relay(
     }
     nativeId = id;
     state = 'native';
+    markOffloaded(upstream, id); // the upstream's MPTCP subflows are read through the tunnel now
     for (const [s, data, drain, end, gone] of [
       [client, upData, downDrain, upEnd, clientGone],
       [upstream, downData, upDrain, downEnd, upstreamGone],

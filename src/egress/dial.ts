@@ -12,6 +12,7 @@ import {
   hfCodeOf,
 } from '../errors.js';
 import type { NativeAddon } from '../native.js';
+import { nativeRelay, offloadedTunnel } from '../relay-native.js';
 import { RaceLost, staggeredRace } from './race.js';
 
 export interface DialerOptions {
@@ -97,8 +98,13 @@ export function createDialer(
     if (fd === undefined || !mptcpSubflows) return undefined;
     // a server without MPTCP: the kernel fell back to TCP at the handshake, and says so here
     if (mptcpSubflows(fd) === null) return undefined;
-    // the fd is the socket's while it is open; once closed the number may be someone else's
-    return () => (socket.destroyed ? null : mptcpSubflows(fd));
+    // the fd is the socket's while it is open; once closed the number may be someone else's.
+    // A tunnel on the native relay closed its JS socket: its subflows are read through the relay.
+    return () => {
+      const id = offloadedTunnel(socket);
+      if (id !== undefined) return nativeRelay()?.mptcpSubflows(id) ?? null;
+      return socket.destroyed ? null : mptcpSubflows(fd);
+    };
   }
 
   function dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket> {

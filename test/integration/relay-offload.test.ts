@@ -421,6 +421,7 @@ test('relay(): when the native relay refuses the tunnel, the JS relay goes on wi
     bytes: () => -1,
     idleMs: () => -1,
     info: () => ({ tunnels: 0, started: 0, pipeSize: 0, pipePages: 0 }),
+    mptcpSubflows: () => null,
   };
   const counters = { bytesUp: 0, bytesDown: 0 };
   const ended = deferred<RelayEnd>();
