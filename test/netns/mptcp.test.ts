@@ -7,6 +7,7 @@
 // net.mptcp.enabled=0 gets plain TCP and one warn line. The tunnels run on the native splice
 // relay (offloadAfter 1 byte), which works on MPTCP sockets.
 import assert from 'node:assert/strict';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
 import { ADDR, NETWORK_OF_PEER, type Lab } from '../helpers/lab.js';
 import { createLab, Download, holdfastLabOptions, PYTHON, startLabHoldfast, withDiagnostics, type LabHoldfast } from '../helpers/lab-extras.js';
@@ -93,6 +94,17 @@ async function serverEvent(server: Child, tag: string, event: string, timeoutMs:
   return JSON.parse(line) as ServerEvent;
 }
 
+/** Pipe fds the process holds (the native relay takes two pipes per offloaded tunnel). */
+function pipeFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('pipe:');
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
 async function rxBytes(lab: Lab, ifname: string): Promise<number> {
   const r = await lab.exec('host', 'cat', [`/sys/class/net/${ifname}/statistics/rx_bytes`]);
   return Number(r.stdout.trim());
@@ -162,6 +174,7 @@ test('14: with mptcp on, a SOCKS5 download pinned to if1 survives if1 losing car
     assert.ok(d1 >= 0.8 * (dl.bytes - before), `the bytes came over if1 (${d1} B)`);
     assert.ok(d2 < 64 * 1024, `almost nothing over if2 before the loss (${d2} B)`);
 
+    const pipesLive = pipeFds(hf.child.pid);
     const lossAt = Date.now();
     const atLoss = dl.bytes;
     const rx2AtLoss = await rxBytes(lab, 'if2');
@@ -187,10 +200,18 @@ test('14: with mptcp on, a SOCKS5 download pinned to if1 survives if1 losing car
     assert.equal(r.bytes, bytes, 'byte count');
     assert.equal(end.done, true, 'the server sent everything');
     assert.equal(r.sha256, end.sha256, 'content intact (the sha256 of what the server sent)');
-    assert.ok(rx2After >= bytes - atLoss, `the rest came over if2 (${rx2After} B)`);
+    // (what curl had counted lags what if1 had received by up to the buffers in between)
+    assert.ok(rx2After >= 0.9 * (bytes - atLoss), `the rest came over if2 (${rx2After} B)`);
     assert.equal(hf.logs().filter((l) => l.msg === 'egress cut').length, 0, 'no "egress cut"');
     const st = await hf.status();
     assert.equal(st.totals?.cut, 0, 'nothing cut');
+    // offloadAfter 1 byte: the tunnel ran on the native splice relay, whose two pipes (4 fds) go
+    // when it ends
+    await pollUntil(() => (pipeFds(hf.child.pid) <= pipesLive - 4 ? true : undefined), {
+      timeoutMs: 3000,
+      intervalMs: 50,
+      what: `the native relay's pipes released (${pipesLive} pipe fds while the tunnel lived, ${pipeFds(hf.child.pid)} now)`,
+    });
   });
   // exactly what holdfast added is gone at exit
   await hf.child.kill(8000);
