@@ -11,6 +11,7 @@
 // an endpoint closes the subflows from its address, and a short outage should heal.
 // holdfast's endpoints carry ids OWN_ID_MIN..OWN_ID_MAX, so leftovers of a killed run are found
 // and removed at the next start.
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Family, NetMonitor, NetSnapshot } from '../contracts.js';
 import { hasNetAdmin, type IpRun, ipRun } from './policy-routing.js';
@@ -272,4 +273,65 @@ export async function startMptcpEndpoints(monitor: NetMonitor, o: MptcpEndpoints
   const m = new MptcpEndpoints(monitor, o);
   await m.start();
   return m;
+}
+
+export interface MptcpHealth {
+  readonly status: 'ok' | 'info' | 'warn';
+  readonly summary: string;
+  readonly fix?: string;
+  readonly data?: unknown;
+}
+
+/**
+ * What `holdfast doctor` says about MPTCP: is it enabled, and does every usable address have a
+ * `subflow` endpoint with limits to match (what `mptcp: on` needs to move a flow off a dead link).
+ */
+export async function mptcpHealth(snap: NetSnapshot, procSys = '/proc/sys', run: IpRun = ipRun): Promise<MptcpHealth> {
+  let enabled: string | undefined;
+  try {
+    enabled = readFileSync(`${procSys}/net/mptcp/enabled`, 'utf8').trim();
+  } catch {
+    return { status: 'info', summary: 'the kernel has no MPTCP (no net.mptcp.enabled): `mptcp: on` uses plain TCP' };
+  }
+  if (enabled === '0') {
+    return {
+      status: 'warn',
+      summary: 'MPTCP is disabled (net.mptcp.enabled=0): `mptcp: on` uses plain TCP',
+      fix: 'sudo sysctl -w net.mptcp.enabled=1 (persist it in /etc/sysctl.d/90-holdfast.conf)',
+    };
+  }
+  let state;
+  try {
+    state = await readMptcpState(run);
+  } catch (err) {
+    return { status: 'info', summary: `cannot read the MPTCP endpoints (${(err as Error).message}): is iproute2 recent enough?` };
+  }
+  const plan = planEndpoints(snap, state.endpoints, state.limits, false);
+  const subflowEps = state.endpoints.filter((e) => e.subflow).length;
+  const data = { endpoints: state.endpoints, limits: state.limits, missing: plan.missing };
+  const manage = '`holdfast start --mptcp` with CAP_NET_ADMIN keeps them';
+  if (plan.missing.length) {
+    const m = plan.missing[0];
+    const more = plan.missing.length > 1 ? ` (and likewise for ${plan.missing.slice(1).map((x) => x.ip).join(', ')})` : '';
+    return {
+      status: 'info',
+      summary: `no MPTCP subflow endpoint for ${plan.missing.map((x) => `${x.ip} (${x.dev})`).join(', ')}: an MPTCP flow cannot move there`,
+      fix: `${manage}, or: sudo ip mptcp endpoint add ${m.ip} dev ${m.dev} subflow backup${more}`,
+      data,
+    };
+  }
+  const need = Math.min(KERNEL_LIMIT_MAX, subflowEps);
+  if (state.limits.subflows < need) {
+    return {
+      status: 'info',
+      summary: `MPTCP limits allow ${state.limits.subflows} extra subflow(s) for ${subflowEps} subflow endpoint(s)`,
+      fix: `${manage}, or: sudo ip mptcp limits set subflow ${need} add_addr_accepted ${Math.max(need, state.limits.addAddrAccepted)}`,
+      data,
+    };
+  }
+  return {
+    status: 'ok',
+    summary: `MPTCP enabled; subflow endpoints cover ${usableAddresses(snap).map((u) => `${u.ip} (${u.dev})`).join(', ') || 'no usable address yet'}; limits subflows ${state.limits.subflows}`,
+    data,
+  };
 }

@@ -271,3 +271,35 @@ test('a flow without a subflow probe (plain TCP) shows no mptcp fields', (t) => 
   assert.equal('transport' in j, false);
   assert.equal('subflows' in j, false);
 });
+
+// ---------------------------------------------------------------------------------------------
+// What doctor says
+
+test('mptcpHealth: disabled, missing endpoint (with the one-line fix), low limits, all good', async (t) => {
+  const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const { mptcpHealth } = await import('../../src/system/mptcp-endpoints.js');
+  const procSys = mkdtempSync(join(tmpdir(), 'hf-mptcp-'));
+  t.after(() => rmSync(procSys, { recursive: true, force: true }));
+  const wlan4 = iface('wlan0', { index: 3, addresses: ['10.1.1.2/24'], routes: [{ family: 4, metric: 600 }] });
+  const snap = snapshot([loopback(), eth(), wlan4]);
+  const none = await mptcpHealth(snap, procSys, fakeIp({ endpoints: [], limits: LIMITS }).run);
+  assert.match(none.summary, /no MPTCP/);
+  mkdirSync(join(procSys, 'net/mptcp'), { recursive: true });
+  writeFileSync(join(procSys, 'net/mptcp/enabled'), '0\n');
+  const off = await mptcpHealth(snap, procSys, fakeIp({ endpoints: [], limits: LIMITS }).run);
+  assert.equal(off.status, 'warn');
+  assert.match(off.fix!, /sysctl -w net\.mptcp\.enabled=1/);
+  writeFileSync(join(procSys, 'net/mptcp/enabled'), '1\n');
+  const eps: Endpoint[] = [{ ip: '192.168.7.20', dev: 'eth0', id: 1, subflow: true, backup: false }];
+  const missing = await mptcpHealth(snap, procSys, fakeIp({ endpoints: eps, limits: LIMITS }).run);
+  assert.equal(missing.status, 'info');
+  assert.match(missing.summary, /10\.1\.1\.2 \(wlan0\)/);
+  assert.match(missing.fix!, /sudo ip mptcp endpoint add 10\.1\.1\.2 dev wlan0 subflow backup/);
+  const both: Endpoint[] = [...eps, { ip: '10.1.1.2', dev: 'wlan0', id: 2, subflow: true, backup: true }];
+  const low = await mptcpHealth(snap, procSys, fakeIp({ endpoints: both, limits: { subflows: 1, addAddrAccepted: 0 } }).run);
+  assert.match(low.fix!, /ip mptcp limits set subflow 2 add_addr_accepted 2/);
+  const ok = await mptcpHealth(snap, procSys, fakeIp({ endpoints: both, limits: LIMITS }).run);
+  assert.equal(ok.status, 'ok');
+});
