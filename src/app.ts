@@ -17,6 +17,7 @@ import { createHttpInbound, type LocalHandler } from './inbound/http.js';
 import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
+import { adoptListener } from './inbound/activation.js';
 import { loadAddon } from './native.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
@@ -33,6 +34,8 @@ export interface StartOptions {
   readonly monitor?: NetMonitor;
   readonly clock?: Clock;
   readonly resolver?: Resolver;
+  /** listening sockets handed over by socket activation (fds): served instead of cfg.listen */
+  readonly activated?: readonly number[];
 }
 
 export interface Holdfast {
@@ -261,9 +264,19 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     }
   };
 
+  // Socket activation: the handed sockets are the listeners, whatever `listen:` says; adopted and
+  // checked for exposure (apply) in one turn, before a first connection is accepted.
+  const activated = (opts.activated?.length ?? 0) > 0;
+  const effective = (c: Config): Config => (activated ? { ...c, listen: listeners.map((l) => l.bound()) } : c);
   try {
-    apply(cfg);
-    await openListeners(cfg.listen);
+    if (activated) {
+      for (const fd of opts.activated!) listeners.push(adoptListener(fd, ctx, http));
+      apply(effective(cfg));
+      for (const l of listeners) log.info({ listen: key(l.bound()), binder: dialer.binder, activated: true }, 'listening');
+    } else {
+      apply(cfg);
+      await openListeners(cfg.listen);
+    }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
@@ -277,6 +290,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const reload = async (next: Config) => {
     // validate, then open the new listeners; only when both worked are the settings applied and
     // the dropped listeners closed, so a rejected reload leaves everything as it was
+    if (activated) return apply(effective(next)); // the handed sockets stay; `listen:` does not apply
     checkExposure(next, loadUsers(next.auth).length > 0);
     await openListeners(next.listen);
     apply(next);
