@@ -13,6 +13,7 @@ import { bestDefault, Monitor } from './net/monitor.js';
 import { endpointText, type ProxyEndpoint } from './pac.js';
 import { envProxyState } from './system/env.js';
 import { backendFor, detectDesktop, pointsAt, systemExec } from './system/proxy.js';
+import { strandedDesktopCheck } from './system/proxy-stranded.js';
 
 export type CheckStatus = 'ok' | 'info' | 'warn' | 'fail';
 
@@ -412,6 +413,12 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
         }
       }
     }
+  }
+
+  // 9. a desktop left pointing at a holdfast that died
+  if (o.systemProxy !== false) {
+    const stranded = await strandedDesktopCheck({ env, listeners: o.listeners });
+    if (stranded) push(stranded);
   }
 
   const canHoldSessions = policyCoversAll || (bindingOk && !strictBlocks);

@@ -16,6 +16,8 @@ and say how to fix what is missing:
   ipv6             IPv6 state (and firewalld's IPv6 reverse-path filter)
   listener:H:P     holdfast answers GET /status there
   env, system-proxy  whether this shell's proxy variables and the desktop setting point at holdfast
+  system-proxy-answers  warns when the desktop points at a holdfast that does not answer (it died
+                   while --system-proxy held the setting): apps that follow it have no network
 
 Exit status: 0 when the host can hold sessions, 1 when it cannot, 2 on bad usage.
 
