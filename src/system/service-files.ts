@@ -100,10 +100,9 @@ export function systemdUnit(s: ServiceSpec): string {
   return lines.join('\n');
 }
 
-/** systemd's spelling of a listen address: 127.0.0.1:1080, [::1]:1080, a bare port for a wildcard. */
-function listenStream(a: ListenAddress): string {
-  if (a.host === '0.0.0.0' || a.host === '::' || a.host === '') return String(a.port);
-  return formatHostPort(a.host, a.port);
+/** systemd's spelling of a listen address: 127.0.0.1:1080, [::1]:1080 (it takes no names: localhost is 127.0.0.1). */
+export function listenStream(a: ListenAddress): string {
+  return formatHostPort(a.host === 'localhost' ? '127.0.0.1' : a.host, a.port);
 }
 
 export function systemdSocket(addresses: readonly ListenAddress[]): string {

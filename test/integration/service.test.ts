@@ -94,6 +94,10 @@ test('print --platform linux: systemd-analyze verify accepts the unit and the so
   assert.ok(!service.includes('--listen'), 'socket activation: the handed sockets are the listeners');
   assert.deepEqual(socket.split('\n').filter((l) => l.startsWith('ListenStream=')), ['ListenStream=127.0.0.1:1090', 'ListenStream=[::1]:1090']);
 
+  // systemd takes no names in ListenStream=: localhost is written as 127.0.0.1
+  const named = h.cli('service', 'print', '--platform', 'linux', '--socket', '--listen', 'localhost:1091');
+  assert.match(named.stdout, /^ListenStream=127\.0\.0\.1:1091$/m);
+
   const dir = join(h.dir, 'units');
   mkdirSync(dir);
   writeFileSync(join(dir, 'holdfast.service'), service);
