@@ -22,7 +22,7 @@ export interface StrandedOptions {
 
 /**
  * A warning when the desktop points at holdfast (a configured listener, or the endpoint the saved
- * state says holdfast set) and nothing answers there as holdfast; undefined when the desktop does
+ * state says holdfast set) and nothing answers there; undefined when the desktop does
  * not point at holdfast, every such holdfast answers, or the setting cannot be read.
  */
 export async function strandedDesktopCheck(o: StrandedOptions): Promise<StrandedCheck | undefined> {
@@ -50,8 +50,9 @@ export async function strandedDesktopCheck(o: StrandedOptions): Promise<Stranded
     const pointing = current.filter((c) => pointsAt(c, ep));
     if (pointing.length === 0) continue;
     const r = await probeHoldfast(ep);
-    if (r.answers === 'holdfast') continue;
-    dead.push(`${pointing.map((c) => `${c.scope}: ${c.mode}`).join(', ')} -> ${at} (${r.answers === 'none' ? 'no answer' : 'not holdfast'}: ${r.why ?? ''})`);
+    // something answering there is the listener check's business; nothing answering strands the desktop
+    if (r.answers !== 'none') continue;
+    dead.push(`${pointing.map((c) => `${c.scope}: ${c.mode}`).join(', ')} -> ${at} (no answer: ${r.why ?? ''})`);
   }
   if (dead.length === 0) return undefined;
   return {

@@ -42,16 +42,18 @@ test('takeListenFds: fds 3.. for our pid, nothing for another pid, the variables
   assert.throws(() => takeListenFds({ LISTEN_PID: '4242', LISTEN_FDS: 'x' }, 4242), /bad LISTEN_PID=4242 \/ LISTEN_FDS=x/);
 });
 
-test('under systemd-socket-activate: SOCKS5 and HTTP on the handed socket, no listener of its own', { skip }, async (t) => {
+test('under systemd-socket-activate: SOCKS5 and HTTP on each handed socket, no listener of its own', { skip }, async (t) => {
   const origin = await httpServer(t, (_req, res) => res.end('from origin\n'));
   const port = await closedPort();
+  const port2 = await closedPort('127.0.0.2');
   const ignored = await closedPort();
-  const child = new Child(['systemd-socket-activate', '-l', `127.0.0.1:${port}`, process.execPath, CLI, 'start', '--listen', `127.0.0.1:${ignored}`, '--log-level', 'info'], {
-    env: { ...process.env, LISTEN_PID: undefined, LISTEN_FDS: undefined },
-  });
+  const child = new Child(
+    ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-l', `127.0.0.2:${port2}`, process.execPath, CLI, 'start', '--listen', `127.0.0.1:${ignored}`, '--log-level', 'info'],
+    { env: { ...process.env, LISTEN_PID: undefined, LISTEN_FDS: undefined } },
+  );
   t.after(() => child.kill());
-  // systemd-socket-activate holds the socket and starts holdfast at the first connection: this
-  // curl is that connection, queued in the kernel until holdfast accepts it
+  // systemd-socket-activate holds the sockets and starts holdfast at the first connection: this
+  // connection starts it (it waits in the kernel's queue until holdfast accepts it)
   await new Promise<void>((resolve, reject) => {
     const deadline = Date.now() + 10_000;
     const tryOnce = () => {
@@ -63,24 +65,38 @@ test('under systemd-socket-activate: SOCKS5 and HTTP on the handed socket, no li
     };
     tryOnce();
   });
-  const line = await child.waitForLine((l) => l.includes('"msg":"listening"'), 15_000, '"listening"');
-  const logged = JSON.parse(line) as { listen: string; activated?: boolean };
-  assert.deepEqual([logged.listen, logged.activated], [`127.0.0.1:${port}`, true]);
+  await child.waitForLine((l) => l.includes('"msg":"listening"') && l.includes(`:${port2}"`), 15_000, 'the second "listening"');
+  const listening = child
+    .jsonLines<{ msg: string; listen: string; activated?: boolean }>()
+    .filter((l) => l.msg === 'listening')
+    .map((l) => [l.listen, l.activated]);
+  assert.deepEqual(listening, [
+    [`127.0.0.1:${port}`, true],
+    [`127.0.0.2:${port2}`, true],
+  ]);
   assert.ok(
     child.lines.some((l) => l.includes('"msg":"socket activation: --listen is ignored, serving on the handed sockets"')),
     'says --listen is ignored',
   );
 
-  const socks = await run('curl', ['-sS', '-m', '10', '--socks5-hostname', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
-  assert.equal(socks.stdout, 'from origin\n');
-  const http = await run('curl', ['-sS', '-m', '10', '-x', `http://127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
-  assert.equal(http.stdout, 'from origin\n');
-  const status = await run('curl', ['-sS', '-m', '10', `http://127.0.0.1:${port}/status`]);
-  assert.ok(Array.isArray((JSON.parse(status.stdout) as { flows: unknown[] }).flows), status.stdout);
+  for (const at of [`127.0.0.1:${port}`, `127.0.0.2:${port2}`]) {
+    const socks = await run('curl', ['-sS', '-m', '10', '--socks5-hostname', at, `http://127.0.0.1:${origin.port}/`]);
+    assert.equal(socks.stdout, 'from origin\n', `SOCKS5 at ${at}`);
+    const http = await run('curl', ['-sS', '-m', '10', '-x', `http://${at}`, `http://127.0.0.1:${origin.port}/`]);
+    assert.equal(http.stdout, 'from origin\n', `HTTP proxy at ${at}`);
+    const status = await run('curl', ['-sS', '-m', '10', `http://${at}/status`]);
+    assert.ok(Array.isArray((JSON.parse(status.stdout) as { flows: unknown[] }).flows), status.stdout);
+  }
 
-  // the kernel's view: the only listening socket of the process is the handed one (not the
-  // config's 127.0.0.1:1080, not --listen)
-  assert.deepEqual(await listeningPorts(child.pid), [port]);
+  // the kernel's view: the process listens on the handed sockets only (not the config's
+  // 127.0.0.1:1080, not --listen)
+  assert.deepEqual(await listeningPorts(child.pid), [port, port2].sort((a, b) => a - b));
+  // a reload (SIGHUP) keeps serving on the handed sockets and opens none of the config's
+  process.kill(child.pid, 'SIGHUP');
+  await child.waitForLine((l) => l.includes('"msg":"reloaded"'), 10_000, '"reloaded"');
+  assert.deepEqual(await listeningPorts(child.pid), [port, port2].sort((a, b) => a - b));
+  const again = await run('curl', ['-sS', '-m', '10', '--socks5-hostname', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+  assert.equal(again.stdout, 'from origin\n');
 
   process.kill(child.pid, 'SIGTERM');
   const ended = await child.exited;
