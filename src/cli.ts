@@ -34,7 +34,9 @@ Commands:
 ${list}
   ${'help'.padEnd(width)} show this help, or \`holdfast help <command>\`
 
-Run \`holdfast <command> --help\` for a command's options.
+Run \`holdfast <command> --help\` for a command's options. To run holdfast whenever you are logged
+in, restarted if it dies: \`holdfast service install\` (systemd user unit, macOS LaunchAgent,
+Windows Task Scheduler).
 `;
 }
 

@@ -54,7 +54,7 @@ export function startArgs(s: ServiceSpec): string[] {
 /** One word of a systemd command line or assignment: quoted when needed, `%` and `$` escaped. */
 export function systemdWord(w: string): string {
   const escaped = w.replaceAll('%', '%%').replaceAll('$', '$$$$');
-  if (/^[\w@+=:,./-]+$/.test(escaped)) return escaped;
+  if (/^[\w@+=:,./%$-]+$/.test(w)) return escaped;
   return `"${escaped.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 
