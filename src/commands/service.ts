@@ -179,6 +179,7 @@ export async function run(argv: string[]): Promise<number> {
   if (spec.systemProxy && platform === 'linux' && !env.XDG_CURRENT_DESKTOP) {
     r = { ...r, notes: [...r.notes, 'XDG_CURRENT_DESKTOP is not set here, and a user manager started before the desktop session may lack it: --system-proxy then cannot tell the desktop. Install from a terminal of the desktop session, or set it in the unit'] };
   }
+  for (const f of r.removed) process.stdout.write(`removed ${f}\n`);
   for (const f of r.written) process.stdout.write(`wrote ${f}\n`);
   for (const c of r.ran) process.stderr.write(`holdfast: ran: ${c}\n`);
   for (const n of r.notes) process.stderr.write(`holdfast: ${n}\n`);

@@ -150,6 +150,23 @@ export function installService(ctx: ServiceContext, spec: ServiceSpec, listen: r
   const reinstall = files.some((f) => existsSync(f.path));
   const r = new Runner(ctx);
   const notes: string[] = [];
+  const removed: string[] = [];
+  const manager = ctx.platform === 'linux' ? userManagerRuns(ctx) : undefined;
+  // what an earlier install wrote and this one does not (a socket unit no longer asked for): taken back
+  const stale = [...(readManifest(ctx.env)?.files ?? []), ...everyPath(ctx)].filter(
+    (p, i, all) => all.indexOf(p) === i && !files.some((f) => f.path === p) && isOurs(p),
+  );
+  if (stale.length && ctx.platform === 'linux') {
+    if (manager?.ok) r.run(['systemctl', '--user', 'disable', '--now', ...unitNames(stale)], true);
+    for (const f of stale) {
+      for (const link of wantsLinks(systemdUserDir(ctx.env), f)) {
+        rmSync(link, { force: true });
+        removed.push(link);
+      }
+      rmSync(f, { force: true });
+      removed.push(f);
+    }
+  }
   // launchd and Task Scheduler: unload an earlier copy before the file changes under them
   if (reinstall && ctx.platform === 'macos') r.run(['launchctl', 'bootout', `gui/${ctx.uid}/${LAUNCHD_LABEL}`], true);
   for (const f of files) {
@@ -164,10 +181,9 @@ export function installService(ctx: ServiceContext, spec: ServiceSpec, listen: r
   if (ctx.platform === 'linux') {
     const units = unitNames(written);
     const enable = ['systemctl', '--user', 'enable', '--now', ...units.filter((u) => u.endsWith('.socket')), `${UNIT_NAME}.service`];
-    const manager = userManagerRuns(ctx);
-    if (!manager.ok) {
+    if (!manager?.ok) {
       notes.push(
-        `no systemd user manager runs here (${manager.why}): the unit is written but not started. ` +
+        `no systemd user manager runs here (${manager && !manager.ok ? manager.why : ''}): the unit is written but not started. ` +
           `In a login session (or after \`loginctl enable-linger $USER\`) run: systemctl --user daemon-reload && ${formatCommand(enable)}`,
       );
     } else {
@@ -187,7 +203,7 @@ export function installService(ctx: ServiceContext, spec: ServiceSpec, listen: r
     r.run(['schtasks', '/Run', '/TN', TASK_NAME]);
     notes.push(`task "${TASK_NAME}" runs at logon, hidden; started now`);
   }
-  return { ran: r.ran, written, removed: [], notes };
+  return { ran: r.ran, written, removed, notes };
 }
 
 /** Symlinks under the unit dir's *.wants/ that point at `file` (what `systemctl enable` made). */

@@ -293,6 +293,33 @@ test('install where no user manager runs: writes the unit, says what to run, exi
   assert.ok(!existsSync(join(h.dir, '.local', 'state', 'holdfast', 'service.json')));
 });
 
+test('install without --socket after one with it takes the socket unit back (stopped first)', (t) => {
+  const sc = fakeSystemctl(t);
+  const h = tempHome(t);
+  h.env.PATH = `${sc.bin}:${process.env.PATH}`;
+  const before = filesUnder(h.dir);
+  const socketUnit = h.unit.replace(/\.service$/, '.socket');
+  const first = h.cli('service', 'install', '--socket');
+  assert.equal(first.code, 0, first.stderr);
+  assert.ok(existsSync(socketUnit));
+  assert.deepEqual(sc.calls().slice(1), ['--user daemon-reload', '--user enable --now holdfast.socket holdfast.service']);
+  const mark = sc.calls().length;
+  const second = h.cli('service', 'install');
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(second.stdout, `removed ${socketUnit}\nwrote ${h.unit}\n`);
+  assert.ok(!existsSync(socketUnit));
+  assert.ok(!readFileSync(h.unit, 'utf8').includes('holdfast.socket'));
+  assert.deepEqual(sc.calls().slice(mark), [
+    '--user show-environment',
+    '--user disable --now holdfast.socket',
+    '--user daemon-reload',
+    '--user enable --now holdfast.service',
+    '--user restart holdfast.service',
+  ]);
+  assert.equal(h.cli('service', 'uninstall').code, 0);
+  assert.deepEqual(filesUnder(h.dir), before);
+});
+
 test('a unit file holdfast did not write is neither overwritten nor removed', (t) => {
   const h = tempHome(t);
   mkdirSync(join(h.dir, '.config', 'systemd', 'user'), { recursive: true });
