@@ -288,9 +288,9 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
 
   /** Reload: validate everything first; on any error keep the old settings and say why. */
   const reload = async (next: Config) => {
+    if (activated) return apply(effective(next)); // the handed sockets stay; `listen:` does not apply
     // validate, then open the new listeners; only when both worked are the settings applied and
     // the dropped listeners closed, so a rejected reload leaves everything as it was
-    if (activated) return apply(effective(next)); // the handed sockets stay; `listen:` does not apply
     checkExposure(next, loadUsers(next.auth).length > 0);
     await openListeners(next.listen);
     apply(next);
