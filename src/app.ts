@@ -11,6 +11,8 @@ import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { createPinnedSockets } from './egress/dial-udp.js';
 import { Policy, systemClock } from './egress/policy.js';
+import { RoleBook, type RoleSettings } from './egress/roles.js';
+import { compileRules } from './egress/rules.js';
 import { FlowTable } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
@@ -18,6 +20,7 @@ import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { loadAddon } from './native.js';
+import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
 import { channels } from './observe/channels.js';
@@ -33,6 +36,8 @@ export interface StartOptions {
   readonly monitor?: NetMonitor;
   readonly clock?: Clock;
   readonly resolver?: Resolver;
+  /** where interface types and metered states are read (tests: a fake sysfs tree, recorded nmcli) */
+  readonly facts?: FactsOptions;
 }
 
 export interface Holdfast {
@@ -110,6 +115,11 @@ function clientFilter(cidrs: readonly string[]): (ip: string) => boolean {
   };
 }
 
+/** The role settings of a config: by interface name or glob, by type, for metered interfaces. */
+function roleSettings(cfg: Config): RoleSettings {
+  return { interfaces: cfg.interfaces, types: cfg.types, metered: cfg.metered };
+}
+
 function sendJson(res: ServerResponse, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(200, {
@@ -144,10 +154,17 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   // or connection begins; live flows keep what they were given.
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
   const dialer = createDialer(dialSettings, addon);
+  // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
+  const facts = new InterfaceFactsCache(opts.facts);
+  void facts.refresh();
+  const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
+    if (diff.changed.length) void facts.refresh();
+  });
+  const roles = new RoleBook(roleSettings(cfg), facts);
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
-    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger } },
+    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger }, roles, rules: compileRules(cfg.rules) },
     clock,
   );
   const resolver =
@@ -205,10 +222,19 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   ctx.socks5 = socks5;
   const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
-  const status = () => ({
-    ...stats.status(),
-    socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
-  });
+  const status = () => {
+    const s = stats.status();
+    const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
+    return {
+      ...s,
+      // each interface's type, metered state and role (where it came from), as new flows see them
+      interfaces: s.interfaces.map((i) => {
+        const iface = byName.get(i.name);
+        return iface ? { ...i, ...policy.placementOf(iface) } : i;
+      }),
+      socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+    };
+  };
   local.set('/status', (_req, res) => sendJson(res, status()));
   const metrics = createMetrics(stats, dialer.binder);
   local.set('/metrics', metrics.handle);
@@ -231,7 +257,10 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
-    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
+    // roles and rules apply to new flows; live flows keep their interface
+    const rules = compileRules(next.rules);
+    roles.configure(roleSettings(next));
+    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger }, rules });
     flows.configure({ graceMs: next.grace, limits: next.limits });
     http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
     Object.assign(pacSettings, { bypass: [...next.pac.bypass], direct: next.pac.direct });
@@ -267,6 +296,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
+    unsubscribeFacts();
     stats.close();
     if (!opts.monitor) monitor.close();
     flows.close();
@@ -310,6 +340,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
         stats.close();
         await http.close();
         unsubscribeLog();
+        unsubscribeFacts();
         flows.close();
         if (!opts.monitor) monitor.close();
         // connections still in their handshake close on their own timeout; do not wait for them
