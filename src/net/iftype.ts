@@ -115,7 +115,8 @@ export function readNmMetered(timeoutMs = 2000): Promise<Map<string, boolean> | 
       execFile(
         'nmcli',
         ['-t', '-f', 'GENERAL.DEVICE,GENERAL.METERED', 'device', 'show'],
-        { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 1 << 20 },
+        // untranslated values ("yes (guessed)"), whatever the user's locale
+        { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 1 << 20, env: { ...process.env, LC_ALL: 'C' } },
         (err, stdout) => resolve(err ? undefined : parseNmcliMetered(stdout)),
       );
     } catch {
