@@ -12,6 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ADDR, NETWORK_OF_PEER } from '../helpers/lab.js';
 import {
+  CLI,
   createLab,
   curlIn,
   Download,
@@ -140,6 +141,16 @@ test('15: role never: if2 takes no flow; with if1 gone the flow is refused (HTTP
     assert.ok(refusals.length >= 2, `both refusals logged with HF_NO_EGRESS: ${JSON.stringify(refusals)}`);
     const counters = await lab.counters();
     assert.equal(counters['r2.forwarded'] ?? 0, 0, `not one packet forwarded through router2: ${JSON.stringify(counters)}`);
+
+    // `holdfast status` and `holdfast doctor` show type, metered and role
+    const status = await lab.exec('host', process.execPath, [CLI, 'status', '--url', `http://${hf.proxy}`], { timeoutMs: 10_000 });
+    t.diagnostic(`holdfast status:\n${status.stdout}`);
+    assert.match(status.stdout, /TYPE\s+ROLE/);
+    assert.match(status.stdout, /\bif2\s+up\s+other\s+never\b/, 'the status table shows if2 as never');
+    const doc = await lab.exec('host', process.execPath, [CLI, 'doctor', '--json', '--no-system-proxy', '--config', hf.configFile], { allowFail: true, timeoutMs: 20_000 });
+    const checks = (JSON.parse(doc.stdout) as { checks: { id: string; summary: string }[] }).checks;
+    const if2check = checks.find((c) => c.id === 'interface:if2');
+    assert.match(if2check?.summary ?? '', /other, role never \(by interface\)/, `doctor: ${if2check?.summary}`);
   });
 });
 
