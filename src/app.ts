@@ -230,7 +230,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
       // each interface's type, metered state and role (where it came from), as new flows see them
       interfaces: s.interfaces.map((i) => {
         const iface = byName.get(i.name);
-        return iface ? { ...i, ...policy.placementOf(iface) } : i;
+        return iface && !iface.loopback ? { ...i, ...policy.placementOf(iface) } : i; // loopback: no role applies
       }),
       socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
     };
