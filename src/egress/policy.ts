@@ -154,19 +154,23 @@ export class Policy implements EgressPolicy {
     const snap = this.#monitor.current();
     const now = this.#clock.now();
     const out: NetInterface[] = [];
-    // roles and a rule matching the name (addresses are not known yet) pick the tier whose DNS asks
-    const { tier } = this.#tiers(dst, undefined, dst.port);
+    // roles and a rule matching the name (addresses are not known yet) pick the tier whose DNS
+    // is asked; under a rule, its via interfaces need no default route (a VPN's own DNS)
+    const { tier, rule } = this.#tiers(dst, undefined, dst.port);
     const allowed = new Set(
       bestTier(
-        snap.interfaces.filter((i) => !i.loopback && i.up && i.carrier && i.defaultRoutes.length > 0),
+        snap.interfaces.filter((i) => !i.loopback && i.up && i.carrier && (rule !== undefined || i.defaultRoutes.length > 0)),
         tier,
       ),
     );
+    const bestTierNow = allowed.size ? tier([...allowed][0])! : Infinity;
     if (this.#mode === 'host') {
       const e = this.#affinity.get(dst.host.toLowerCase());
       if (e && (e.live > 0 || now - e.releasedAt <= this.#lingerMs)) {
         const iface = snap.interfaces.find((i) => i.name === e.ifname);
-        if (iface && iface.up && iface.carrier && (allowed.has(iface) || iface.defaultRoutes.length === 0)) out.push(iface);
+        // (an interface without a default route may hold affinity: allowed if its tier is as good)
+        const t = iface && tier(iface);
+        if (iface && iface.up && iface.carrier && t !== undefined && t <= bestTierNow) out.push(iface);
       }
     }
     const metricOf = (i: NetInterface, family: Family) => {

@@ -139,7 +139,10 @@ export interface OrderInput {
   readonly inBackoff: (ifname: string) => boolean;
   /** the tier of each interface (roles, and the rule's via), undefined: not allowed */
   readonly tier: (iface: NetInterface) => number | undefined;
-  /** a destination rule matched (says why the kernel's choice was passed over) */
+  /**
+   * A destination rule matched: it says why the kernel's choice was passed over, and the
+   * interfaces its via admits may take the flow without a default route.
+   */
   readonly ruled: boolean;
 }
 
@@ -156,8 +159,10 @@ export interface Ordered {
  */
 export function orderCandidates(input: OrderInput): Ordered[] {
   const { family, kernel, affinity } = input;
-  // eligible: the kernel's choice and the affinity's as they are, others need a default route
-  const eligible = input.usable.filter((i) => i === kernel || i === affinity || metricOf(i, family) !== Infinity);
+  // eligible: the kernel's choice and the affinity's as they are, and under a rule every interface
+  // its via names (a VPN with only its own routes: the user said so); others need a default route
+  const routed = (i: NetInterface) => input.ruled || metricOf(i, family) !== Infinity;
+  const eligible = input.usable.filter((i) => i === kernel || i === affinity || routed(i));
   const tier = bestTier(eligible, input.tier);
   if (tier.length === 0) return [];
   const inTier = (i: NetInterface | undefined): i is NetInterface => i !== undefined && tier.includes(i);
@@ -169,14 +174,17 @@ export function orderCandidates(input: OrderInput): Ordered[] {
   const passedOver = (): PlacedBy => (!kernel || inTier(kernel) ? 'fallback' : input.ruled ? 'rule' : 'role');
   if (inTier(affinity)) push(affinity, 'affinity');
   if (inTier(kernel) && !input.inBackoff(kernel.name)) push(kernel, out.length ? 'fallback' : 'route');
-  const rest = tier
-    .filter((i) => i !== kernel && i !== affinity && metricOf(i, family) !== Infinity && !input.inBackoff(i.name))
-    .sort((a, b) => metricOf(a, family) - metricOf(b, family));
+  const byMetric = (a: NetInterface, b: NetInterface) => {
+    const x = metricOf(a, family);
+    const y = metricOf(b, family);
+    return x === y ? 0 : x < y ? -1 : 1;
+  };
+  const rest = tier.filter((i) => i !== kernel && i !== affinity && routed(i) && !input.inBackoff(i.name)).sort(byMetric);
   for (const i of rest) push(i, out.length ? 'fallback' : passedOver());
   if (out.length === 0) {
     // every interface of the tier is in back-off: the kernel's choice anyway, else the tier's
     if (inTier(kernel)) push(kernel, 'route');
-    else for (const i of tier.slice().sort((a, b) => metricOf(a, family) - metricOf(b, family))) push(i, out.length ? 'fallback' : passedOver());
+    else for (const i of tier.slice().sort(byMetric)) push(i, out.length ? 'fallback' : passedOver());
   }
   return out;
 }

@@ -21,8 +21,10 @@ const if1 = (spec: Partial<NetInterface> = {}) =>
 const if2 = (spec: Partial<NetInterface> = {}) =>
   withIface(iface('if2', { index: 3, addresses: [`${IF2}/24`], routes: [{ family: 4, metric: 50 }] }), spec);
 
-function setup(opts: { roles?: Partial<RoleSettings>; rules?: RuleSpec[]; types?: Record<string, InterfaceType>; metered?: Record<string, boolean> } = {}) {
-  const monitor = new FakeMonitor([loopback(), if1(), if2()]);
+function setup(
+  opts: { roles?: Partial<RoleSettings>; rules?: RuleSpec[]; types?: Record<string, InterfaceType>; metered?: Record<string, boolean>; extra?: NetInterface[] } = {},
+) {
+  const monitor = new FakeMonitor([loopback(), if1(), if2(), ...(opts.extra ?? [])]);
   let source = IF2;
   const find: SourceFinder = () => source;
   const types = opts.types ?? {};
@@ -137,4 +139,15 @@ test('15: a reload replaces roles and rules for new flows; what was placed stays
   assert.deepEqual(brief(await policy.candidates(t4('1.1.1.2'), named('y.example'))), ['if2/route']);
   assert.equal(policy.placementOf(if2()).role, 'backup');
   assert.deepEqual(brief(before), ['if2/route', 'if1/fallback'], 'the earlier answer is not touched');
+});
+
+test('15: a rule may send flows and DNS through a VPN that has only its own routes (no default route)', async () => {
+  const wg0 = iface('wg0', { index: 9, addresses: ['10.66.0.2/32'] });
+  const { policy, kernelVia } = setup({ extra: [wg0], types: { wg0: 'vpn' }, rules: [{ to: '*.corp.example', via: 'vpn' }] });
+  kernelVia(IF2); // the name resolved to a public address: the kernel would use if2
+  assert.deepEqual(brief(await policy.candidates(t4('93.184.216.34'), named('git.corp.example'))), ['wg0/rule']);
+  assert.deepEqual(policy.resolvingInterfaces(named('git.corp.example')).map((i) => i.name), ['wg0'], "the company's names ask wg0's DNS");
+  // without a rule, an interface without a default route takes nothing it was not routed
+  assert.deepEqual(brief(await policy.candidates(t4('93.184.216.34'), named('www.example'))), ['if2/route', 'if1/fallback']);
+  assert.deepEqual(policy.resolvingInterfaces(named('www.example')).map((i) => i.name), ['if2', 'if1']);
 });
