@@ -155,8 +155,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
   const dialer = createDialer(dialSettings, addon);
   // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
-  const facts = new InterfaceFactsCache(opts.facts);
-  void facts.refresh();
+  const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
   const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
     if (diff.changed.length) void facts.refresh();
   });
@@ -260,6 +259,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     // roles and rules apply to new flows; live flows keep their interface
     const rules = compileRules(next.rules);
     roles.configure(roleSettings(next));
+    void facts.refresh(); // and ask NetworkManager again (a metered flag may have changed)
     policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger }, rules });
     flows.configure({ graceMs: next.grace, limits: next.limits });
     http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
