@@ -224,12 +224,16 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const status = () => {
     const s = stats.status();
     const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
+    // where new flows go now: the best default route among the interfaces of the best role
+    const best = { ipv4: policy.bestForNewFlows(4) ?? null, ipv6: policy.bestForNewFlows(6) ?? null };
     return {
       ...s,
+      best,
       // each interface's type, metered state and role (where it came from), as new flows see them
       interfaces: s.interfaces.map((i) => {
         const iface = byName.get(i.name);
-        return iface && !iface.loopback ? { ...i, ...policy.placementOf(iface) } : i; // loopback: no role applies
+        const isBest = best.ipv4 === i.name || best.ipv6 === i.name;
+        return iface && !iface.loopback ? { ...i, best: isBest, ...policy.placementOf(iface) } : { ...i, best: isBest }; // loopback: no role
       }),
       socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
     };

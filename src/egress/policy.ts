@@ -19,7 +19,7 @@ import type {
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
 import { usable } from '../net/monitor.js';
 import { kernelChoice, type SourceFinder } from '../net/route.js';
-import { bestTier, orderCandidates, tierOf, type Placement } from './roles.js';
+import { bestForNewFlows, bestTier, orderCandidates, tierOf, type Placement } from './roles.js';
 import { firstMatch, viaIndex, type Rule } from './rules.js';
 
 export interface PolicyOptions {
@@ -105,6 +105,11 @@ export class Policy implements EgressPolicy {
   /** An interface's type, metered state and role, as new flows see them now. */
   placementOf(iface: NetInterface): Placement {
     return this.#roles?.placementOf(iface) ?? allNormal;
+  }
+
+  /** The interface a new flow without rule or affinity would take now, per family (for /status). */
+  bestForNewFlows(family: Family): string | undefined {
+    return bestForNewFlows(this.#monitor.current().interfaces, family, (i) => tierOf(this.placementOf(i).role));
   }
 
   /** The tier function for a destination: roles, and the first matching rule's via. */

@@ -128,6 +128,24 @@ function metricOf(i: NetInterface, family: Family): number {
   return m;
 }
 
+/**
+ * Where a new flow with no rule and no affinity would go now, per family (for /status): the
+ * usable interface with a default route of the best role, lowest metric first (the kernel's
+ * order among them, short of asking it per destination).
+ */
+export function bestForNewFlows(
+  interfaces: readonly NetInterface[],
+  family: Family,
+  tier: (iface: NetInterface) => number | undefined,
+): string | undefined {
+  const routed = interfaces.filter(
+    (i) => !i.loopback && i.up && i.carrier && i.addresses.some((a) => a.family === family) && metricOf(i, family) !== Infinity,
+  );
+  let best: NetInterface | undefined;
+  for (const i of bestTier(routed, tier)) if (!best || metricOf(i, family) < metricOf(best, family)) best = i;
+  return best?.name;
+}
+
 export interface OrderInput {
   /** the usable interfaces that may take the flow (up, carrier, an address of the family) */
   readonly usable: readonly NetInterface[];

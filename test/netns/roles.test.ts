@@ -81,6 +81,7 @@ test('15: if2 has the better metric but role backup: no new flows while if1 live
     assert.equal(if2?.roleBy, 'interface');
     assert.equal(if1?.role, 'normal');
     assert.equal(if2?.type, 'other', 'a veth is type other');
+    assert.equal((st0 as Status & { best?: { ipv4: string | null } }).best?.ipv4, 'if1', '/status: new flows go to if1');
 
     // 1. both live: new flows go to if1, against the kernel's choice
     for (const host of [SVC[0], SVC[1]]) {

@@ -54,8 +54,10 @@ test('15: a backup with the better metric takes no new flows while a normal inte
   const { monitor, policy, kernelVia } = setup({ roles: { interfaces: { if2: { role: 'backup' } } } });
   kernelVia(IF2);
   assert.deepEqual(brief(await policy.candidates(t4('93.184.216.34'), named('a.example'))), ['if1/role']);
+  assert.equal(policy.bestForNewFlows(4), 'if1', '/status says new flows go to if1');
   // if1 loses carrier: the backup is the only usable one
   monitor.set([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(policy.bestForNewFlows(4), 'if2');
   const onBackup = await policy.candidates(t4('93.184.216.34'), named('a.example'));
   assert.deepEqual(brief(onBackup), ['if2/route']);
   policy.connected(named('a.example'), t4('93.184.216.34'), onBackup[0]); // a live flow on the backup
