@@ -108,8 +108,11 @@ export function parseNmcliMetered(text: string): Map<string, boolean> {
   return out;
 }
 
-/** Ask NetworkManager through nmcli; undefined where nmcli or NetworkManager is not there. */
-export function readNmMetered(timeoutMs = 2000): Promise<Map<string, boolean> | undefined> {
+/**
+ * Ask NetworkManager through nmcli: its answer; undefined when it did not answer (not running
+ * yet, a timeout); null when there is no nmcli at all (no point asking again).
+ */
+export function readNmMetered(timeoutMs = 2000): Promise<Map<string, boolean> | undefined | null> {
   return new Promise((resolve) => {
     try {
       execFile(
@@ -117,7 +120,7 @@ export function readNmMetered(timeoutMs = 2000): Promise<Map<string, boolean> | 
         ['-t', '-f', 'GENERAL.DEVICE,GENERAL.METERED', 'device', 'show'],
         // untranslated values ("yes (guessed)"), whatever the user's locale
         { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 1 << 20, env: { ...process.env, LC_ALL: 'C' } },
-        (err, stdout) => resolve(err ? undefined : parseNmcliMetered(stdout)),
+        (err, stdout) => resolve(err ? ((err as NodeJS.ErrnoException).code === 'ENOENT' ? null : undefined) : parseNmcliMetered(stdout)),
       );
     } catch {
       resolve(undefined);
@@ -135,18 +138,18 @@ export interface InterfaceFacts {
 export interface FactsOptions {
   /** sysfs root (tests pass a fake tree) */
   readonly root?: string;
-  /** NetworkManager's answer (tests pass recorded output); default: nmcli */
-  readonly readMetered?: () => Promise<Map<string, boolean> | undefined>;
+  /** NetworkManager's answer (tests pass recorded output); default: nmcli (see readNmMetered) */
+  readonly readMetered?: () => Promise<Map<string, boolean> | undefined | null>;
 }
 
 /**
  * Types and metered state per interface, cached: a type is read once per (name, ifindex); the
- * metered state is asked of NetworkManager at start and after each change of the interfaces
- * (`refresh`), in the background, so a lookup never waits.
+ * metered state is asked of NetworkManager at start, on reload and after each change of the
+ * interfaces (`refresh`), in the background, so a lookup never waits.
  */
 export class InterfaceFactsCache {
   readonly #root: string;
-  readonly #readMetered: () => Promise<Map<string, boolean> | undefined>;
+  readonly #readMetered: () => Promise<Map<string, boolean> | undefined | null>;
   readonly #types = new Map<string, { index: number; type: InterfaceType }>();
   #nm: Map<string, boolean> = new Map();
   #pending: Promise<void> | undefined;
@@ -183,11 +186,13 @@ export class InterfaceFactsCache {
       do {
         this.#again = false;
         const m = await this.#readMetered();
-        if (m === undefined) {
-          // no nmcli / no NetworkManager: the config alone says
-          this.#nmAbsent = this.#nm.size === 0;
+        if (m === null) {
+          // no nmcli: the config alone says, for good
+          this.#nmAbsent = true;
           break;
         }
+        // no answer (NetworkManager not running yet, a timeout): keep the last, ask next time
+        if (m === undefined) break;
         this.#nm = m;
       } while (this.#again);
     })().finally(() => {

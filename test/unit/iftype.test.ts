@@ -1,5 +1,5 @@
 // Issue 15: interface types from fake /sys/class/net trees, NetworkManager's metered state parsed
-// from recorded nmcli output, and the facts cache (types per ifindex, metered refreshed).
+// from nmcli's output format, and the facts cache (types per ifindex, metered refreshed).
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -123,7 +123,7 @@ const NMCLI_PRETTY = [
   '',
 ].join('\n');
 
-test('15: NetworkManager metered parsed from recorded nmcli output (yes, no, guessed; unknown left out)', () => {
+test('15: NetworkManager metered parsed from nmcli output (yes, no, guessed; unknown left out)', () => {
   assert.deepEqual(
     [...parseNmcliMetered(NMCLI_TERSE)],
     [
@@ -167,17 +167,36 @@ test('15: the facts cache reads a type once per ifindex and takes metered from t
   assert.equal(facts.nmMetered('wlan0'), false);
 });
 
-test('15: without NetworkManager (nmcli fails) the facts cache stops asking', async () => {
+test('15: without nmcli the facts cache stops asking; NetworkManager not running yet is asked again', async () => {
   let asked = 0;
-  const facts = new InterfaceFactsCache({
+  const noNmcli = new InterfaceFactsCache({
     root: '/nonexistent',
     readMetered: async () => {
       asked++;
-      return undefined;
+      return null;
     },
   });
-  await facts.refresh();
-  await facts.refresh();
+  await noNmcli.refresh();
+  await noNmcli.refresh();
   assert.equal(asked, 1);
-  assert.equal(facts.nmMetered('eth0'), undefined);
+  assert.equal(noNmcli.nmMetered('eth0'), undefined);
+
+  // NetworkManager starts after holdfast (boot order): the first ask fails, a later one answers
+  const answers: (Map<string, boolean> | undefined)[] = [undefined, new Map([['eth0', true]])];
+  const late = new InterfaceFactsCache({ root: '/nonexistent', readMetered: async () => answers.shift() });
+  await late.refresh();
+  assert.equal(late.nmMetered('eth0'), undefined);
+  await late.refresh();
+  assert.equal(late.nmMetered('eth0'), true);
+});
+
+test('15: readNmMetered says null where there is no nmcli, so nobody asks again', async () => {
+  const { readNmMetered } = await import('../../src/net/iftype.js');
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  try {
+    assert.equal(await readNmMetered(), null);
+  } finally {
+    process.env.PATH = path;
+  }
 });
