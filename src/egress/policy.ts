@@ -19,7 +19,7 @@ import type {
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
 import { usable } from '../net/monitor.js';
 import { kernelChoice, type SourceFinder } from '../net/route.js';
-import { bestForNewFlows, bestTier, orderCandidates, tierOf, type Placement } from './roles.js';
+import { bestForNewFlows, bestTier, onLink, orderCandidates, tierOf, type Placement } from './roles.js';
 import { firstMatch, viaIndex, type Rule } from './rules.js';
 
 export interface PolicyOptions {
@@ -224,7 +224,14 @@ export class Policy implements EgressPolicy {
     // the usable interfaces, the affinity's (with its address), then the order inside the best tier
     const aff = this.affinityOf(dst, target);
     const affIf = aff ? byName(aff.ifname) : undefined;
-    const { tier, rule } = this.#tiers(dst, target.ip, target.port);
+    const { tier: byRole, rule } = this.#tiers(dst, target.ip, target.port);
+    // a destination on the kernel's interface's own subnet is reachable only there: no rule
+    // matched, roles do not send it elsewhere (a never interface still takes nothing)
+    const local = !rule && kernelIf && usable(kernelIf, family) && onLink(kernelIf, target.ip, family) ? kernelIf : undefined;
+    const tier = (i: NetInterface) => {
+      const t = byRole(i);
+      return i === local && t !== undefined ? -1 : t;
+    };
     const ordered = orderCandidates({
       usable: snap.interfaces.filter((i) => !i.loopback && usable(i, family)),
       family,

@@ -6,6 +6,7 @@
 // (src/egress/rules.ts) comes first: its first entry with a usable interface wins, roles order
 // inside it. Among the chosen tier the kernel's choice, affinity and fallback work as before.
 // Pure functions, plus a small book that holds the settings a reload replaces.
+import { BlockList } from 'node:net';
 import type { Family, NetInterface, PlacedBy } from '../contracts.js';
 import type { InterfaceFactsCache, InterfaceType } from '../net/iftype.js';
 
@@ -109,6 +110,24 @@ export function placementOf(
 export function tierOf(role: Role, viaIndex = 0): number | undefined {
   if (role === 'never' || viaIndex < 0) return undefined;
   return viaIndex * 3 + roleRank[role];
+}
+
+/**
+ * Is `ip` on a subnet of `iface` (a phone tether's own web page, a printer on the LAN)? Only that
+ * interface reaches it, so roles do not send such a flow elsewhere (never still refuses it).
+ */
+export function onLink(iface: NetInterface, ip: string, family: Family): boolean {
+  for (const a of iface.addresses) {
+    if (a.family !== family || a.ip.includes('%')) continue;
+    const list = new BlockList();
+    try {
+      list.addSubnet(a.ip, a.prefixLen, family === 6 ? 'ipv6' : 'ipv4');
+      if (list.check(ip, family === 6 ? 'ipv6' : 'ipv4')) return true;
+    } catch {
+      /* an address BlockList does not take */
+    }
+  }
+  return false;
 }
 
 /** The items of the best (lowest) tier present, in their given order. */

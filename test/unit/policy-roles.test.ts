@@ -153,3 +153,13 @@ test('15: a rule may send flows and DNS through a VPN that has only its own rout
   assert.deepEqual(brief(await policy.candidates(t4('93.184.216.34'), named('www.example'))), ['if2/route', 'if1/fallback']);
   assert.deepEqual(policy.resolvingInterfaces(named('www.example')).map((i) => i.name), ['if2', 'if1']);
 });
+
+test("15: a destination on the backup's own subnet (the tether's web page) still goes there; never still refuses", async () => {
+  const { policy, kernelVia } = setup({ roles: { interfaces: { if2: { role: 'backup' } } } });
+  kernelVia(IF2); // 10.0.2.1 is on if2's subnet: the kernel's connected route
+  assert.deepEqual(brief(await policy.candidates(t4('10.0.2.1', 80), { host: '10.0.2.1', port: 80, isName: false })), ['if2/route']);
+  assert.deepEqual(brief(await policy.candidates(t4('93.184.216.34'), named('a.example'))), ['if1/role'], 'elsewhere the role holds');
+  const never = setup({ roles: { interfaces: { if2: { role: 'never' } } } });
+  never.kernelVia(IF2);
+  assert.deepEqual(brief(await never.policy.candidates(t4('10.0.2.1', 80), { host: '10.0.2.1', port: 80, isName: false })), ['if1/role']);
+});
