@@ -119,15 +119,28 @@ export function tierOf(role: Role, viaIndex = 0): number | undefined {
 export function onLink(iface: NetInterface, ip: string, family: Family): boolean {
   for (const a of iface.addresses) {
     if (a.family !== family || a.ip.includes('%')) continue;
-    const list = new BlockList();
-    try {
-      list.addSubnet(a.ip, a.prefixLen, family === 6 ? 'ipv6' : 'ipv4');
-      if (list.check(ip, family === 6 ? 'ipv6' : 'ipv4')) return true;
-    } catch {
-      /* an address BlockList does not take */
-    }
+    if (subnetOf(a.ip, a.prefixLen, family)?.check(ip, family === 6 ? 'ipv6' : 'ipv4')) return true;
   }
   return false;
+}
+
+const subnets = new Map<string, BlockList | null>();
+
+/** A BlockList holding one interface subnet, made once per address. */
+function subnetOf(ip: string, prefixLen: number, family: Family): BlockList | null {
+  const key = `${ip}/${prefixLen}`;
+  let list = subnets.get(key);
+  if (list === undefined) {
+    list = new BlockList();
+    try {
+      list.addSubnet(ip, prefixLen, family === 6 ? 'ipv6' : 'ipv4');
+    } catch {
+      list = null; // an address BlockList does not take
+    }
+    if (subnets.size > 1024) subnets.clear();
+    subnets.set(key, list);
+  }
+  return list;
 }
 
 /** The items of the best (lowest) tier present, in their given order. */
@@ -229,18 +242,36 @@ export function orderCandidates(input: OrderInput): Ordered[] {
 /** The settings a reload replaces, and each interface's placement from them and the facts. */
 export class RoleBook {
   #settings: RoleSettings;
-  readonly #facts: Pick<InterfaceFactsCache, 'typeOf' | 'nmMetered'>;
+  readonly #facts: Pick<InterfaceFactsCache, 'typeOf' | 'nmMetered'> & { readonly version?: number };
+  /** per "name index": the placement, valid while the settings and the facts' version hold */
+  readonly #cache = new Map<string, Placement>();
+  #cachedVersion: number | undefined;
 
-  constructor(settings: RoleSettings, facts: Pick<InterfaceFactsCache, 'typeOf' | 'nmMetered'>) {
+  constructor(settings: RoleSettings, facts: Pick<InterfaceFactsCache, 'typeOf' | 'nmMetered'> & { readonly version?: number }) {
     this.#settings = settings;
     this.#facts = facts;
   }
 
   configure(settings: RoleSettings): void {
     this.#settings = settings;
+    this.#cache.clear();
   }
 
   placementOf(iface: Pick<NetInterface, 'name' | 'index'>): Placement {
-    return placementOf(iface.name, this.#facts.typeOf(iface), this.#facts.nmMetered(iface.name), this.#settings);
+    // facts without a version (tests' fakes) are asked every time
+    const version = this.#facts.version;
+    if (version === undefined) return placementOf(iface.name, this.#facts.typeOf(iface), this.#facts.nmMetered(iface.name), this.#settings);
+    if (version !== this.#cachedVersion) {
+      this.#cache.clear();
+      this.#cachedVersion = version;
+    }
+    const key = `${iface.name} ${iface.index}`;
+    let p = this.#cache.get(key);
+    if (!p) {
+      p = placementOf(iface.name, this.#facts.typeOf(iface), this.#facts.nmMetered(iface.name), this.#settings);
+      if (this.#cache.size > 1024) this.#cache.clear();
+      this.#cache.set(key, p);
+    }
+    return p;
   }
 }

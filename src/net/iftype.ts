@@ -128,6 +128,12 @@ export function readNmMetered(timeoutMs = 2000): Promise<Map<string, boolean> | 
   });
 }
 
+function sameMap(a: ReadonlyMap<string, boolean>, b: ReadonlyMap<string, boolean>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
 /** What holdfast knows of an interface beyond the monitor's snapshot. */
 export interface InterfaceFacts {
   readonly type: InterfaceType;
@@ -155,6 +161,7 @@ export class InterfaceFactsCache {
   #pending: Promise<void> | undefined;
   #again = false;
   #nmAbsent = false;
+  #version = 0;
 
   constructor(opts: FactsOptions = {}) {
     this.#root = opts.root ?? SYS_CLASS_NET;
@@ -168,6 +175,11 @@ export class InterfaceFactsCache {
     this.#types.set(iface.name, { index: iface.index, type });
     if (this.#types.size > 4096) this.#types.delete(this.#types.keys().next().value!);
     return type;
+  }
+
+  /** Goes up whenever NetworkManager's answer changed (so placements computed from it are stale). */
+  get version(): number {
+    return this.#version;
   }
 
   /** NetworkManager's word on `name`, if it gave one. */
@@ -193,6 +205,7 @@ export class InterfaceFactsCache {
         }
         // no answer (NetworkManager not running yet, a timeout): keep the last, ask next time
         if (m === undefined) break;
+        if (!sameMap(this.#nm, m)) this.#version++;
         this.#nm = m;
       } while (this.#again);
     })().finally(() => {
