@@ -200,3 +200,17 @@ test('15: readNmMetered says null where there is no nmcli, so nobody asks again'
     process.env.PATH = path;
   }
 });
+
+test('15: a role book follows NetworkManager\'s new answers and a reload, though it caches placements', async () => {
+  const { RoleBook } = await import('../../src/egress/roles.js');
+  const answers = [new Map([['wlan0', false]]), new Map([['wlan0', true]])];
+  const facts = new InterfaceFactsCache({ root: '/nonexistent', readMetered: async () => answers.shift() });
+  const book = new RoleBook({ interfaces: {}, types: {}, metered: { role: 'backup' } }, facts);
+  const wlan0 = { name: 'wlan0', index: 3 };
+  await facts.refresh();
+  assert.equal(book.placementOf(wlan0).role, 'normal');
+  await facts.refresh(); // the hotspot is metered now
+  assert.deepEqual(book.placementOf(wlan0), { type: 'other', metered: true, role: 'backup', roleBy: 'metered' });
+  book.configure({ interfaces: { 'wl*': { role: 'prefer' } }, types: {}, metered: { role: 'backup' } });
+  assert.equal(book.placementOf(wlan0).role, 'prefer');
+});
