@@ -11,6 +11,8 @@ import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { createPinnedSockets } from './egress/dial-udp.js';
 import { Policy, systemClock } from './egress/policy.js';
+import { RoleBook, type RoleSettings } from './egress/roles.js';
+import { compileRules } from './egress/rules.js';
 import { FlowTable } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
@@ -19,6 +21,7 @@ import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { adoptListener } from './inbound/activation.js';
 import { loadAddon } from './native.js';
+import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
 import { channels } from './observe/channels.js';
@@ -36,6 +39,8 @@ export interface StartOptions {
   readonly resolver?: Resolver;
   /** listening sockets handed over by socket activation (fds): served instead of cfg.listen */
   readonly activated?: readonly number[];
+  /** where interface types and metered states are read (tests: a fake sysfs tree, recorded nmcli) */
+  readonly facts?: FactsOptions;
 }
 
 export interface Holdfast {
@@ -113,6 +118,11 @@ function clientFilter(cidrs: readonly string[]): (ip: string) => boolean {
   };
 }
 
+/** The role settings of a config: by interface name or glob, by type, for metered interfaces. */
+function roleSettings(cfg: Config): RoleSettings {
+  return { interfaces: cfg.interfaces, types: cfg.types, metered: cfg.metered };
+}
+
 function sendJson(res: ServerResponse, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(200, {
@@ -147,10 +157,16 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   // or connection begins; live flows keep what they were given.
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
   const dialer = createDialer(dialSettings, addon);
+  // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
+  const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
+  const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
+    if (diff.changed.length) void facts.refresh();
+  });
+  const roles = new RoleBook(roleSettings(cfg), facts);
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
-    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger } },
+    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger }, roles, rules: compileRules(cfg.rules) },
     clock,
   );
   const resolver =
@@ -208,10 +224,23 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   ctx.socks5 = socks5;
   const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
-  const status = () => ({
-    ...stats.status(),
-    socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
-  });
+  const status = () => {
+    const s = stats.status();
+    const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
+    // where new flows go now: the best default route among the interfaces of the best role
+    const best = { ipv4: policy.bestForNewFlows(4) ?? null, ipv6: policy.bestForNewFlows(6) ?? null };
+    return {
+      ...s,
+      best,
+      // each interface's type, metered state and role (where it came from), as new flows see them
+      interfaces: s.interfaces.map((i) => {
+        const iface = byName.get(i.name);
+        const isBest = best.ipv4 === i.name || best.ipv6 === i.name;
+        return iface && !iface.loopback ? { ...i, best: isBest, ...policy.placementOf(iface) } : { ...i, best: isBest }; // loopback: no role
+      }),
+      socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+    };
+  };
   local.set('/status', (_req, res) => sendJson(res, status()));
   const metrics = createMetrics(stats, dialer.binder);
   local.set('/metrics', metrics.handle);
@@ -234,7 +263,11 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
-    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
+    // roles and rules apply to new flows; live flows keep their interface
+    const rules = compileRules(next.rules);
+    roles.configure(roleSettings(next));
+    void facts.refresh(); // and ask NetworkManager again (a metered flag may have changed)
+    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger }, rules });
     flows.configure({ graceMs: next.grace, limits: next.limits });
     http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
     Object.assign(pacSettings, { bypass: [...next.pac.bypass], direct: next.pac.direct });
@@ -280,6 +313,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
+    unsubscribeFacts();
     stats.close();
     if (!opts.monitor) monitor.close();
     flows.close();
@@ -324,6 +358,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
         stats.close();
         await http.close();
         unsubscribeLog();
+        unsubscribeFacts();
         flows.close();
         if (!opts.monitor) monitor.close();
         // connections still in their handshake close on their own timeout; do not wait for them

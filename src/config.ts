@@ -5,6 +5,8 @@ import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { roleNames } from './egress/roles.js';
+import { parsePortEntry, parseToEntry, parseViaEntry } from './egress/rules.js';
 import { logLevels } from './log.js';
 
 const durationRe = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/;
@@ -68,6 +70,26 @@ export const bypassEntry = z.string().refine(
   (s) => s === '<local>' || bypassNameRe.test(s) || cidr.safeParse(s).success,
   { message: 'expected a host name, *.domain, .domain, an address, a CIDR like 10.0.0.0/8, or <local>' },
 );
+
+const typeSetting = z.strictObject({ role: z.enum(roleNames) });
+
+/** one entry or a non-empty list of them; each checked by `parse` (an error names the entry) */
+function oneOrMore<T extends string | number>(item: z.ZodType<T>, parse: (v: T) => object) {
+  return z.union([item, z.array(item).min(1, { message: 'an empty list: the rule could never match' })]).superRefine((v, ctx) => {
+    const items = Array.isArray(v) ? (v as T[]) : [v as T];
+    items.forEach((x, i) => {
+      const r = parse(x);
+      if ('error' in r) ctx.addIssue({ code: 'custom', message: String(r.error), path: Array.isArray(v) ? [i] : [] });
+    });
+  });
+}
+
+/** One destination rule; a rule that could never match is an error naming its key. */
+const ruleSchema = z.strictObject({
+  to: oneOrMore(z.string(), parseToEntry),
+  ports: oneOrMore(z.union([z.number().int(), z.string()]), parsePortEntry).optional(),
+  via: oneOrMore(z.string(), parseViaEntry),
+});
 
 export interface ListenAddress {
   readonly host: string;
@@ -197,11 +219,29 @@ export const configSchema = z
       .record(
         z.string(),
         z.strictObject({
-          /** DNS servers to resolve names for flows on this interface */
+          /** DNS servers to resolve names for flows on this interface (exact names only) */
           dns: z.array(z.string().refine((s) => isIP(s) !== 0, { message: 'expected an IP address' })).default([]),
+          /** prefer | normal | backup | never (the key may be a glob like wwan*) */
+          role: z.enum(roleNames).optional(),
+          /** metered or not, whatever NetworkManager says */
+          metered: z.boolean().optional(),
         }),
       )
       .default({}),
+    /** a role per interface type (src/net/iftype.ts) */
+    types: z
+      .strictObject({
+        wifi: typeSetting.optional(),
+        cellular: typeSetting.default({ role: 'backup' }),
+        vpn: typeSetting.optional(),
+        ethernet: typeSetting.optional(),
+        other: typeSetting.optional(),
+      })
+      .default({ cellular: { role: 'backup' } }),
+    /** the role of metered interfaces (NetworkManager's GENERAL.METERED, or interfaces.<name>.metered) */
+    metered: z.strictObject({ role: z.enum(roleNames).optional() }).default({ role: 'backup' }),
+    /** destination rules, first match wins: `to` (addresses, CIDRs, names, *.suffix), `ports`, `via` */
+    rules: z.array(ruleSchema).default([]),
   });
 
 export type Config = z.output<typeof configSchema>;

@@ -59,7 +59,11 @@ export type RouteChoice =
   | { readonly kind: 'route'; readonly ifname: string; readonly ifindex: number; readonly source: string }
   | { readonly kind: 'none'; readonly why: string; readonly code: string };
 
-export type PlacedBy = 'route' | 'affinity' | 'fallback';
+/**
+ * Why a flow went where it did: the kernel's choice, affinity, fallback (the better ones failed or
+ * were unusable), or a role or destination rule that passed over the kernel's choice.
+ */
+export type PlacedBy = 'route' | 'affinity' | 'fallback' | 'role' | 'rule';
 
 /** Where a flow goes out: an interface and one of its addresses. */
 export interface Egress {

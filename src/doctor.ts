@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { NetInterface, NetSnapshot } from './contracts.js';
+import type { Placement } from './egress/roles.js';
 import { loadAddon, type AddonState } from './native.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { endpointText, type ProxyEndpoint } from './pac.js';
@@ -44,6 +45,8 @@ export interface DoctorOptions {
   readonly procSys?: string;
   /** skip the desktop proxy check (it runs desktop tools) */
   readonly systemProxy?: boolean;
+  /** each interface's type, metered state and role under the config (issue 15) */
+  readonly placementOf?: (i: NetInterface) => Placement;
 }
 
 // ---- reading the host ---------------------------------------------------------------------
@@ -126,7 +129,7 @@ function getStatus(ep: ProxyEndpoint): Promise<{ kind: 'holdfast'; status: Recor
   });
 }
 
-function describeIf(i: NetInterface, snap: NetSnapshot): string {
+function describeIf(i: NetInterface, snap: NetSnapshot, p?: Placement): string {
   const state = !i.up ? 'down' : i.carrier ? 'up' : 'up, no carrier';
   const addrs = i.addresses.map((a) => `${a.ip}/${a.prefixLen}`).join(' ') || 'no address';
   const b4 = bestDefault(snap, 4)?.ifname === i.name;
@@ -134,7 +137,8 @@ function describeIf(i: NetInterface, snap: NetSnapshot): string {
   const routes = i.defaultRoutes
     .map((r) => `IPv${r.family} default${r.gateway ? ` via ${r.gateway}` : ''} metric ${r.metric}${(r.family === 4 ? b4 : b6) ? ' (best)' : ''}`)
     .join(', ');
-  return `${i.name}: ${state}; ${addrs}; ${routes || 'no default route'}`;
+  const role = p ? `; ${p.type}${p.metered ? ', metered' : ''}, role ${p.role}${p.roleBy === 'default' ? '' : ` (by ${p.roleBy})`}` : '';
+  return `${i.name}: ${state}; ${addrs}; ${routes || 'no default route'}${role}`;
 }
 
 // ---- the checks ---------------------------------------------------------------------------
@@ -198,7 +202,8 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
 
   // 2. interfaces and default routes
   for (const i of nonLoop) {
-    push({ id: `interface:${i.name}`, status: 'info', summary: describeIf(i, snap), data: i });
+    const p = o.placementOf?.(i);
+    push({ id: `interface:${i.name}`, status: 'info', summary: describeIf(i, snap, p), data: p ? { ...i, ...p } : i });
   }
   if (withDefault.length === 0) {
     push({ id: 'routes', status: 'warn', summary: 'no interface has a default route: there is nowhere to send flows', fix: 'connect to a network' });

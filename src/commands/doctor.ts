@@ -1,6 +1,8 @@
 // `holdfast doctor`: check that this host can hold sessions, with a one-line fix for each problem.
-import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
+import { ConfigError, defaultConfigPath, loadConfig, parseListen, type Config, type ListenAddress } from '../config.js';
 import { formatReport, runDoctor } from '../doctor.js';
+import { RoleBook } from '../egress/roles.js';
+import { InterfaceFactsCache } from '../net/iftype.js';
 import { clientEndpoint } from '../pac.js';
 import { fail, parseCommand } from './common.js';
 
@@ -9,7 +11,8 @@ export const help = `Usage: holdfast doctor [--json] [--config FILE] [--listen H
 Check whether this host can hold sessions (a flow stays on its interface when the routes change),
 and say how to fix what is missing:
   addon, binding   the native addon loads and binds a socket to a device (SO_BINDTODEVICE)
-  interface:NAME   addresses, carrier, default routes (from holdfast's network monitor)
+  interface:NAME   addresses, carrier, default routes (from holdfast's network monitor); type,
+                   metered and role under the config (interfaces.<name>.role, types, metered)
   rp_filter        strict reverse-path filtering (1) drops the replies of a pinned flow whose
                    interface is no longer the best route: the flow stalls
   policy-routing   rules \`from <address> lookup <table>\` (holdfast start --policy-routing)
@@ -43,8 +46,10 @@ export async function run(argv: string[]): Promise<number> {
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   let listen: readonly ListenAddress[];
+  let cfg: Config;
   try {
-    listen = loadConfig(values.config ?? defaultConfigPath).listen;
+    cfg = loadConfig(values.config ?? defaultConfigPath);
+    listen = cfg.listen;
   } catch (err) {
     if (err instanceof ConfigError) return fail(err.message);
     throw err;
@@ -58,7 +63,15 @@ export async function run(argv: string[]): Promise<number> {
     }
     listen = l;
   }
-  const report = await runDoctor({ listeners: listen.map(clientEndpoint), systemProxy: !values['no-system-proxy'] });
+  // types from sysfs, metered from NetworkManager (where it runs), roles from the config
+  const facts = new InterfaceFactsCache();
+  await facts.refresh();
+  const roles = new RoleBook({ interfaces: cfg.interfaces, types: cfg.types, metered: cfg.metered }, facts);
+  const report = await runDoctor({
+    listeners: listen.map(clientEndpoint),
+    systemProxy: !values['no-system-proxy'],
+    placementOf: (i) => roles.placementOf(i),
+  });
   process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
   return report.canHoldSessions ? 0 : 1;
 }

@@ -151,11 +151,16 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
   const all = sortInterfaces(st);
   const ifs = all.filter(isNotable);
   const quiet = all.filter((i) => !isNotable(i));
+  // type, metered and role (issue 15), when the status has them (older holdfasts do not)
+  const roles = ifs.some((i) => i.role !== undefined);
+  const typeOf = (i: StatusInterface) => `${i.type ?? '-'}${i.metered ? ', metered' : ''}`;
+  const roleCols: Column[] = roles ? [{ title: 'TYPE', align: 'left' }, { title: 'ROLE', align: 'left' }] : [];
   if (ifs.length) out.push(
     ...table(
       [
         { title: 'NAME', align: 'left' },
         { title: 'STATE', align: 'left' },
+        ...roleCols,
         { title: 'BEST', align: 'left' },
         { title: 'ADDRESSES', align: 'left' },
         { title: 'DEFAULT ROUTE', align: 'left' },
@@ -169,6 +174,7 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
         cells: [
           i.name,
           stateOf(i),
+          ...(roles ? [typeOf(i), i.role ?? '-'] : []),
           bestOf(st, i) || '-',
           i.addresses.length ? addressesOf(i) : ['-'],
           routesOf(i).length ? routesOf(i) : ['-'],
