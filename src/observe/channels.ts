@@ -5,5 +5,4 @@ export const channels = {
   flowOpen: channel('holdfast:flow:open'),
   flowClose: channel('holdfast:flow:close'),
   egressCut: channel('holdfast:egress:cut'),
-  netChange: channel('holdfast:net:change'),
 } as const;

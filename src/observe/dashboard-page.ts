@@ -2,7 +2,8 @@
 // package, served by holdfast under /assets/) draws the chart; Server-Sent Events from /events
 // bring a snapshot every second. The byte/rate/age formatting is the CLI's own functions, so the
 // terminal and the page say the same thing the same way.
-import { formatAge, formatBytes, formatRate, IEC, isLinkLocalAddress, isNotable } from './format.js';
+import { isLinkLocal } from '../net/addr.js';
+import { formatAge, formatBytes, formatRate, IEC, isNotable } from './format.js';
 
 const CSS = `
 :root{color-scheme:light dark;
@@ -94,7 +95,7 @@ const IEC = ${JSON.stringify(IEC)};
 ${formatBytes.toString()}
 ${formatRate.toString()}
 ${formatAge.toString()}
-${isLinkLocalAddress.toString()}
+${isLinkLocal.toString()}
 ${isNotable.toString()}
 // interface colours: distinct in light and dark, and none of them the accent blue that marks the best card
 const PALETTE = ['#8b5cf6','#f59e0b','#14b8a6','#ec4899','#84cc16','#ef4444','#06b6d4','#a16207'];
@@ -148,7 +149,7 @@ function ifaceOrder(st) {
 }
 /** global addresses; link-local ones only counted (hover shows all) */
 function addrsHtml(list) {
-  const global = list.filter((a) => !isLinkLocalAddress(a));
+  const global = list.filter((a) => !isLinkLocal(a));
   const ll = list.length - global.length;
   if (!list.length) return 'no address';
   return global.map(esc).join('<br>') + (ll ? (global.length ? '<br>' : '') + '<span class="ll">+' + ll + ' link-local</span>' : '');

@@ -11,6 +11,7 @@ import type { Flow, FlowTable } from '../flows.js';
 import { bestDefault } from '../net/monitor.js';
 import { channels } from './channels.js';
 import { statusOf, type Binder, type StatusJson, type StatusRates } from './status.js';
+import { isLinkLocal } from '../net/addr.js';
 
 export type FeedType = 'start' | 'route' | 'net' | 'cut' | 'fallback';
 
@@ -477,10 +478,6 @@ export function whereNewFlowsGo(snap: NetSnapshot): string {
   if (!b4 && !b6) return 'no default route yet';
   if (b4 === b6 || !b4 || !b6) return `new flows go via ${b4 ?? b6}`;
   return `new flows go via ${b4} (IPv4), ${b6} (IPv6)`;
-}
-
-function isLinkLocal(ip: string): boolean {
-  return /^fe[89ab]/i.test(ip) || ip.startsWith('169.254.');
 }
 
 function routesText(rs: readonly { gateway: string | null; metric: number }[]): string {
