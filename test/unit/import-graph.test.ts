@@ -50,7 +50,11 @@ test('data flows one way: no module imports against the arrows of DESIGN.md', ()
   assert.deepEqual(broken, []);
 });
 
-test('the SOCKS5 codec imports nothing from node:net (it is pure)', () => {
+test('the SOCKS5 codec is pure: no sockets; from node:net only the IP text functions', () => {
   const text = readFileSync(join(srcRoot, 'inbound/socks5.js'), 'utf8');
-  assert.doesNotMatch(text, /from\s+['"]node:(net|dgram)['"]/);
+  assert.doesNotMatch(text, /from\s+['"]node:dgram['"]/);
+  const fromNet = [...text.matchAll(/import\s*\{([^}]*)\}\s*from\s+['"]node:net['"]/g)].flatMap((m) => m[1].split(',').map((n) => n.trim()));
+  assert.ok(fromNet.length > 0, 'the codec validates IP text with node:net');
+  for (const name of fromNet) assert.ok(['isIPv4', 'isIPv6', 'SocketAddress'].includes(name), `the codec imports ${name} from node:net`);
+  assert.doesNotMatch(text, /import\s+\*\s+as\s+\w+\s+from\s+['"]node:net['"]|import\s+\w+\s+from\s+['"]node:net['"]/);
 });
