@@ -1,7 +1,8 @@
 // Flows and the flow table. A flow is one upstream conversation (DESIGN rule 1). The table knows
-// every live flow, shows them to /status, and listens to the monitor for one thing only: a pinned
-// interface that lost carrier or the flow's address for longer than the grace period gets its
-// flows cut, so applications reconnect instead of hanging.
+// every live flow and tells its subscribers of each open, close and cut (onChange: the views'
+// feed); it listens to the monitor for one thing only: a pinned interface that lost carrier or the
+// flow's address for longer than the grace period gets its flows cut, so applications reconnect
+// instead of hanging.
 import type { Logger } from 'pino';
 import type {
   Clock,
@@ -15,9 +16,19 @@ import type {
 } from './contracts.js';
 import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
-import { channels } from './observe/channels.js';
+import { channels } from './diagnostics.js';
 
 export type CutHandler = (err: Error) => void;
+
+/**
+ * What the flow table tells its subscribers: a flow pinned ('open'; again if the plain-HTTP
+ * forwarder pins it anew on another interface), a flow ended ('close', once, after it left the
+ * table), or flows cut because their interface was lost ('cut').
+ */
+export type FlowEvent =
+  | { readonly type: 'open'; readonly flow: Flow }
+  | { readonly type: 'close'; readonly flow: Flow }
+  | { readonly type: 'cut'; readonly egress: string; readonly flows: number; readonly downForMs: number; readonly why: string };
 
 /** "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1" */
 function addressOf(client: string): string {
@@ -107,6 +118,7 @@ export class Flow implements FlowInfo {
       },
       'flow open',
     );
+    this.#table.emit({ type: 'open', flow: this });
     if (channels.flowOpen.hasSubscribers) channels.flowOpen.publish(this);
   }
 
@@ -150,6 +162,7 @@ export class Flow implements FlowInfo {
       'flow close',
     );
     this.#table.remove(this);
+    this.#table.emit({ type: 'close', flow: this });
     if (channels.flowClose.hasSubscribers) channels.flowClose.publish(this);
   }
 
@@ -222,6 +235,7 @@ export class FlowTable {
   #probe: NodeJS.Timeout | undefined;
   /** counters for /status and metrics */
   readonly totals = { opened: 0, cut: 0 };
+  readonly #listeners = new Set<(e: FlowEvent) => void>();
 
   constructor(opts: FlowTableOptions) {
     this.clock = opts.clock;
@@ -262,6 +276,26 @@ export class FlowTable {
     if (n !== undefined) {
       if (n <= 1) this.#perClient.delete(ip);
       else this.#perClient.set(ip, n - 1);
+    }
+  }
+
+  /**
+   * Called for every flow event of this table, in the flow's own stack (a view's counters are
+   * right the moment a flow ends). Returns an unsubscribe function.
+   */
+  onChange(fn: (e: FlowEvent) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** For Flow: tell the subscribers. One that throws stops neither the others nor the flow. */
+  emit(e: FlowEvent): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        this.#log.error({ err }, 'flow table listener failed');
+      }
     }
   }
 
@@ -335,7 +369,9 @@ export class FlowTable {
       this.totals.cut += n;
       const downForMs = this.clock.now() - since;
       this.#log.warn({ egress: ifname, flows: n, downForMs, why }, 'egress cut');
-      if (channels.egressCut.hasSubscribers) channels.egressCut.publish({ egress: ifname, flows: n, downForMs, why });
+      const cut = { egress: ifname, flows: n, downForMs, why };
+      this.emit({ type: 'cut', ...cut });
+      if (channels.egressCut.hasSubscribers) channels.egressCut.publish(cut);
     }
     return n;
   }
