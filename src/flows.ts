@@ -197,13 +197,6 @@ export interface FlowTableOptions {
   readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
-  /**
-   * While flows are pinned, ask the monitor to re-read the host this often (0 = never). Linux
-   * sends its netlink report of a carrier change from the linkwatch work, which runs ordinary
-   * links' events at most once a second, so the report can come up to 1 s after the loss, and
-   * the grace starts only when the loss is seen. Default 250 ms. A real timer: it polls the kernel.
-   */
-  readonly probeMs?: number;
 }
 
 /** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
@@ -231,8 +224,8 @@ export class FlowTable {
   readonly #grace = new Map<string, { cancel(): void; since: number }>();
   #monitor: NetMonitor | undefined;
   #unsubscribe: (() => void) | undefined;
-  readonly #probeMs: number;
-  #probe: NodeJS.Timeout | undefined;
+  /** the monitor's close watch, held while the table has flows (a loss is seen sooner) */
+  #release: (() => void) | undefined;
   /** counters for /status and metrics */
   readonly totals = { opened: 0, cut: 0 };
   readonly #listeners = new Set<(e: FlowEvent) => void>();
@@ -241,7 +234,6 @@ export class FlowTable {
     this.clock = opts.clock;
     this.#log = opts.log;
     this.#graceMs = opts.graceMs;
-    this.#probeMs = opts.probeMs ?? 250;
     this.#limits = opts.limits ?? { maxFlows: Infinity, maxFlowsPerClient: 0 };
   }
 
@@ -265,12 +257,17 @@ export class FlowTable {
     }
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
+    if (this.#flows.size === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();
     this.totals.opened++;
     return f;
   }
 
   remove(f: Flow): void {
     if (!this.#flows.delete(f.id)) return;
+    if (this.#flows.size === 0) {
+      this.#release?.();
+      this.#release = undefined;
+    }
     const ip = addressOf(f.client);
     const n = this.#perClient.get(ip);
     if (n !== undefined) {
@@ -311,18 +308,7 @@ export class FlowTable {
   watch(monitor: NetMonitor): void {
     this.#monitor = monitor;
     this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
-    if (this.#probeMs > 0 && !this.#probe) {
-      // a lost carrier shows in the kernel's state at once, in its netlink events up to 1 s later
-      this.#probe = setInterval(() => {
-        if (this.#hasPinned()) void monitor.refresh().catch(() => {});
-      }, this.#probeMs);
-      this.#probe.unref();
-    }
-  }
-
-  #hasPinned(): boolean {
-    for (const f of this.#flows.values()) if (f.interface !== null) return true;
-    return false;
+    if (this.#flows.size > 0 && !this.#release) this.#release = monitor.watchClosely();
   }
 
   #check(snap: NetSnapshot): void {
@@ -378,8 +364,8 @@ export class FlowTable {
 
   close(): void {
     this.#unsubscribe?.();
-    if (this.#probe) clearInterval(this.#probe);
-    this.#probe = undefined;
+    this.#release?.();
+    this.#release = undefined;
     for (const g of this.#grace.values()) g.cancel();
     this.#grace.clear();
   }

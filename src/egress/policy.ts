@@ -12,7 +12,6 @@ import type {
   Family,
   NetInterface,
   NetMonitor,
-  NetSnapshot,
   Target,
 } from '../contracts.js';
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
@@ -56,7 +55,7 @@ export function sourceFor(iface: NetInterface, target: Target): string | undefin
 }
 
 export class Policy implements EgressPolicy {
-  readonly #monitor: NetMonitor & { readNow?: () => NetSnapshot };
+  readonly #monitor: NetMonitor;
   readonly #find: SourceFinder;
   readonly #clock: Clock;
   #mode: 'host' | 'address' | 'off';
@@ -146,7 +145,7 @@ export class Policy implements EgressPolicy {
       target,
       this.#find,
       this.#monitor.current(),
-      this.#monitor.readNow?.bind(this.#monitor),
+      () => this.#monitor.readNow(),
     );
     // SOURCE_UNLISTED: the kernel chose a source address that no usable interface lists (the monitor, like
     // getifaddrs, shows no addresses on a link without carrier): that interface cannot take the

@@ -175,8 +175,20 @@ export class FakeMonitor implements NetMonitor {
     return this.#listeners.size;
   }
 
-  async refresh(): Promise<NetSnapshot> {
+  readNow(): NetSnapshot {
     return this.#snap;
+  }
+
+  /** holds of watchClosely() not yet released */
+  closeWatches = 0;
+
+  watchClosely(): () => void {
+    this.closeWatches++;
+    let released = false;
+    return () => {
+      if (!released) this.closeWatches--;
+      released = true;
+    };
   }
 
   /** Replace the interfaces; listeners hear of it if something really changed. */

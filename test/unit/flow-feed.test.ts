@@ -16,7 +16,7 @@ const if1 = iface('if1', { index: 2, addresses: ['10.0.1.2/24'], routes: [{ fami
 function setup(t: TestContext) {
   const clock = new FakeClock();
   const monitor = new FakeMonitor([loopback(), if1]);
-  const table = new FlowTable({ graceMs: 1000, log: logSink().log, clock, probeMs: 0 });
+  const table = new FlowTable({ graceMs: 1000, log: logSink().log, clock });
   t.after(() => table.close());
   table.watch(monitor);
   const stats = new Stats({ flows: table, monitor, binder: 'device', clock });
