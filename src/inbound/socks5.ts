@@ -7,7 +7,7 @@
 // not an IP, a port out of range), never on anything a client sent. From node:net it takes only
 // the IP text functions: no sockets.
 
-import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { Reply } from '../errors.js';
 
@@ -347,21 +347,25 @@ function isV4Mapped(b: Uint8Array, off: number): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
-// IP text <-> bytes: node:net says what is valid and prints IPv6 as Node does everywhere else
-// (libuv's inet_ntop: RFC 5952, dotted ::ffff:a.b.c.d); ipaddr.js turns text into bytes.
+// IP text <-> bytes: node:net says what text is valid; ipaddr.js turns IPv6 text into bytes and
+// bytes into RFC 5952 text, printed as Node prints addresses everywhere else (libuv's inet_ntop).
 
 function formatIPv4(b: Uint8Array, off: number): string {
   return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
 }
 
+/** As inet_ntop prints it: RFC 5952 (ipaddr.js), and libuv's two dotted forms, ::ffff:a.b.c.d and ::a.b.c.d. */
 function formatIPv6(b: Uint8Array, off: number): string {
-  const full = ipaddr.fromByteArray(Array.from(b.subarray(off, off + 16))).toNormalizedString();
-  return new SocketAddress({ address: full, family: 'ipv6' }).address;
+  let zeros = 0;
+  while (zeros < 12 && b[off + zeros] === 0) zeros++;
+  if (zeros >= 10 && b[off + 10] === 0xff && b[off + 11] === 0xff) return `::ffff:${formatIPv4(b, off + 12)}`;
+  if (zeros === 12 && (b[off + 12] !== 0 || b[off + 13] !== 0)) return `::${formatIPv4(b, off + 12)}`;
+  return new ipaddr.IPv6(Array.from(b.subarray(off, off + 16))).toRFC5952String();
 }
 
 /** IPv4 (strict dotted quad, as net.isIPv4) or IPv6 text ('%zone' dropped) as bytes, or undefined. */
 function ipBytes(text: string, v6: boolean): number[] | undefined {
-  if (!v6) return isIPv4(text) ? ipaddr.IPv4.parse(text).toByteArray() : undefined;
+  if (!v6) return isIPv4(text) ? text.split('.').map(Number) : undefined;
   if (!isIPv6(text)) return undefined;
   const pct = text.indexOf('%');
   // ipaddr.js reads the deprecated IPv4-compatible '::a.b.c.d' as mapped ('::ffff:a.b.c.d'): give
