@@ -148,6 +148,9 @@ export function snapshot(interfaces: readonly NetInterface[], generation = 1, ta
 
 // ---------------------------------------------------------------------------------------------
 // FakeMonitor: a NetMonitor whose snapshot the test swaps; set() announces real differences.
+// Unlike the real Monitor (which tells its listeners on a later tick), set() tells them at once,
+// so a test steps the fake network and the fake clock by hand; test/unit/monitor.test.ts checks
+// the real Monitor's later-tick delivery.
 
 type ChangeFn = (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void;
 
