@@ -24,13 +24,13 @@ import { loadAddon } from './native.js';
 import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
-import { channels } from './observe/channels.js';
 import { createDashboard } from './observe/dashboard.js';
 import { createMetrics } from './observe/metrics.js';
 import { Stats } from './observe/stats.js';
 import type { StatusJson } from './observe/status.js';
 import { createPacHandler } from './pac.js';
 import { nativeRelay, offloadAfterBytes } from './relay-native.js';
+import { isLoopbackIp } from './net/addr.js';
 
 export interface StartOptions {
   readonly log: Logger;
@@ -80,12 +80,8 @@ function canonicalIp(host: string): string {
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
-function isLoopbackIp(ip: string): boolean {
-  return ip.startsWith('127.') || ip === '::1';
-}
-
 function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+  return host === 'localhost' || isLoopbackIp(host);
 }
 
 /** Refuse to expose an open proxy: a non-loopback listener needs auth or an explicit opt-out. */
@@ -151,10 +147,11 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
       { generation: next.generation, changed: diff.changed, routes: diff.routes, best: bestDefault(next, 4)?.ifname ?? null },
       'net change',
     );
-    if (channels.netChange.hasSubscribers) channels.netChange.publish({ snapshot: next, diff });
   });
-  // Settings a reload may change are kept in these objects, which the parts read when a new flow
-  // or connection begins; live flows keep what they were given.
+  // Settings a reload may change: the dialer, the connector and the inbound context read these
+  // objects when a new flow or connection begins, so live flows keep what they were given; the
+  // policy, the flow table and the HTTP inbound take theirs through configure() in apply() (a new
+  // grace also applies to live flows whose interface is lost after the reload).
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
   const dialer = createDialer(dialSettings, addon);
   // interface types (sysfs) and metered states (NetworkManager, asked again on each change)

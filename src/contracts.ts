@@ -47,10 +47,22 @@ export interface NetDiff {
 
 export interface NetMonitor {
   current(): NetSnapshot;
-  /** Called only for a real, debounced difference. Returns an unsubscribe function. */
+  /**
+   * Called only for a real, debounced difference, always on a later tick: never inside the call
+   * that made the monitor look (readNow, a new flow's placement). Returns an unsubscribe function.
+   */
   onChange(fn: (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void): () => void;
-  /** Re-read now (tests, and the policy after a dial failure). */
-  refresh(): Promise<NetSnapshot>;
+  /**
+   * Re-read the host now and return the snapshot (the policy, when the kernel names a source
+   * address the snapshot does not list yet). A difference reaches onChange listeners later.
+   */
+  readNow(): NetSnapshot;
+  /**
+   * Look closely until released: re-read the host every few hundred ms besides its events (the
+   * flow table holds this while it has flows, so a lost carrier is seen before Linux reports it,
+   * up to 1 s late). The monitor owns the timer. Returns the release function (safe to repeat).
+   */
+  watchClosely(): () => void;
   close(): void;
 }
 

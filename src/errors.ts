@@ -78,51 +78,28 @@ export class HoldfastError extends Error {
   }
 }
 
-export class AuthError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.AUTH, message);
-  }
+/** The base of an error class with a fixed code: `class AuthError extends coded(HfCode.AUTH) {}`. */
+function coded(code: HfCode) {
+  return class extends HoldfastError {
+    constructor(message: string) {
+      super(code, message);
+    }
+  };
 }
-export class BadRequestError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.BAD_REQUEST, message);
-  }
-}
-export class NotAllowedError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.NOT_ALLOWED, message);
-  }
-}
-export class NoEgressError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.NO_EGRESS, message);
-  }
-}
+
+export class AuthError extends coded(HfCode.AUTH) {}
+export class BadRequestError extends coded(HfCode.BAD_REQUEST) {}
+export class NotAllowedError extends coded(HfCode.NOT_ALLOWED) {}
+export class NoEgressError extends coded(HfCode.NO_EGRESS) {}
 export class DnsError extends HoldfastError {
   constructor(message: string, cause?: unknown) {
     super(HfCode.DNS, message, { cause });
   }
 }
-export class DialTimeoutError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.DIAL_TIMEOUT, message);
-  }
-}
-export class CommandUnsupportedError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.CMD_UNSUPPORTED, message);
-  }
-}
-export class EgressLostError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.EGRESS_LOST, message);
-  }
-}
-export class LimitError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.LIMIT, message);
-  }
-}
+export class DialTimeoutError extends coded(HfCode.DIAL_TIMEOUT) {}
+export class CommandUnsupportedError extends coded(HfCode.CMD_UNSUPPORTED) {}
+export class EgressLostError extends coded(HfCode.EGRESS_LOST) {}
+export class LimitError extends coded(HfCode.LIMIT) {}
 /** Every attempt of a dial failed; `attempts` reads "wlan0 10.1.1.2: HF_REFUSED; eth0 ...". */
 export class EgressUnreachableError extends HoldfastError {
   readonly attempts: string;

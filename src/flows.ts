@@ -1,7 +1,8 @@
 // Flows and the flow table. A flow is one upstream conversation (DESIGN rule 1). The table knows
-// every live flow, shows them to /status, and listens to the monitor for one thing only: a pinned
-// interface that lost carrier or the flow's address for longer than the grace period gets its
-// flows cut, so applications reconnect instead of hanging.
+// every live flow and tells its subscribers of each open, close and cut (onChange: the views'
+// feed); it listens to the monitor for one thing only: a pinned interface that lost carrier or the
+// flow's address for longer than the grace period gets its flows cut, so applications reconnect
+// instead of hanging.
 import type { Logger } from 'pino';
 import type {
   Clock,
@@ -15,9 +16,19 @@ import type {
 } from './contracts.js';
 import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
-import { channels } from './observe/channels.js';
+import { channels } from './diagnostics.js';
 
 export type CutHandler = (err: Error) => void;
+
+/**
+ * What the flow table tells its subscribers: a flow pinned ('open'; again if the plain-HTTP
+ * forwarder pins it anew on another interface), a flow ended ('close', once, after it left the
+ * table), or flows cut because their interface was lost ('cut').
+ */
+export type FlowEvent =
+  | { readonly type: 'open'; readonly flow: Flow }
+  | { readonly type: 'close'; readonly flow: Flow }
+  | { readonly type: 'cut'; readonly egress: string; readonly flows: number; readonly downForMs: number; readonly why: string };
 
 /** "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1" */
 function addressOf(client: string): string {
@@ -107,6 +118,7 @@ export class Flow implements FlowInfo {
       },
       'flow open',
     );
+    this.#table.emit({ type: 'open', flow: this });
     if (channels.flowOpen.hasSubscribers) channels.flowOpen.publish(this);
   }
 
@@ -150,6 +162,7 @@ export class Flow implements FlowInfo {
       'flow close',
     );
     this.#table.remove(this);
+    this.#table.emit({ type: 'close', flow: this });
     if (channels.flowClose.hasSubscribers) channels.flowClose.publish(this);
   }
 
@@ -184,13 +197,6 @@ export interface FlowTableOptions {
   readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
-  /**
-   * While flows are pinned, ask the monitor to re-read the host this often (0 = never). Linux
-   * sends its netlink report of a carrier change from the linkwatch work, which runs ordinary
-   * links' events at most once a second, so the report can come up to 1 s after the loss, and
-   * the grace starts only when the loss is seen. Default 250 ms. A real timer: it polls the kernel.
-   */
-  readonly probeMs?: number;
 }
 
 /** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
@@ -218,16 +224,16 @@ export class FlowTable {
   readonly #grace = new Map<string, { cancel(): void; since: number }>();
   #monitor: NetMonitor | undefined;
   #unsubscribe: (() => void) | undefined;
-  readonly #probeMs: number;
-  #probe: NodeJS.Timeout | undefined;
+  /** the monitor's close watch, held while the table has flows (a loss is seen sooner) */
+  #release: (() => void) | undefined;
   /** counters for /status and metrics */
   readonly totals = { opened: 0, cut: 0 };
+  readonly #listeners = new Set<(e: FlowEvent) => void>();
 
   constructor(opts: FlowTableOptions) {
     this.clock = opts.clock;
     this.#log = opts.log;
     this.#graceMs = opts.graceMs;
-    this.#probeMs = opts.probeMs ?? 250;
     this.#limits = opts.limits ?? { maxFlows: Infinity, maxFlowsPerClient: 0 };
   }
 
@@ -251,17 +257,42 @@ export class FlowTable {
     }
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
+    if (this.#flows.size === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();
     this.totals.opened++;
     return f;
   }
 
   remove(f: Flow): void {
     if (!this.#flows.delete(f.id)) return;
+    if (this.#flows.size === 0) {
+      this.#release?.();
+      this.#release = undefined;
+    }
     const ip = addressOf(f.client);
     const n = this.#perClient.get(ip);
     if (n !== undefined) {
       if (n <= 1) this.#perClient.delete(ip);
       else this.#perClient.set(ip, n - 1);
+    }
+  }
+
+  /**
+   * Called for every flow event of this table, in the flow's own stack (a view's counters are
+   * right the moment a flow ends). Returns an unsubscribe function.
+   */
+  onChange(fn: (e: FlowEvent) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** For Flow: tell the subscribers. One that throws stops neither the others nor the flow. */
+  emit(e: FlowEvent): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        this.#log.error({ err }, 'flow table listener failed');
+      }
     }
   }
 
@@ -277,18 +308,7 @@ export class FlowTable {
   watch(monitor: NetMonitor): void {
     this.#monitor = monitor;
     this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
-    if (this.#probeMs > 0 && !this.#probe) {
-      // a lost carrier shows in the kernel's state at once, in its netlink events up to 1 s later
-      this.#probe = setInterval(() => {
-        if (this.#hasPinned()) void monitor.refresh().catch(() => {});
-      }, this.#probeMs);
-      this.#probe.unref();
-    }
-  }
-
-  #hasPinned(): boolean {
-    for (const f of this.#flows.values()) if (f.interface !== null) return true;
-    return false;
+    if (this.#flows.size > 0 && !this.#release) this.#release = monitor.watchClosely();
   }
 
   #check(snap: NetSnapshot): void {
@@ -335,15 +355,17 @@ export class FlowTable {
       this.totals.cut += n;
       const downForMs = this.clock.now() - since;
       this.#log.warn({ egress: ifname, flows: n, downForMs, why }, 'egress cut');
-      if (channels.egressCut.hasSubscribers) channels.egressCut.publish({ egress: ifname, flows: n, downForMs, why });
+      const cut = { egress: ifname, flows: n, downForMs, why };
+      this.emit({ type: 'cut', ...cut });
+      if (channels.egressCut.hasSubscribers) channels.egressCut.publish(cut);
     }
     return n;
   }
 
   close(): void {
     this.#unsubscribe?.();
-    if (this.#probe) clearInterval(this.#probe);
-    this.#probe = undefined;
+    this.#release?.();
+    this.#release = undefined;
     for (const g of this.#grace.values()) g.cancel();
     this.#grace.clear();
   }

@@ -186,10 +186,7 @@ export function relay(
     }
     nativeId = id;
     state = 'native';
-    for (const [s, data, drain, end, gone] of [
-      [client, upData, downDrain, upEnd, clientGone],
-      [upstream, downData, upDrain, downEnd, upstreamGone],
-    ] as const) {
+    for (const { s, data, drain, end, gone } of sides) {
       s.removeListener('data', data);
       s.removeListener('drain', drain);
       s.removeListener('end', end);
@@ -236,21 +233,23 @@ export function relay(
     if (!client.writableNeedDrain) upstream.resume();
   };
 
-  client.on('error', onError);
-  upstream.on('error', onError);
-  client.once('close', onClose);
-  upstream.once('close', onClose);
-  client.on('data', upData);
-  upstream.on('data', downData);
-  upstream.on('drain', upDrain);
-  client.on('drain', downDrain);
-  // the client may have half-closed during the handshake, before the relay began
-  if (client.readableEnded) upstream.end();
-  else client.on('end', upEnd);
-  if (upstream.readableEnded) client.end();
-  else upstream.on('end', downEnd);
-  client.once('close', clientGone);
-  upstream.once('close', upstreamGone);
+  /** Each socket with the handlers that read it (attached here, detached at the native handoff). */
+  const sides = [
+    { s: client, other: upstream, data: upData, drain: downDrain, end: upEnd, gone: clientGone },
+    { s: upstream, other: client, data: downData, drain: upDrain, end: downEnd, gone: upstreamGone },
+  ] as const;
+  for (const { s, data, drain } of sides) {
+    s.on('error', onError);
+    s.once('close', onClose);
+    s.on('data', data);
+    s.on('drain', drain);
+  }
+  for (const { s, other, end, gone } of sides) {
+    // a side may have half-closed during the handshake, before the relay began
+    if (s.readableEnded) other.end();
+    else s.on('end', end);
+    s.once('close', gone);
+  }
   client.resume();
   upstream.resume();
 

@@ -13,15 +13,11 @@ import {
 } from '../errors.js';
 import type { NativeAddon } from '../native.js';
 import { RaceLost, staggeredRace } from './race.js';
+import { stripZone } from '../net/addr.js';
 
 export interface DialerOptions {
   readonly timeoutMs: number;
   readonly keepAliveMs: number;
-}
-
-function stripZone(ip: string): string {
-  const i = ip.indexOf('%');
-  return i < 0 ? ip : ip.slice(0, i);
 }
 
 export function describeAttempt(target: Target, egress: Egress): string {

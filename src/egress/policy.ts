@@ -13,12 +13,12 @@ import type {
   Family,
   NetInterface,
   NetMonitor,
-  NetSnapshot,
   Target,
 } from '../contracts.js';
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
 import { usable } from '../net/monitor.js';
-import { kernelChoice, type SourceFinder } from '../net/route.js';
+import { kernelChoice, SOURCE_UNLISTED, type SourceFinder } from '../net/route.js';
+import { isLinkLocal } from '../net/addr.js';
 import { bestForNewFlows, bestTier, onLink, orderCandidates, tierOf, type Placement } from './roles.js';
 import { firstMatch, viaIndex, type Rule } from './rules.js';
 
@@ -51,24 +51,20 @@ export const systemClock: Clock = {
   },
 };
 
-function isLinkLocal(ip: string, family: Family): boolean {
-  return family === 6 ? /^fe[89ab]/i.test(ip) : ip.startsWith('169.254.');
-}
-
 /** The address of `iface` to bind for `target`: same family, global before link-local. */
 export function sourceFor(iface: NetInterface, target: Target): string | undefined {
-  const wantLinkLocal = isLinkLocal(target.ip, target.family);
+  const wantLinkLocal = isLinkLocal(target.ip);
   let fallback: string | undefined;
   for (const a of iface.addresses) {
     if (a.family !== target.family) continue;
-    if (isLinkLocal(a.ip, a.family) === wantLinkLocal) return a.ip;
+    if (isLinkLocal(a.ip) === wantLinkLocal) return a.ip;
     fallback ??= a.ip;
   }
   return fallback;
 }
 
 export class Policy implements EgressPolicy {
-  readonly #monitor: NetMonitor & { readNow?: () => NetSnapshot };
+  readonly #monitor: NetMonitor;
   readonly #find: SourceFinder;
   readonly #clock: Clock;
   #mode: 'host' | 'address' | 'off';
@@ -198,12 +194,12 @@ export class Policy implements EgressPolicy {
       target,
       this.#find,
       this.#monitor.current(),
-      this.#monitor.readNow?.bind(this.#monitor),
+      () => this.#monitor.readNow(),
     );
-    // ESTALE: the kernel chose a source address that no usable interface lists (the monitor, like
+    // SOURCE_UNLISTED: the kernel chose a source address that no usable interface lists (the monitor, like
     // getifaddrs, shows no addresses on a link without carrier): that interface cannot take the
     // flow, so go on to the others. Anything else is the kernel's own no: respect it.
-    if (choice.kind === 'none' && choice.code !== 'ESTALE') {
+    if (choice.kind === 'none' && choice.code !== SOURCE_UNLISTED) {
       // no route at all, or an unreachable/prohibit rule (a VPN kill switch): respect it
       throw new HoldfastError(
         choice.code === 'EHOSTUNREACH' || choice.code === 'EACCES' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,

@@ -13,6 +13,7 @@ import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
 import { hostIsOurs } from './host.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
+import { isLoopbackIp } from '../net/addr.js';
 
 export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -72,10 +73,6 @@ function responseHeaders(h: Record<string, string | string[] | undefined>): Reco
     out[k] = v;
   }
   return out;
-}
-
-function isLoopback(ip: string): boolean {
-  return ip.startsWith('127.') || ip === '::1' || ip.startsWith('::ffff:127.');
 }
 
 function hostOf(h: string): string {
@@ -399,7 +396,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     const path = pathAndQuery.split('?')[0];
     // holdfast's own pages: open to loopback clients; others need the proxy's credentials
     // (as Authorization, since the request is addressed to holdfast), except the PAC file
-    if (ctx.auth.required && path !== '/proxy.pac' && !isLoopback(req.socket.remoteAddress ?? '')) {
+    if (ctx.auth.required && path !== '/proxy.pac' && !isLoopbackIp(req.socket.remoteAddress ?? '')) {
       if (!ctx.auth.checkBasic(req.headers['authorization'])) {
         ctx.counters.authFailures++;
         res.writeHead(401, { 'www-authenticate': 'Basic realm="holdfast", charset="UTF-8"', 'content-type': 'text/plain' });

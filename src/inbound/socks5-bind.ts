@@ -23,6 +23,7 @@ import type { Flow } from '../flows.js';
 import type { SocksCommandContext } from './socks5-session.js';
 import { encodeReply } from './socks5.js';
 import { relayFlow } from './tunnel.js';
+import { unmap } from '../net/addr.js';
 
 /** BIND outcomes that are not flows of their own (plain fields, no events). */
 export interface BindCounters {
@@ -40,10 +41,6 @@ export function newBindCounters(): BindCounters {
 
 /** Client bytes held while waiting for the peer; past this, reading pauses. */
 const MAX_EARLY_BYTES = 64 * 1024;
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-}
 
 function isUnspecified(ip: string): boolean {
   return ip === '0.0.0.0' || ip === '::';

@@ -129,7 +129,6 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext,
       socket.removeListener('data', onData);
       socket.removeListener('end', onEnd);
       socket.pause();
-      socket.setTimeout(0);
       handshakeDone();
       if (handler) handler({ socket, client, request, dst, pipelined, ctx });
       else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);

@@ -24,6 +24,7 @@ import type { Flow } from '../flows.js';
 import type { Socks5Extras } from './context.js';
 import type { SocksCommandContext } from './socks5-session.js';
 import { encodeReply, encodeUdpHeader, parseUdpHeader } from './socks5.js';
+import { unmap } from '../net/addr.js';
 
 /** Datagrams dropped by UDP associations, by reason (plain fields, no events). */
 export interface UdpCounters {
@@ -68,10 +69,6 @@ const MAX_WAITING = 64;
 /** Names resolved per association, and for how long an answer is reused. */
 const MAX_NAMES = 64;
 const NAME_TTL_MS = 30_000;
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-}
 
 function targetOf(ip: string, port: number, v6: boolean): Target {
   // an IPv4-mapped IPv6 destination goes out over IPv4 (a socket bound to an IPv6 source cannot reach it)

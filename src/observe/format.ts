@@ -1,6 +1,7 @@
 // `holdfast status` for a terminal: the /status JSON as two aligned tables, interfaces and flows.
 // Pure: format(status, now) -> string, so the output for a known state is a golden test.
 import type { StatusFlow, StatusInterface, StatusJson } from './status.js';
+import { isLinkLocal } from '../net/addr.js';
 
 export interface FormatOptions {
   /** ANSI colour (bold headers, dim idle rows, green/red state) */
@@ -40,11 +41,6 @@ export function formatAge(ms: number): string {
   return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, '0')}h`;
 }
 
-/** IPv6 fe80::/10 or IPv4 169.254/16, with or without "/len" and "%zone" */
-export function isLinkLocalAddress(a: string): boolean {
-  return /^(fe[89ab]|169\.254\.)/i.test(a);
-}
-
 /**
  * Worth a row or a card: carries or carried flows, or could (a default route or a global
  * address). Loopback without traffic, veths and bridges with only link-local addresses are not.
@@ -52,7 +48,7 @@ export function isLinkLocalAddress(a: string): boolean {
 export function isNotable(i: StatusInterface): boolean {
   if (i.flows > 0 || i.bytesUpTotal + i.bytesDownTotal > 0) return true;
   if (i.loopback) return false;
-  return i.defaultRoutes.length > 0 || i.addresses.some((a) => !isLinkLocalAddress(a));
+  return i.defaultRoutes.length > 0 || i.addresses.some((a) => !isLinkLocal(a));
 }
 
 function clip(s: string, max: number): string {
@@ -95,7 +91,7 @@ function stateOf(i: StatusInterface): string {
 
 /** Global addresses; link-local ones only counted. */
 function addressesOf(i: StatusInterface): string[] {
-  const global = i.addresses.filter((a) => !isLinkLocalAddress(a));
+  const global = i.addresses.filter((a) => !isLinkLocal(a));
   const ll = i.addresses.length - global.length;
   return ll ? [...global, `+${ll} link-local`] : global;
 }
