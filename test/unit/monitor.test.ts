@@ -213,7 +213,11 @@ test('13: the monitor owns its probing: watchClosely re-reads on its own timer u
   // a carrier loss that no event reports is seen by the probe alone
   const seen = new Promise<NetSnapshot>((resolve) => monitor.onChange((_p, n) => resolve(n)));
   reader.set([loopback(), if1({ carrier: false }), if2()]);
-  const next = await Promise.race([seen, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000).unref())]);
+  // the probe's own timer is unref'd (it must not keep holdfast alive): this ref'd deadline keeps
+  // the test's event loop running until the probe has fired, and is cleared right after
+  let deadline: NodeJS.Timeout | undefined;
+  const next = await Promise.race([seen, new Promise<undefined>((r) => (deadline = setTimeout(() => r(undefined), 5000)))]);
+  clearTimeout(deadline);
   assert.ok(next, 'the probe saw the change within 5 s');
   assert.equal(next.interfaces.find((i) => i.name === 'if1')?.carrier, false);
   r1();
