@@ -10,6 +10,7 @@ import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { createPinnedSockets } from './egress/dial-udp.js';
+import { trackOwnEnds } from './egress/own-ends.js';
 import { Policy, systemClock } from './egress/policy.js';
 import { FlowTable } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
@@ -17,6 +18,7 @@ import { createHttpInbound, type LocalHandler } from './inbound/http.js';
 import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
+import { isUnspecifiedIp } from './inbound/validate.js';
 import { loadAddon } from './native.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
@@ -143,7 +145,9 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   // Settings a reload may change are kept in these objects, which the parts read when a new flow
   // or connection begins; live flows keep what they were given.
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
-  const dialer = createDialer(dialSettings, addon);
+  // every upstream socket's local end is known while it lives: a client arriving from one is a loop
+  const ownEnds = trackOwnEnds(createDialer(dialSettings, addon));
+  const dialer = ownEnds.dialer;
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
@@ -165,6 +169,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   /** Is host:port one of holdfast's own listeners (a loop)? A wildcard listener is every local address. */
   const isSelf = (rawHost: string, port: number) => {
     const host = canonicalIp(rawHost.replace(/\.$/, ''));
+    // 0.0.0.0 and :: are "this host": a connect to them reaches whatever listens on that port here
+    if (isUnspecifiedIp(host)) return listeners.some((l) => l.bound().port === port);
     const isLocal = (ip: string) =>
       isLoopbackIp(ip) || monitor.current().interfaces.some((i) => i.addresses.some((a) => canonicalIp(a.ip) === ip));
     for (const l of listeners) {
@@ -193,6 +199,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     relay: { afterBytes: offloadAfterBytes(cfg.relay.offloadAfter), engine: nativeRelay() },
     auth: createAuthenticator([]),
     allowClient: () => true,
+    isOwnDial: ownEnds.has,
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {
@@ -208,9 +215,10 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const status = () => ({
     ...stats.status(),
     socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+    refusals: { ...counters },
   });
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder);
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }));
   local.set('/metrics', metrics.handle);
   const dashboard = createDashboard(stats); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);

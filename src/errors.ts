@@ -93,6 +93,8 @@ export class NotAllowedError extends HoldfastError {
     super(HfCode.NOT_ALLOWED, message);
   }
 }
+/** A request that would reach holdfast itself (its listeners, 0.0.0.0, ::), or came from its own dialer. */
+export class LoopError extends NotAllowedError {}
 export class NoEgressError extends HoldfastError {
   constructor(message: string) {
     super(HfCode.NO_EGRESS, message);

@@ -1,0 +1,178 @@
+// Issue 11: nothing a local program sends may crash holdfast, loop it into itself, or slip past
+// its checks. Each test here failed on the code before the fix (the process died, a loop was
+// dialled, a header passed unchanged, a counter was missing).
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { trackOwnEnds } from '../../src/egress/own-ends.js';
+import { newInboundCounters, type InboundContext } from '../../src/inbound/context.js';
+import type { HttpInbound } from '../../src/inbound/http.js';
+import { sniff } from '../../src/inbound/listen.js';
+import { createAuthenticator } from '../../src/auth.js';
+import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
+import { httpServer } from '../helpers/servers.js';
+import { readAll, requestBytes, socksRequest } from '../helpers/socks-client.js';
+import { frame, socksAssociate, udpEchoBoth, udpSocket, unframe } from '../helpers/udp-echo.js';
+
+async function statusOf(p: TestProxy): Promise<Record<string, any>> {
+  const res = await fetch(`${p.url}/status`);
+  assert.equal(res.status, 200);
+  return (await res.json()) as Record<string, any>;
+}
+
+/** Send raw bytes to the proxy, read until it closes. */
+async function rawHttp(p: TestProxy, text: string): Promise<string> {
+  const s = connect({ host: p.host, port: p.port });
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write(text);
+  const out = await readAll(s);
+  s.destroy();
+  return out.toString('latin1');
+}
+
+test('11: a UDP datagram to port 0 (IPv4, IPv6, name) is dropped and counted; the association goes on', async (t) => {
+  const p = await startProxy(t);
+  const echo = await udpEchoBoth(t);
+  const a = await socksAssociate({ host: p.host, port: p.port });
+  t.after(() => a.socket.destroy());
+  a.socket.on('error', () => {});
+  const c = await udpSocket(t);
+  for (const host of ['127.0.0.1', '::1', 'localhost']) c.socket.send(frame(host, 0, 'port zero'), a.relay.port, a.relay.host);
+  // to an unspecified address: "this host", refused as a loop
+  c.socket.send(frame('0.0.0.0', echo.port, 'to myself'), a.relay.port, a.relay.host);
+  c.socket.send(frame('127.0.0.1', echo.port, 'after'), a.relay.port, a.relay.host);
+  const r = unframe((await c.inbox.next()).msg);
+  assert.equal(r.payload.toString(), 'after', 'the association still relays after the bad datagrams');
+  const st = await statusOf(p);
+  assert.equal(st.socks5.udp.badPort, 3);
+  assert.equal(st.socks5.udp.loop, 1);
+  assert.equal(echo.v4.seen.filter((s) => s.text !== 'after').length, 0, 'nothing else went out');
+});
+
+test('11: SOCKS CONNECT to port 0 is answered 0x01 without a dial', async (t) => {
+  const p = await startProxy(t);
+  const { socket, reply } = await socksRequest(p.port, 0x01, '127.0.0.1', 0);
+  t.after(() => socket.destroy());
+  assert.equal(reply.rep, 0x01);
+  assert.equal(p.logs.byMsg('flow open').length, 0);
+});
+
+test('11: 0.0.0.0, ::, "0" and "0.0.0.0" at holdfast\'s port are refused as a loop (SOCKS 0x02, HTTP 403)', async (t) => {
+  const p = await startProxy(t);
+  for (const host of ['0.0.0.0', '::', '0', '0:0::0']) {
+    const { socket, reply } = await socksRequest(p.port, 0x01, host, p.port);
+    socket.destroy();
+    assert.equal(reply.rep, 0x02, `SOCKS CONNECT ${host}`);
+  }
+  for (const target of [`0.0.0.0:${p.port}`, `[::]:${p.port}`, `0:${p.port}`]) {
+    const out = await rawHttp(p, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+    assert.match(out, /^HTTP\/1\.1 403 /, `HTTP CONNECT ${target}: ${out.slice(0, 60)}`);
+  }
+  // absolute-form to 0.0.0.0 is a request to holdfast itself: its own page, not a forwarded flow
+  const page = await rawHttp(p, `GET http://0.0.0.0:${p.port}/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+  assert.match(page, /^HTTP\/1\.1 404 /);
+  await flowsDrained(p.hf);
+  assert.equal(p.logs.byMsg('flow open').length, 0, 'nothing was dialled');
+  const st = await statusOf(p);
+  assert.ok(st.refusals.loopRefusals >= 7, `loopRefusals ${st.refusals.loopRefusals}`);
+});
+
+test('11: nested CONNECTs to 0.0.0.0 in one write make one flow at most, not a chain', async (t) => {
+  const p = await startProxy(t);
+  const one = Buffer.concat([Buffer.from([0x05, 0x01, 0x00]), requestBytes(0x01, '0.0.0.0', p.port)]);
+  const s = connect({ host: p.host, port: p.port });
+  t.after(() => s.destroy());
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write(Buffer.concat(Array.from({ length: 200 }, () => one)));
+  const out = await readAll(s);
+  assert.deepEqual([...out.subarray(0, 4)], [0x05, 0x00, 0x05, 0x02], 'method, then 0x02 for the first request');
+  await flowsDrained(p.hf);
+  assert.ok(p.hf.flows.size === 0);
+  assert.ok(p.logs.byMsg('flow close').length <= 1, `${p.logs.byMsg('flow close').length} flows`);
+});
+
+test('11: a client arriving from holdfast\'s own dialer is refused at its first byte', async (t) => {
+  const counters = newInboundCounters();
+  const log = pino({ level: 'silent' });
+  const ctx = {
+    log,
+    counters,
+    handshakeTimeoutMs: 5000,
+    auth: createAuthenticator([]),
+    allowClient: () => true,
+  } as unknown as InboundContext;
+  const handled: Socket[] = [];
+  const http = { handle: (s: Socket) => handled.push(s) } as unknown as HttpInbound;
+  const own = trackOwnEnds({
+    binder: 'source',
+    dial: async (target) => {
+      const s = connect({ host: target.ip, port: target.port });
+      await once(s, 'connect');
+      return s;
+    },
+  });
+  (ctx as { isOwnDial?: unknown }).isOwnDial = own.has;
+  const server = createServer((s) => sniff(s, ctx, http));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const egress = { ifname: 'lo', ifindex: 1, source: '127.0.0.1', family: 4 } as never;
+  const up = await own.dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress);
+  t.after(() => up.destroy());
+  up.on('error', () => {});
+  up.write('GET / HTTP/1.1\r\n\r\n');
+  await once(up, 'close', { signal: AbortSignal.timeout(5000) });
+  assert.equal(counters.loopRefusals, 1);
+  assert.equal(handled.length, 0);
+  // a client of its own is served
+  const other = connect({ host: '127.0.0.1', port });
+  t.after(() => other.destroy());
+  await once(other, 'connect');
+  other.write('GET / HTTP/1.1\r\n\r\n');
+  const deadline = Date.now() + 5000;
+  while (handled.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(handled.length, 1);
+  assert.equal(counters.loopRefusals, 1);
+  for (const h of handled) h.destroy();
+});
+
+test('11: the forwarder sets Host from the absolute URL; a duplicate Host is 400; port 0 is 400', async (t) => {
+  const p = await startProxy(t);
+  const srv = await httpServer(t);
+  const out = await rawHttp(
+    p,
+    `GET http://127.0.0.1:${srv.port}/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(out, /^HTTP\/1\.1 200 /);
+  assert.equal(srv.seen[0].headers.host, `127.0.0.1:${srv.port}`);
+  assert.equal(srv.seen[0].rawHeaders.filter((h) => h.toLowerCase() === 'host').length, 1);
+
+  const dup = await rawHttp(
+    p,
+    `GET http://127.0.0.1:${srv.port}/y HTTP/1.1\r\nHost: 127.0.0.1:${srv.port}\r\nHost: other.example\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(dup, /^HTTP\/1\.1 400 /);
+  const zero = await rawHttp(p, `GET http://127.0.0.1:0/ HTTP/1.1\r\nHost: 127.0.0.1:0\r\nConnection: close\r\n\r\n`);
+  assert.match(zero, /^HTTP\/1\.1 400 /);
+  assert.equal(srv.seen.length, 1, 'only the first request reached the origin');
+});
+
+test('11: the refusal counters the README names appear in /status and /metrics', async (t) => {
+  const p = await startProxy(t, { auth: { users: [{ username: 'u', password: 'p' }] } });
+  // one auth failure (HTTP without Proxy-Authorization)
+  const out = await rawHttp(p, 'GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.match(out, /^HTTP\/1\.1 407 /);
+  const st = await statusOf(p);
+  for (const k of ['clientsRefused', 'authFailures', 'badHandshakes', 'handshakeTimeouts', 'headersTooLarge', 'limitRefusals', 'idleTimeouts', 'loopRefusals', 'fdExhausted']) {
+    assert.equal(typeof st.refusals?.[k], 'number', `/status refusals.${k}`);
+  }
+  assert.equal(st.refusals.authFailures, 1);
+  const m = await (await fetch(`${p.url}/metrics`)).text();
+  assert.match(m, /^holdfast_refusals_total\{reason="authFailures"\} 1$/m);
+  assert.match(m, /^holdfast_refusals_total\{reason="badHandshakes"\} 0$/m);
+});
