@@ -78,19 +78,40 @@ function isLoopbackIp(ip: string): boolean {
   return ip.startsWith('127.') || ip === '::1';
 }
 
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+/**
+ * A listen entry that is an address (not a name) other than loopback. Names are judged by the
+ * addresses they were bound to (checkBoundExposure): "127.lan.example" may well be a LAN address.
+ */
+function isExposedLiteral(host: string): boolean {
+  return isIP(host) !== 0 && !isLoopbackIp(canonicalIp(host));
+}
+
+function openProxyError(shown: readonly string[]): ConfigError {
+  return new ConfigError(
+    `listen: ${shown.join(', ')} is reachable from other hosts, ` +
+      'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
+      '(and restrict `clients`) if you really mean it.',
+  );
 }
 
 /** Refuse to expose an open proxy: a non-loopback listener needs auth or an explicit opt-out. */
 function checkExposure(cfg: Config, hasUsers: boolean): void {
   if (hasUsers || cfg.allowUnauthenticated) return;
-  const exposed = cfg.listen.filter((l) => !isLoopbackHost(l.host));
+  const exposed = cfg.listen.filter((l) => isExposedLiteral(l.host));
+  if (exposed.length) throw openProxyError(exposed.map((l) => formatHostPort(l.host, l.port)));
+}
+
+/** The same, on the addresses the listeners were really bound to (after name resolution). */
+function checkBoundExposure(cfg: Config, hasUsers: boolean, bound: readonly Listener[]): void {
+  if (hasUsers || cfg.allowUnauthenticated) return;
+  const exposed = bound.filter((l) => !isLoopbackIp(canonicalIp(l.bound().host)));
   if (exposed.length) {
-    throw new ConfigError(
-      `listen: ${exposed.map((l) => formatHostPort(l.host, l.port)).join(', ')} is reachable from other hosts, ` +
-        'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
-        '(and restrict `clients`) if you really mean it.',
+    throw openProxyError(
+      exposed.map((l) => {
+        const b = l.bound();
+        const shown = formatHostPort(l.address.host, l.address.port);
+        return l.address.host === b.host ? shown : `${shown} (bound to ${formatHostPort(b.host, b.port)})`;
+      }),
     );
   }
 }
@@ -272,6 +293,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   try {
     apply(cfg);
     await openListeners(cfg.listen);
+    checkBoundExposure(cfg, loadUsers(cfg.auth).length > 0, listeners);
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
@@ -285,10 +307,23 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const reload = async (next: Config) => {
     // validate, then open the new listeners; only when both worked are the settings applied and
     // the dropped listeners closed, so a rejected reload leaves everything as it was
-    checkExposure(next, loadUsers(next.auth).length > 0);
+    const hasUsers = loadUsers(next.auth).length > 0;
+    checkExposure(next, hasUsers);
+    const before = new Set(listeners);
     await openListeners(next.listen);
-    apply(next);
     const wanted = new Set(next.listen.map(key));
+    const kept = listeners.filter((l) => wanted.has(key(l.address)) || wanted.has(key(l.bound())));
+    try {
+      // every listener the new config keeps, by the address it is bound to, not its name
+      checkBoundExposure(next, hasUsers, kept);
+    } catch (err) {
+      for (const l of listeners.filter((l) => !before.has(l))) {
+        listeners.splice(listeners.indexOf(l), 1);
+        void l.close();
+      }
+      throw err;
+    }
+    apply(next);
     for (const l of [...listeners]) {
       if (wanted.has(key(l.address)) || wanted.has(key(l.bound()))) continue;
       listeners.splice(listeners.indexOf(l), 1);

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { trackOwnEnds } from '../../src/egress/own-ends.js';
@@ -11,7 +12,10 @@ import { newInboundCounters, type InboundContext } from '../../src/inbound/conte
 import type { HttpInbound } from '../../src/inbound/http.js';
 import { sniff } from '../../src/inbound/listen.js';
 import { createAuthenticator } from '../../src/auth.js';
+import { startHoldfast } from '../../src/app.js';
+import { parseConfig } from '../../src/config.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
+import { sandboxSkip, sh } from '../helpers/sandbox.js';
 import { httpServer } from '../helpers/servers.js';
 import { readAll, requestBytes, socksRequest } from '../helpers/socks-client.js';
 import { frame, socksAssociate, udpEchoBoth, udpSocket, unframe } from '../helpers/udp-echo.js';
@@ -175,4 +179,42 @@ test('11: the refusal counters the README names appear in /status and /metrics',
   const m = await (await fetch(`${p.url}/metrics`)).text();
   assert.match(m, /^holdfast_refusals_total\{reason="authFailures"\} 1$/m);
   assert.match(m, /^holdfast_refusals_total\{reason="badHandshakes"\} 0$/m);
+});
+
+const skipSandbox = sandboxSkip();
+
+test('11: a listen name that resolves to a LAN address is an open proxy, at start and on reload', { skip: skipSandbox }, async (t) => {
+  // in the test namespace: a LAN-like address on lo, and a name for it that begins with "127."
+  const ip = '10.77.251.9';
+  const name = '127.lan.hf-test';
+  sh('ip', ['addr', 'add', `${ip}/32`, 'dev', 'lo']);
+  t.after(() => sh('ip', ['addr', 'del', `${ip}/32`, 'dev', 'lo']));
+  const hosts = readFileSync('/etc/hosts', 'utf8');
+  t.after(() => writeFileSync('/etc/hosts', hosts));
+  writeFileSync('/etc/hosts', `${hosts}\n${ip} ${name}\n`);
+
+  const log = pino({ level: 'silent' });
+  const isOpenProxy = (e: Error) => {
+    assert.equal(e.name, 'ConfigError');
+    assert.match(e.message, new RegExp(`^listen: ${name.replace(/\./g, '\\.')}:0 \\(bound to ${ip.replace(/\./g, '\\.')}:\\d+\\) is reachable`));
+    return true;
+  };
+  await assert.rejects(startHoldfast(parseConfig({ listen: [`${name}:0`] }), { log }), isOpenProxy);
+  // nothing is left listening there
+  await assert.rejects(
+    new Promise((resolve, reject) => {
+      const s = connect({ host: ip, port: 1 });
+      s.once('connect', resolve);
+      s.once('error', reject);
+    }),
+  );
+  // with auth it is fine
+  const ok = await startHoldfast(parseConfig({ listen: [`${name}:0`], auth: { users: [{ username: 'u', password: 'p' }] } }), { log });
+  await ok.close();
+  // reload: the old config stays, the new listener is not left open
+  const hf = await startHoldfast(parseConfig({ listen: ['127.0.0.1:0'] }), { log });
+  t.after(() => hf.close());
+  await assert.rejects(hf.reload(parseConfig({ listen: ['127.0.0.1:0', `${name}:0`] })), isOpenProxy);
+  assert.equal(hf.listeners.length, 1);
+  assert.equal(hf.listeners[0].bound().host, '127.0.0.1');
 });
