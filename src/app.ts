@@ -175,10 +175,12 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger } },
     clock,
   );
+  const dnsSettings = { timeoutMs: cfg.dns.timeout };
   const resolver =
     opts.resolver ??
     createResolver({
       perInterface: Object.fromEntries(Object.entries(cfg.interfaces).map(([name, i]) => [name, i.dns])),
+      system: { settings: dnsSettings },
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
@@ -259,6 +261,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     socks5.bindAcceptTimeoutMs = next.bind.acceptTimeout;
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
+    dnsSettings.timeoutMs = next.dns.timeout;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
     policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
     flows.configure({ graceMs: next.grace, limits: next.limits });

@@ -147,6 +147,13 @@ export const configSchema = z
       })
       .default({ timeout: 10_000, keepAlive: 30_000 }),
     grace: duration.default(10_000),
+    /** names resolved through the system resolver (getaddrinfo) */
+    dns: z
+      .strictObject({
+        /** a lookup that has not answered in this time fails: SOCKS 0x04, HTTP 502 HF_DNS_TIMEOUT */
+        timeout: durationIn(100).default(5000),
+      })
+      .default({ timeout: 5000 }),
     affinity: z
       .strictObject({
         mode: z.enum(['host', 'address', 'off']).default('host'),

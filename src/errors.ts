@@ -10,6 +10,7 @@ export const HfCode = {
   NET_UNREACHABLE: 'HF_NET_UNREACHABLE',
   HOST_UNREACHABLE: 'HF_HOST_UNREACHABLE',
   DNS: 'HF_DNS',
+  DNS_TIMEOUT: 'HF_DNS_TIMEOUT',
   REFUSED: 'HF_REFUSED',
   DIAL_TIMEOUT: 'HF_DIAL_TIMEOUT',
   CMD_UNSUPPORTED: 'HF_CMD_UNSUPPORTED',
@@ -58,6 +59,7 @@ export const codeTable = {
   HF_NET_UNREACHABLE: { socks: Reply.NET_UNREACHABLE, http: 502 },
   HF_HOST_UNREACHABLE: { socks: Reply.HOST_UNREACHABLE, http: 502 },
   HF_DNS: { socks: Reply.HOST_UNREACHABLE, http: 502 },
+  HF_DNS_TIMEOUT: { socks: Reply.HOST_UNREACHABLE, http: 502 },
   HF_REFUSED: { socks: Reply.REFUSED, http: 502 },
   HF_DIAL_TIMEOUT: { socks: Reply.TTL_EXPIRED, http: 504 },
   HF_CMD_UNSUPPORTED: { socks: Reply.CMD_UNSUPPORTED, http: 501 },
@@ -103,6 +105,12 @@ export class NoEgressError extends HoldfastError {
 export class DnsError extends HoldfastError {
   constructor(message: string, cause?: unknown) {
     super(HfCode.DNS, message, { cause });
+  }
+}
+/** The system resolver did not answer in time (or too many lookups already wait for it). */
+export class DnsTimeoutError extends HoldfastError {
+  constructor(message: string) {
+    super(HfCode.DNS_TIMEOUT, message);
   }
 }
 export class DialTimeoutError extends HoldfastError {

@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
+import { createSocket as createUdpSocket } from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { trackOwnEnds } from '../../src/egress/own-ends.js';
@@ -16,7 +18,7 @@ import { startHoldfast } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 import { sandboxSkip, sh } from '../helpers/sandbox.js';
-import { httpServer } from '../helpers/servers.js';
+import { echoServer, httpServer } from '../helpers/servers.js';
 import { readAll, requestBytes, socksRequest } from '../helpers/socks-client.js';
 import { frame, socksAssociate, udpEchoBoth, udpSocket, unframe } from '../helpers/udp-echo.js';
 
@@ -217,4 +219,40 @@ test('11: a listen name that resolves to a LAN address is an open proxy, at star
   await assert.rejects(hf.reload(parseConfig({ listen: ['127.0.0.1:0', `${name}:0`] })), isOpenProxy);
   assert.equal(hf.listeners.length, 1);
   assert.equal(hf.listeners[0].bound().host, '127.0.0.1');
+});
+
+test('11: with the DNS server dead, /etc/hosts names and the thread pool still answer at once; lookups fail HF_DNS_TIMEOUT', { skip: skipSandbox, timeout: 120_000 }, async (t) => {
+  // the test namespace's resolv.conf names 127.0.0.1: a server there that never answers
+  const dead = createUdpSocket('udp4');
+  let queries = 0;
+  dead.on('message', () => queries++);
+  await new Promise<void>((r) => dead.bind(53, '127.0.0.1', () => r()));
+  t.after(() => dead.close());
+  const p = await startProxy(t, { dns: { timeout: '3s' } });
+  const echo = await echoServer(t);
+  const order: string[] = [];
+  const dead8 = Array.from({ length: 8 }, (_, i) =>
+    socksRequest(p.port, 0x01, `dead${i}.hf-test`, 80).then((r) => {
+      order.push('dead');
+      r.socket.destroy();
+      return r.reply.rep;
+    }),
+  );
+  const deadline = Date.now() + 10_000;
+  while (queries === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(queries > 0, 'the lookups reached the dead server');
+  const fromHosts = socksRequest(p.port, 0x01, 'localhost', echo.port).then((r) => {
+    order.push('localhost');
+    r.socket.destroy();
+    return r.reply.rep;
+  });
+  // fs work shares the thread pool with getaddrinfo
+  const fsWork = readFile('/proc/self/status').then(() => order.push('fs'));
+  assert.equal(await fromHosts, 0x00, 'a name in /etc/hosts connects');
+  await fsWork;
+  assert.deepEqual(order.slice(0, 2).sort(), ['fs', 'localhost'], `answered before any dead lookup: ${order.join(', ')}`);
+  for (const rep of await Promise.all(dead8)) assert.equal(rep, 0x04, 'host unreachable');
+  await flowsDrained(p.hf);
+  const codes = p.logs.byMsg('flow close').filter((l) => String(l.dst ?? '').startsWith('dead') || l.code === 'HF_DNS_TIMEOUT');
+  assert.equal(codes.filter((l) => l.code === 'HF_DNS_TIMEOUT').length, 8, JSON.stringify(codes.map((l) => l.code)));
 });
