@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { createSocket as createUdpSocket } from 'node:dgram';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { trackOwnEnds } from '../../src/egress/own-ends.js';
 import { newInboundCounters, type InboundContext } from '../../src/inbound/context.js';
@@ -18,9 +19,12 @@ import { startHoldfast } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 import { sandboxSkip, sh } from '../helpers/sandbox.js';
+import { Child } from '../helpers/proc.js';
 import { echoServer, httpServer } from '../helpers/servers.js';
 import { readAll, requestBytes, socksRequest } from '../helpers/socks-client.js';
 import { frame, socksAssociate, udpEchoBoth, udpSocket, unframe } from '../helpers/udp-echo.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
 async function statusOf(p: TestProxy): Promise<Record<string, any>> {
   const res = await fetch(`${p.url}/status`);
@@ -255,4 +259,61 @@ test('11: with the DNS server dead, /etc/hosts names and the thread pool still a
   await flowsDrained(p.hf);
   const codes = p.logs.byMsg('flow close').filter((l) => String(l.dst ?? '').startsWith('dead') || l.code === 'HF_DNS_TIMEOUT');
   assert.equal(codes.filter((l) => l.code === 'HF_DNS_TIMEOUT').length, 8, JSON.stringify(codes.map((l) => l.code)));
+});
+
+/** pids of the processes under `root` (children, grandchildren...), with their command lines. */
+function descendants(root: number): { pid: number; cmd: string }[] {
+  const byParent = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      byParent.set(ppid, [...(byParent.get(ppid) ?? []), Number(name)]);
+    } catch {
+      /* gone */
+    }
+  }
+  const out: { pid: number; cmd: string }[] = [];
+  const walk = (p: number) => {
+    for (const c of byParent.get(p) ?? []) {
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      } catch {
+        continue;
+      }
+      out.push({ pid: c, cmd });
+      walk(c);
+    }
+  };
+  walk(root);
+  return out;
+}
+
+function alive(pid: number): boolean {
+  try {
+    // a zombie has no cmdline; a reaped or killed process has no /proc entry
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').length > 0;
+  } catch {
+    return false;
+  }
+}
+
+test('11: the `ip -o monitor` child dies with holdfast, even when holdfast is SIGKILLed', { timeout: 60_000 }, async (t) => {
+  const child = new Child([process.execPath, CLI, 'start', '--listen', '127.0.0.1:0']);
+  t.after(() => child.kill()); // its process group: whatever is left, also on failure
+  await child.waitForLine((l) => l.includes('"listening"'), 15_000, 'the listening line');
+  let monitor: { pid: number; cmd: string } | undefined;
+  const deadline = Date.now() + 10_000;
+  while (!monitor && Date.now() < deadline) {
+    monitor = descendants(child.pid).find((d) => d.cmd.startsWith('ip -o monitor'));
+    if (!monitor) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(monitor, `holdfast runs ip -o monitor: ${JSON.stringify(descendants(child.pid))}`);
+  process.kill(child.pid, 'SIGKILL'); // holdfast only, not its group
+  await child.exited;
+  const gone = Date.now() + 10_000;
+  while (alive(monitor.pid) && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(alive(monitor.pid), false, `ip -o monitor (${monitor.pid}) outlived holdfast`);
 });
