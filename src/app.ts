@@ -19,6 +19,7 @@ import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { isUnspecifiedIp } from './inbound/validate.js';
+import { watchFdExhaustion } from './inbound/fd-exhaustion.js';
 import { loadAddon } from './native.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
@@ -168,6 +169,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
   // every upstream socket's local end is known while it lives: a client arriving from one is a loop
   const ownEnds = trackOwnEnds(createDialer(dialSettings, addon));
+  const counters = newInboundCounters();
+  const fdExhausted = watchFdExhaustion(log, counters);
   const dialer = ownEnds.dialer;
   const policy = new Policy(
     monitor,
@@ -210,7 +213,6 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   const connectorSettings = { fallbackDelayMs: cfg.fallback.delay, refuse: (t: Target) => isSelf(t.ip, t.port) };
   const connector = createConnector(resolver, policy, dialer, connectorSettings);
-  const counters = newInboundCounters();
   const ctx: Mutable<InboundContext> = {
     log,
     connector,
@@ -223,6 +225,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     auth: createAuthenticator([]),
     allowClient: () => true,
     isOwnDial: ownEnds.has,
+    fdExhausted,
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {

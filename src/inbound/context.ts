@@ -6,6 +6,7 @@ import type { Connector } from '../egress/connector.js';
 import type { PinnedSockets } from '../egress/dial-udp.js';
 import type { FlowTable } from '../flows.js';
 import type { RelayOffload } from '../relay.js';
+import type { FdExhaustion } from './fd-exhaustion.js';
 import type { BindCounters } from './socks5-bind.js';
 import type { UdpCounters } from './socks5-udp.js';
 
@@ -70,6 +71,8 @@ export interface InboundContext {
   readonly counters: InboundCounters;
   /** may this client address use the proxy? */
   allowClient(ip: string): boolean;
+  /** count (and log once per burst) an accept or dial that failed for want of file descriptors */
+  readonly fdExhausted?: FdExhaustion;
   /** is this client address:port the local end of one of holdfast's own upstream sockets (a loop)? */
   readonly isOwnDial?: (ip: string | undefined, port: number | undefined) => boolean;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */

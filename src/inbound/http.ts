@@ -303,6 +303,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     } catch (err) {
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
       if (cause instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(cause, 'dial');
       if (!res.headersSent && !res.destroyed) {
         const status = toHttpStatus(cause);
         const body = errorBody(cause);

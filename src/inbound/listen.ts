@@ -87,7 +87,11 @@ export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbou
     });
     server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host === '::' ? false : undefined }, () => {
       server.removeAllListeners('error');
-      server.on('error', (err) => ctx.log.error({ err }, 'listener error'));
+      server.on('error', (err) => {
+        // EMFILE/ENFILE on accept: counted, logged once per burst (libuv drops the connection)
+        if (ctx.fdExhausted?.(err, 'accept')) return;
+        ctx.log.error({ err }, 'listener error');
+      });
       resolve({
         address: addr,
         server,

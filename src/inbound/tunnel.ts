@@ -116,6 +116,7 @@ export function openTunnel(
     (err: unknown) => {
       client.removeListener('close', onEarlyClose);
       if (err instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(err, 'dial');
       flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
       if (!client.destroyed) {
         client.end(proto.failure(err));

@@ -19,7 +19,7 @@ import { startHoldfast } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 import { sandboxSkip, sh } from '../helpers/sandbox.js';
-import { Child } from '../helpers/proc.js';
+import { Child, run } from '../helpers/proc.js';
 import { echoServer, httpServer } from '../helpers/servers.js';
 import { readAll, requestBytes, socksRequest } from '../helpers/socks-client.js';
 import { frame, socksAssociate, udpEchoBoth, udpSocket, unframe } from '../helpers/udp-echo.js';
@@ -316,4 +316,53 @@ test('11: the `ip -o monitor` child dies with holdfast, even when holdfast is SI
   const gone = Date.now() + 10_000;
   while (alive(monitor.pid) && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
   assert.equal(alive(monitor.pid), false, `ip -o monitor (${monitor.pid}) outlived holdfast`);
+});
+
+test('11: running out of fds is counted and logged once per burst, and holdfast serves again after', { timeout: 60_000 }, async (t) => {
+  const echo = await echoServer(t);
+  const child = new Child([process.execPath, CLI, 'start', '--listen', '127.0.0.1:0']);
+  t.after(() => child.kill());
+  const line = await child.waitForLine((l) => l.includes('"listening"'), 15_000, 'the listening line');
+  const port = Number(/:(\d+)$/.exec(String(JSON.parse(line).listen))?.[1]);
+  assert.ok(port > 0, line);
+  // a low fd limit for this holdfast alone (once it has loaded its modules), then more clients
+  // than it has fds: the accepted ones fill the table (libuv drops the rest without telling
+  // Node), and their CONNECTs find no fd for the upstream socket
+  const open = () => readdirSync(`/proc/${child.pid}/fd`).map(Number);
+  const limit = open().length + 20;
+  // full: every fd number below the limit is taken (numbers at or above it may exist from before)
+  const fds = () => open().filter((n) => n < limit).length;
+  await run('prlimit', ['--pid', String(child.pid), `--nofile=${limit}:${limit}`]);
+  const clients: Socket[] = [];
+  t.after(() => {
+    for (const c of clients) c.destroy();
+  });
+  for (let i = 0; i < 60; i++) {
+    const c = connect({ host: '127.0.0.1', port });
+    c.on('error', () => {});
+    clients.push(c);
+  }
+  const full = Date.now() + 10_000;
+  while (fds() < limit && Date.now() < full) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(fds(), limit, 'holdfast has used every fd it may');
+  // the clients it accepted (the others it closed) ask for a tunnel: no fd for the upstream socket
+  const request = Buffer.concat([Buffer.from([0x05, 0x01, 0x00]), requestBytes(0x01, '127.0.0.1', echo.port)]);
+  for (const c of clients) if (!c.destroyed) c.write(request);
+  await child.waitForLine((l) => l.includes('"out of file descriptors"'), 15_000, 'the fd exhaustion line');
+  for (const c of clients) c.destroy();
+  // holdfast answers again once the clients are gone
+  let st: Record<string, any> | undefined;
+  const deadline = Date.now() + 15_000;
+  while (!st && Date.now() < deadline) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(2000) });
+      st = (await res.json()) as Record<string, any>;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  assert.ok(st, 'holdfast serves /status again');
+  assert.ok(st.refusals.fdExhausted >= 1, `fdExhausted ${st.refusals.fdExhausted}`);
+  const logged = child.jsonLines().filter((l) => l.msg === 'out of file descriptors');
+  assert.equal(logged.length, 1, `one line for the burst of ${st.refusals.fdExhausted}`);
 });
