@@ -74,7 +74,7 @@ export interface InboundContext {
   /** count (and log once per burst) an accept or dial that failed for want of file descriptors */
   readonly fdExhausted?: FdExhaustion;
   /** is this client address:port the local end of one of holdfast's own upstream sockets (a loop)? */
-  readonly isOwnDial?: (ip: string | undefined, port: number | undefined) => boolean;
+  readonly isOwnDial?: (ip: string | undefined, port: number | undefined, localIp: string | undefined, localPort: number | undefined) => boolean;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */
   readonly socks5?: Socks5Extras;
 }
