@@ -10,6 +10,7 @@ import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { createPinnedSockets } from './egress/dial-udp.js';
+import { trackOwnEnds } from './egress/own-ends.js';
 import { Policy, systemClock } from './egress/policy.js';
 import { RoleBook, type RoleSettings } from './egress/roles.js';
 import { compileRules } from './egress/rules.js';
@@ -20,6 +21,8 @@ import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
 import { adoptListener } from './inbound/activation.js';
+import { isUnspecifiedIp } from './inbound/validate.js';
+import { watchFdExhaustion } from './inbound/fd-exhaustion.js';
 import { loadAddon } from './native.js';
 import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
@@ -80,19 +83,40 @@ function canonicalIp(host: string): string {
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || isLoopbackIp(host);
+/**
+ * A listen entry that is an address (not a name) other than loopback. Names are judged by the
+ * addresses they were bound to (checkBoundExposure): "127.lan.example" may well be a LAN address.
+ */
+function isExposedLiteral(host: string): boolean {
+  return isIP(host) !== 0 && !isLoopbackIp(canonicalIp(host));
+}
+
+function openProxyError(shown: readonly string[]): ConfigError {
+  return new ConfigError(
+    `listen: ${shown.join(', ')} is reachable from other hosts, ` +
+      'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
+      '(and restrict `clients`) if you really mean it.',
+  );
 }
 
 /** Refuse to expose an open proxy: a non-loopback listener needs auth or an explicit opt-out. */
 function checkExposure(cfg: Config, hasUsers: boolean): void {
   if (hasUsers || cfg.allowUnauthenticated) return;
-  const exposed = cfg.listen.filter((l) => !isLoopbackHost(l.host));
+  const exposed = cfg.listen.filter((l) => isExposedLiteral(l.host));
+  if (exposed.length) throw openProxyError(exposed.map((l) => formatHostPort(l.host, l.port)));
+}
+
+/** The same, on the addresses the listeners were really bound to (after name resolution). */
+function checkBoundExposure(cfg: Config, hasUsers: boolean, bound: readonly Listener[]): void {
+  if (hasUsers || cfg.allowUnauthenticated) return;
+  const exposed = bound.filter((l) => !isLoopbackIp(canonicalIp(l.bound().host)));
   if (exposed.length) {
-    throw new ConfigError(
-      `listen: ${exposed.map((l) => formatHostPort(l.host, l.port)).join(', ')} is reachable from other hosts, ` +
-        'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
-        '(and restrict `clients`) if you really mean it.',
+    throw openProxyError(
+      exposed.map((l) => {
+        const b = l.bound();
+        const shown = formatHostPort(l.address.host, l.address.port);
+        return l.address.host === b.host ? shown : `${shown} (bound to ${formatHostPort(b.host, b.port)})`;
+      }),
     );
   }
 }
@@ -153,7 +177,11 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   // policy, the flow table and the HTTP inbound take theirs through configure() in apply() (a new
   // grace also applies to live flows whose interface is lost after the reload).
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive };
-  const dialer = createDialer(dialSettings, addon);
+  // every upstream socket's local end is known while it lives: a client arriving from one is a loop
+  const ownEnds = trackOwnEnds(createDialer(dialSettings, addon));
+  const counters = newInboundCounters();
+  const fdExhausted = watchFdExhaustion(log, counters);
+  const dialer = ownEnds.dialer;
   // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
   const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
   const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
@@ -166,10 +194,12 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger }, roles, rules: compileRules(cfg.rules) },
     clock,
   );
+  const dnsSettings = { timeoutMs: cfg.dns.timeout };
   const resolver =
     opts.resolver ??
     createResolver({
       perInterface: Object.fromEntries(Object.entries(cfg.interfaces).map(([name, i]) => [name, i.dns])),
+      system: { settings: dnsSettings },
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
@@ -181,6 +211,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   /** Is host:port one of holdfast's own listeners (a loop)? A wildcard listener is every local address. */
   const isSelf = (rawHost: string, port: number) => {
     const host = canonicalIp(rawHost.replace(/\.$/, ''));
+    // 0.0.0.0 and :: are "this host": a connect to them reaches whatever listens on that port here
+    if (isUnspecifiedIp(host)) return listeners.some((l) => l.bound().port === port);
     const isLocal = (ip: string) =>
       isLoopbackIp(ip) || monitor.current().interfaces.some((i) => i.addresses.some((a) => canonicalIp(a.ip) === ip));
     for (const l of listeners) {
@@ -197,7 +229,6 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   const connectorSettings = { fallbackDelayMs: cfg.fallback.delay, refuse: (t: Target) => isSelf(t.ip, t.port) };
   const connector = createConnector(resolver, policy, dialer, connectorSettings);
-  const counters = newInboundCounters();
   const ctx: Mutable<InboundContext> = {
     log,
     connector,
@@ -209,6 +240,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     relay: { afterBytes: offloadAfterBytes(cfg.relay.offloadAfter), engine: nativeRelay() },
     auth: createAuthenticator([]),
     allowClient: () => true,
+    isOwnDial: ownEnds.has,
+    fdExhausted,
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {
@@ -236,10 +269,11 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
         return iface && !iface.loopback ? { ...i, best: isBest, ...policy.placementOf(iface) } : { ...i, best: isBest }; // loopback: no role
       }),
       socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+      refusals: { ...counters },
     };
   };
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder);
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }));
   local.set('/metrics', metrics.handle);
   const dashboard = createDashboard(stats); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);
@@ -259,6 +293,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     socks5.bindAcceptTimeoutMs = next.bind.acceptTimeout;
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
+    dnsSettings.timeoutMs = next.dns.timeout;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
     // roles and rules apply to new flows; live flows keep their interface
     const rules = compileRules(next.rules);
@@ -301,11 +336,12 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   try {
     if (activated) {
       for (const fd of opts.activated!) listeners.push(adoptListener(fd, ctx, http));
-      apply(effective(cfg));
+      apply(effective(cfg)); // the exposure check runs on the handed sockets' own addresses
       for (const l of listeners) log.info({ listen: key(l.bound()), binder: dialer.binder, activated: true }, 'listening');
     } else {
       apply(cfg);
       await openListeners(cfg.listen);
+      checkBoundExposure(cfg, loadUsers(cfg.auth).length > 0, listeners);
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
@@ -322,10 +358,23 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     if (activated) return apply(effective(next)); // the handed sockets stay; `listen:` does not apply
     // validate, then open the new listeners; only when both worked are the settings applied and
     // the dropped listeners closed, so a rejected reload leaves everything as it was
-    checkExposure(next, loadUsers(next.auth).length > 0);
+    const hasUsers = loadUsers(next.auth).length > 0;
+    checkExposure(next, hasUsers);
+    const before = new Set(listeners);
     await openListeners(next.listen);
-    apply(next);
     const wanted = new Set(next.listen.map(key));
+    const kept = listeners.filter((l) => wanted.has(key(l.address)) || wanted.has(key(l.bound())));
+    try {
+      // every listener the new config keeps, by the address it is bound to, not its name
+      checkBoundExposure(next, hasUsers, kept);
+    } catch (err) {
+      for (const l of listeners.filter((l) => !before.has(l))) {
+        listeners.splice(listeners.indexOf(l), 1);
+        void l.close();
+      }
+      throw err;
+    }
+    apply(next);
     for (const l of [...listeners]) {
       if (wanted.has(key(l.address)) || wanted.has(key(l.bound()))) continue;
       listeners.splice(listeners.indexOf(l), 1);

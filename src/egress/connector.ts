@@ -4,7 +4,7 @@
 // races the candidate interfaces the policy gives (dialAcross). The winner feeds affinity.
 import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
-import { HfCode, NotAllowedError, hfCodeOf } from '../errors.js';
+import { HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
 import { RaceLost, staggeredRace } from './race.js';
 
@@ -72,7 +72,7 @@ export function createConnector(
 
   async function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult> {
     if (opts.refuse?.(target)) {
-      throw new NotAllowedError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
+      throw new LoopError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
     }
     const candidates = await policy.candidates(target, dst);
     const r = await dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed);
@@ -90,7 +90,7 @@ export function createConnector(
     const targets = (await resolve(dst)).slice(0, maxAddresses);
     // a name with any address that is holdfast itself is a loop, whatever its other addresses do
     const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
-    if (self) throw new NotAllowedError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
+    if (self) throw new LoopError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
     return targets;
   }
 

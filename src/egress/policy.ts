@@ -204,6 +204,7 @@ export class Policy implements EgressPolicy {
       throw new HoldfastError(
         choice.code === 'EHOSTUNREACH' || choice.code === 'EACCES' ? HfCode.HOST_UNREACHABLE : HfCode.NET_UNREACHABLE,
         choice.why,
+        { cause: { code: choice.code } }, // EMFILE here means holdfast is out of fds, not of routes
       );
     }
     const snap = this.#monitor.current();

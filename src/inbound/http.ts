@@ -9,11 +9,12 @@ import { Agent, type Dispatcher } from 'undici';
 import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
-import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
+import { BadRequestError, LoopError, hfCodeOf, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
 import { hostIsOurs } from './host.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
 import { isLoopbackIp } from '../net/addr.js';
+import { guarded } from './validate.js';
 
 export type LocalHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -77,6 +78,19 @@ function responseHeaders(h: Record<string, string | string[] | undefined>): Reco
 
 function hostOf(h: string): string {
   return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
+}
+
+function countHost(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') n++;
+  return n;
+}
+
+/** Flat [name, value, ...] without Host (the forwarder sets it from the URL). */
+export function withoutHost(h: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() !== 'host') out.push(h[i], h[i + 1]);
+  return out;
 }
 
 /** "host:port" of a CONNECT request target. */
@@ -260,8 +274,9 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
         stash(egress, target, up.socket);
       }
       flow.pinned({ egress, target, localAddress: egress.source, attempts });
-      const headers = forwardableHeaders(req.rawHeaders);
-      headers.push('via', `${req.httpVersion} holdfast`);
+      // the absolute-form target decides the Host the origin sees (RFC 9112 3.2.2), whatever the client's header said
+      const headers = withoutHost(forwardableHeaders(req.rawHeaders));
+      headers.push('host', url.host, 'via', `${req.httpVersion} holdfast`);
       await forwardTo(
         agentFor(egress),
         {
@@ -284,6 +299,8 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
       else res.once('finish', released);
     } catch (err) {
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+      if (cause instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(cause, 'dial');
       if (!res.headersSent && !res.destroyed) {
         const status = toHttpStatus(cause);
         const body = errorBody(cause);
@@ -364,7 +381,16 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
   };
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    guarded(ctx.log, 'http request', () => res.destroy(), () => request(req, res));
+  }
+
+  function request(req: IncomingMessage, res: ServerResponse): void {
     headRead(req.socket);
+    // RFC 9112 3.2: more than one Host is a 400
+    if (countHost(req.rawHeaders) > 1) {
+      ctx.counters.badHandshakes++;
+      return sendError(res, 400, 'holdfast: more than one Host header\n');
+    }
     const raw = req.url ?? '/';
     if (raw.startsWith('/')) return local(req, res, raw);
     let url: URL;
@@ -375,6 +401,11 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     }
     if (url.protocol !== 'http:') {
       return sendError(res, 400, `holdfast: only http:// can be forwarded; use CONNECT for ${url.protocol}//\n`);
+    }
+    // an explicit port 0 is no destination (Number('0') || 80 would have dialled 80)
+    if (url.port === '0') {
+      ctx.counters.badHandshakes++;
+      return sendError(res, 400, 'holdfast: port 0 is not a destination\n');
     }
     const port = Number(url.port) || 80;
     if (o.isSelf(hostOf(url.hostname), port)) return local(req, res, url.pathname + url.search);
@@ -427,6 +458,10 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
   };
 
   function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    guarded(ctx.log, 'http connect', () => socket.destroy(), () => connect(req, socket, head));
+  }
+
+  function connect(req: IncomingMessage, socket: Socket, head: Buffer): void {
     headRead(socket);
     socket.on('error', () => {
       /* ends in 'close' */
@@ -440,7 +475,10 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     if (!authorized(req)) return refuse(authRequired);
     const dst = parseAuthority(req.url ?? '');
     if (!dst) return refuse(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
-    if (o.isSelf(dst.host, dst.port)) return refuse(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
+    if (o.isSelf(dst.host, dst.port)) {
+      ctx.counters.loopRefusals++;
+      return refuse(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
+    }
     socket.pause();
     openTunnel(ctx, 'http-connect', socket, peerOf(socket), dst, head, connectProtocol);
   }

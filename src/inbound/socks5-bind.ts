@@ -24,6 +24,7 @@ import type { SocksCommandContext } from './socks5-session.js';
 import { encodeReply } from './socks5.js';
 import { relayFlow } from './tunnel.js';
 import { unmap } from '../net/addr.js';
+import { guarded } from './validate.js';
 
 /** BIND outcomes that are not flows of their own (plain fields, no events). */
 export interface BindCounters {
@@ -110,7 +111,13 @@ export function handleBind(c: SocksCommandContext): void {
   });
 
   let allowed: Set<string> | undefined; // undefined: any peer
-  const onConnection = (peer: Socket) => {
+  const onConnection = (peer: Socket) =>
+    guarded(flow.log, 'bind accept', (err) => {
+      peer.destroy();
+      if (state === 'listening') fail('failed', err);
+      else socket.destroy();
+    }, () => accept(peer));
+  const accept = (peer: Socket) => {
     peer.on('error', () => {
       /* a reset peer ends in 'close' */
     });

@@ -25,6 +25,7 @@ import type { Socks5Extras } from './context.js';
 import type { SocksCommandContext } from './socks5-session.js';
 import { encodeReply, encodeUdpHeader, parseUdpHeader } from './socks5.js';
 import { unmap } from '../net/addr.js';
+import { guarded, isDestinationPort, isUnspecifiedIp } from './validate.js';
 
 /** Datagrams dropped by UDP associations, by reason (plain fields, no events). */
 export interface UdpCounters {
@@ -46,6 +47,10 @@ export interface UdpCounters {
   queueFull: number;
   /** the kernel refused a send */
   sendFailed: number;
+  /** to port 0 (no destination; Node's send would throw) */
+  badPort: number;
+  /** to an unspecified address (0.0.0.0, ::): this host, holdfast itself */
+  loop: number;
 }
 
 export function newUdpCounters(): UdpCounters {
@@ -59,6 +64,8 @@ export function newUdpCounters(): UdpCounters {
     noEgress: 0,
     queueFull: 0,
     sendFailed: 0,
+    badPort: 0,
+    loop: 0,
   };
 }
 
@@ -151,7 +158,7 @@ class Association {
     this.#relayFamily = local.includes(':') ? 6 : 4;
     const relay = createSocket({ type: this.#relayFamily === 6 ? 'udp6' : 'udp4' });
     this.#relay = relay;
-    relay.on('message', (msg, rinfo) => this.#fromClient(msg, rinfo));
+    relay.on('message', (msg, rinfo) => this.#guard('udp from client', () => this.#fromClient(msg, rinfo)));
     let bound = false;
     relay.on('error', (err) => {
       // before 'listening': the bind failed. After: sends report to their callback; nothing to do
@@ -180,6 +187,11 @@ class Association {
     } catch (err) {
       this.#failStart(err);
     }
+  }
+
+  /** A throw while handling a datagram ends this association only (issue 11), never the process. */
+  #guard(what: string, fn: () => void): void {
+    guarded(this.#flow.log, what, (err) => this.#finish('failed', new HoldfastError(HfCode.INTERNAL, `${what}: ${(err as Error)?.message}`, { cause: err })), fn);
   }
 
   #clock() {
@@ -231,7 +243,16 @@ class Association {
     const payload = msg.subarray(h.used);
     const a = h.value.address;
     const port = h.value.port;
+    // port 0 is no destination (dgram.send throws on it)
+    if (!isDestinationPort(port)) {
+      counters.badPort++;
+      return;
+    }
     if (a.kind !== 'domain') {
+      if (isUnspecifiedIp(a.ip)) {
+        counters.loop++;
+        return;
+      }
       this.#toTarget(targetOf(a.ip, port, a.kind === 'ipv6'), payload);
       return;
     }
@@ -276,6 +297,10 @@ class Association {
 
   /** Send `payload` to `target` (resolved from `name`, if the client gave one). */
   #toTarget(target: Target, payload: Buffer, name?: string): void {
+    if (isUnspecifiedIp(target.ip)) {
+      this.#counters.loop++; // a name that resolved to 0.0.0.0 or ::
+      return;
+    }
     if (payload.length > MAX_PAYLOAD[target.family]) {
       this.#counters.oversized++;
       return;
@@ -299,7 +324,13 @@ class Association {
     const flow = this.#flow;
     flow.datagramsUp = (flow.datagramsUp ?? 0) + 1;
     flow.bytesUp += payload.length;
-    s.send(payload, target.port, target.ip, this.#onSent);
+    try {
+      s.send(payload, target.port, target.ip, this.#onSent);
+    } catch (err) {
+      // a value Node refuses synchronously (bad port or address): this datagram only
+      this.#counters.sendFailed++;
+      this.#flow.log.debug({ err, ip: target.ip, port: target.port }, 'udp send refused');
+    }
   }
 
   readonly #onSent = (err: Error | null) => {
@@ -362,7 +393,7 @@ class Association {
         s.close();
         return undefined;
       }
-      s.on('message', (msg, rinfo) => this.#fromUpstream(msg, rinfo));
+      s.on('message', (msg, rinfo) => this.#guard('udp from upstream', () => this.#fromUpstream(msg, rinfo)));
       s.on('error', () => {
         this.#counters.sendFailed++;
       });
@@ -395,7 +426,12 @@ class Association {
     const flow = this.#flow;
     flow.datagramsDown = (flow.datagramsDown ?? 0) + 1;
     flow.bytesDown += msg.length;
-    this.#relay.send([head, msg], this.#clientPort, this.#clientIp, this.#onSent);
+    try {
+      this.#relay.send([head, msg], this.#clientPort, this.#clientIp, this.#onSent);
+    } catch (err) {
+      this.#counters.sendFailed++;
+      this.#flow.log.debug({ err }, 'udp send to client refused');
+    }
   }
 
   // ---- the end ------------------------------------------------------------------------------

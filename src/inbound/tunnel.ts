@@ -3,6 +3,7 @@
 // early, relay, and end the flow once. The protocol parts are the two reply functions.
 import type { Socket } from 'node:net';
 import type { Destination, DialResult, FlowKind } from '../contracts.js';
+import { LoopError } from '../errors.js';
 import type { Flow } from '../flows.js';
 import { relay } from '../relay.js';
 import type { InboundContext } from './context.js';
@@ -114,11 +115,18 @@ export function openTunnel(
     },
     (err: unknown) => {
       client.removeListener('close', onEarlyClose);
+      if (err instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(err, 'dial');
       flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
       if (!client.destroyed) {
         client.end(proto.failure(err));
         client.destroySoon();
       }
     },
-  );
+  ).catch((err: unknown) => {
+    // a throw in either step above (a bug, or a value Node refused): this flow ends, not the process
+    ctx.log.error({ err, client: clientName }, 'unexpected error; this connection is closed');
+    flow.end('failed', err);
+    client.destroy();
+  });
 }

@@ -29,7 +29,15 @@ function fromMap(c: Counter<string> | Gauge<string>, names: readonly string[], m
   }
 }
 
-export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metrics {
+/**
+ * `refusals`: the inbound's refusal counters (clientsRefused, authFailures, badHandshakes, ...),
+ * shown as holdfast_refusals_total{reason}.
+ */
+export function createMetrics(
+  stats: Stats,
+  binder: 'device' | 'source',
+  refusals?: () => Readonly<Record<string, number>>,
+): Metrics {
   const registry = new Registry();
   const registers = [registry];
 
@@ -149,6 +157,18 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
       this.inc(stats.counters().netChanges);
     },
   });
+  if (refusals) {
+    new Counter({
+      name: 'holdfast_refusals_total',
+      help: 'Connections and requests refused or cut at the door, by reason (the counters under "refusals" in /status)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(refusals())) this.inc({ reason }, n);
+      },
+    });
+  }
   new Gauge({
     name: 'holdfast_interface_up',
     help: '1 if the interface is up with carrier, else 0',
