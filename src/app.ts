@@ -305,7 +305,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
           const deadline = Date.now() + drainMs;
           while (flows.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         }
-        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'));
+        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'), 'shutdown');
         dashboard.close();
         stats.close();
         await http.close();

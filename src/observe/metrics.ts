@@ -75,7 +75,7 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
   });
   new Counter({
     name: 'holdfast_flows_closed_total',
-    help: 'Flows ended, by kind and reason (done, client left, cut, dial failed, an OS error code, ...)',
+    help: 'Flows ended, by kind and reason (done, client left, upstream left, reset, idle, shutdown, cut, dial failed, timeout, upstream error, failed)',
     labelNames: ['kind', 'reason'],
     registers,
     collect() {

@@ -6,7 +6,7 @@
 //
 // Cost: one pass over the live flows per second, and a few map updates per flow open/close.
 // Nothing per chunk: the relay's plain counters are read, never hooked.
-import type { Clock, NetDiff, NetInterface, NetMonitor, NetSnapshot } from '../contracts.js';
+import type { Clock, CloseReason, NetDiff, NetInterface, NetMonitor, NetSnapshot } from '../contracts.js';
 import type { Flow, FlowTable } from '../flows.js';
 import { bestDefault } from '../net/monitor.js';
 import { channels } from './channels.js';
@@ -87,7 +87,10 @@ interface Series {
 }
 
 /** Flow end reasons used as metric labels; anything else (OS error messages) is folded. */
-const REASONS = new Set(['done', 'client left', 'cut', 'dial failed', 'failed', 'aborted']);
+/** Flow.end's vocabulary (CloseReason in contracts.ts) */
+const REASONS = new Set<string>([
+  'done', 'client left', 'upstream left', 'reset', 'idle', 'shutdown', 'cut', 'dial failed', 'timeout', 'upstream error', 'failed',
+] satisfies CloseReason[]);
 
 export function reasonLabel(reason: string | null): string {
   if (!reason) return 'unknown';

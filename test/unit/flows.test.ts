@@ -3,7 +3,7 @@
 // HF_EGRESS_LOST; a path that heals in time cuts nothing; each flow writes one 'flow close' line.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Destination, NetInterface } from '../../src/contracts.js';
+import type { CloseReason, Destination, NetInterface } from '../../src/contracts.js';
 import { EgressLostError } from '../../src/errors.js';
 import { FlowTable, type Flow } from '../../src/flows.js';
 import { Monitor } from '../../src/net/monitor.js';
@@ -287,8 +287,8 @@ test("'flow close' is written once per flow, with reason, bytes and duration", (
   a.bytesDown = 34_000;
   clock.advance(2500);
   a.end('done');
-  a.end('ECONNRESET');
-  b.end('ECONNRESET', Object.assign(new Error('reset'), { code: 'ECONNRESET' }));
+  a.end('client left');
+  b.end('upstream error', Object.assign(new Error('unreachable'), { code: 'EHOSTUNREACH' }));
   b.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 2);
@@ -302,9 +302,32 @@ test("'flow close' is written once per flow, with reason, bytes and duration", (
   assert.equal(la.durationMs, 2500);
   assert.equal(la.code, undefined);
   assert.equal(la.kind, 'socks5-connect');
-  assert.equal(lb.reason, 'ECONNRESET');
-  assert.equal(lb.code, 'HF_INTERNAL', 'an OS reset maps through the one table');
+  assert.equal(lb.reason, 'upstream error');
+  assert.equal(lb.code, 'HF_HOST_UNREACHABLE', 'an OS error of a failure maps through the one table');
   assert.equal(table.size, 0);
+});
+
+test('12: an ordinary end carries no code, even with an error: client left, upstream left, idle, shutdown', (t) => {
+  const { table, sink } = setup(t);
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  const pipe = () => Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+  const ends: [CloseReason, Error | undefined][] = [
+    ['client left', reset()],
+    ['client left', pipe()],
+    ['upstream left', reset()],
+    ['reset', reset()],
+    ['idle', Object.assign(new Error('idle for 1000 ms'), { code: 'idle' })],
+    ['done', undefined],
+  ];
+  for (const [reason, err] of ends) pinnedFlow(table, 'if1', IF1).flow.end(reason, err);
+  const s = pinnedFlow(table, 'if1', IF1).flow;
+  s.cut(new Error('holdfast is shutting down'), 'shutdown');
+  s.end('done');
+  const closes = sink.withMsg('flow close');
+  assert.deepEqual(
+    closes.map((l) => [l.reason, l.code ?? null]),
+    [...ends.map(([r]) => [r, null]), ['shutdown', null]],
+  );
 });
 
 test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the handler reports", (t) => {
@@ -312,7 +335,7 @@ test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the
   const { flow } = pinnedFlow(table, 'if1', IF1);
   net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
-  flow.end('ECONNRESET');
+  flow.end('upstream left');
   flow.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 1);
