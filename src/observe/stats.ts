@@ -86,8 +86,7 @@ interface Series {
   idle: number;
 }
 
-/** Flow end reasons used as metric labels; anything else (OS error messages) is folded. */
-/** Flow.end's vocabulary (CloseReason in contracts.ts) */
+/** Flow end reasons used as metric labels (Flow.end's vocabulary, CloseReason); anything else is folded. */
 const REASONS = new Set<string>([
   'done', 'client left', 'upstream left', 'reset', 'idle', 'shutdown', 'cut', 'dial failed', 'timeout', 'upstream error', 'failed',
 ] satisfies CloseReason[]);
