@@ -242,7 +242,7 @@ export class FlowTable {
   readonly #log: Logger;
   #graceMs: number;
   #limits: FlowLimits;
-  /** live flows per client address, only counted when a per-client limit is set */
+  /** live flows per client address */
   readonly #perClient = new Map<string, number>();
   readonly #flows = new Map<number, Flow>();
   #nextId = 1;
@@ -274,13 +274,12 @@ export class FlowTable {
     if (this.#flows.size >= this.#limits.maxFlows) {
       throw new LimitError(`too many flows (${this.#flows.size}, limits.maxFlows)`);
     }
+    // counted always, so a reload that sets a per-client limit counts the live flows too
     const perClient = this.#limits.maxFlowsPerClient;
-    if (perClient > 0) {
-      const ip = addressOf(client);
-      const n = this.#perClient.get(ip) ?? 0;
-      if (n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
-      this.#perClient.set(ip, n + 1);
-    }
+    const ip = addressOf(client);
+    const n = this.#perClient.get(ip) ?? 0;
+    if (perClient > 0 && n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
+    this.#perClient.set(ip, n + 1);
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
     this.totals.opened++;

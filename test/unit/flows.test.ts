@@ -276,6 +276,17 @@ test('cutEgress on a healthy interface cuts nothing', (t) => {
   assert.equal(cuts.length, 0);
 });
 
+test('12: a reloaded grace (FlowTable.configure) applies to the next loss', (t) => {
+  const { clock, table, net } = setup(t);
+  table.configure({ graceMs: 1000, limits: { maxFlows: Infinity, maxFlowsPerClient: 0 } });
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(999);
+  assert.equal(cuts.length, 0);
+  clock.advance(1);
+  assert.equal(cuts.length, 1, 'cut after the reloaded grace (1000 ms), not the first (10000 ms)');
+});
+
 // ---------------------------------------------------------------------------------------------
 // The 'flow close' line
 
