@@ -161,15 +161,18 @@ export type FlowKind =
   | 'http-connect'
   | 'http-forward';
 
-/** The public face of one flow, as /status shows it. */
+/**
+ * The public face of one flow, as /status shows it, in the words of the 'flow open' log line:
+ * dst (host:port as the client asked), egress (the interface it is pinned to), src (its address).
+ */
 export interface FlowInfo {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
-  readonly destination: string;
+  readonly dst: string;
   readonly ip: string | null;
-  readonly interface: string | null;
-  readonly localAddress: string | null;
+  readonly egress: string | null;
+  readonly src: string | null;
   readonly placedBy: PlacedBy | null;
   readonly startedAt: number;
   readonly bytesUp: number;

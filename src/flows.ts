@@ -36,7 +36,7 @@ function addressOf(client: string): string {
   return i < 0 ? client : client.slice(0, i);
 }
 
-export class Flow implements FlowInfo {
+export class Flow {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
@@ -190,10 +190,10 @@ export class Flow implements FlowInfo {
       id: this.id,
       kind: this.kind,
       client: this.client,
-      destination: this.destination,
+      dst: this.destination,
       ip: this.ip,
-      interface: this.interface,
-      localAddress: this.localAddress,
+      egress: this.interface,
+      src: this.localAddress,
       placedBy: this.placedBy,
       ...(this.attempts ? { attempts: this.attempts } : {}),
       startedAt: this.startedAt,

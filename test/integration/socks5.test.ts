@@ -22,11 +22,11 @@ test('CONNECT to an IPv4 address: success reply carries the pinned local address
   assert.equal(reply.bound, '127.0.0.1');
   assert.ok(reply.port > 0);
   const st = p.hf.status();
-  const flow = st.flows[0] as { kind: string; interface: string; localAddress: string; destination: string };
+  const flow = st.flows[0] as { kind: string; egress: string; src: string; dst: string };
   assert.equal(flow.kind, 'socks5-connect');
-  assert.equal(flow.interface, 'lo');
-  assert.equal(flow.localAddress, '127.0.0.1');
-  assert.equal(flow.destination, `127.0.0.1:${echo.port}`);
+  assert.equal(flow.egress, 'lo');
+  assert.equal(flow.src, '127.0.0.1');
+  assert.equal(flow.dst, `127.0.0.1:${echo.port}`);
   socket.end('ping');
   assert.equal((await readAll(socket)).toString(), 'ping');
   await flowsDrained(p.hf);

@@ -66,7 +66,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
     const blackholed = await ruleCount(lab, 'r2', 'blackhole');
 
     const rows = plan.map((p, i) => {
-      const flow = st.flows.find((f: StatusFlow) => f.destination.includes(p.ip));
+      const flow = st.flows.find((f: StatusFlow) => f.dst.includes(p.ip));
       const open = flow ? opens.find((l) => l.flow === flow.id) : undefined;
       return {
         ...p,
@@ -79,7 +79,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
     for (const r of rows) {
       t.diagnostic(
         `${r.tag}: server saw the request ${r.clientMs} ms after curl started (peer ${began[rows.indexOf(r)].peer}); ` +
-          `holdfast connected ${r.holdfastMs ?? '?'} ms after the request; /status: ${r.flow ? `${r.flow.interface} placedBy ${r.flow.placedBy}` : 'missing'}; ` +
+          `holdfast connected ${r.holdfastMs ?? '?'} ms after the request; /status: ${r.flow ? `${r.flow.egress} placedBy ${r.flow.placedBy}` : 'missing'}; ` +
           `attempts "${String(r.open?.attempts ?? '')}"`,
       );
     }
@@ -89,7 +89,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
       assert.equal(NETWORK_OF_PEER[began[i].peer], 'net1', `${r.tag}: server saw it through net1 (peer ${began[i].peer})`);
       assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms from curl's start to the server's request)`);
       assert.ok(r.flow, `${r.tag}: /status lists the flow: ${JSON.stringify(st.flows)}`);
-      assert.equal(r.flow.interface, 'if1', `${r.tag}: pinned to if1`);
+      assert.equal(r.flow.egress, 'if1', `${r.tag}: pinned to if1`);
       assert.equal(r.flow.placedBy, 'fallback', `${r.tag}: placed by fallback`);
     }
     // the first flow raced: if2 was tried first and lost after the fallback delay
@@ -168,11 +168,11 @@ test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the 
       ]);
       const began = await server.waitFor(tag, 'request', 10_000);
       const st = await hf.status();
-      const flow = st.flows.find((f: StatusFlow) => f.destination.startsWith(`${name}:`));
+      const flow = st.flows.find((f: StatusFlow) => f.dst.startsWith(`${name}:`));
       rows.push({ tag, dl, began, flow, clientMs: began.startedAt - dl.startedAt });
       t.diagnostic(
         `${tag} (${name}): server saw the request ${began.startedAt - dl.startedAt} ms after curl started, at ${began.local} from ${began.peer}; ` +
-          `/status: ${flow ? `${flow.ip} on ${flow.interface} placedBy ${flow.placedBy}` : 'missing'}`,
+          `/status: ${flow ? `${flow.ip} on ${flow.egress} placedBy ${flow.placedBy}` : 'missing'}`,
       );
     }
     t.diagnostic(`router2 dropped ${await ruleCount(lab, 'r2', 'blackhole-in')} packets addressed to it, ${await ruleCount(lab, 'r2', 'blackhole')} to forward`);
@@ -180,7 +180,7 @@ test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the 
       assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms)`);
       assert.equal(r.began.local, ADDR.server.service.v4[0], `${r.tag}: the name was resolved by net1's server`);
       assert.equal(NETWORK_OF_PEER[r.began.peer], 'net1', `${r.tag}: through net1`);
-      assert.equal(r.flow?.interface, 'if1', `${r.tag}: /status: on if1`);
+      assert.equal(r.flow?.egress, 'if1', `${r.tag}: /status: on if1`);
       assert.equal(r.flow?.placedBy, 'fallback', `${r.tag}: /status: placed by fallback`);
     }
     for (const r of rows) assert.equal((await r.dl.result).code, 0, `${r.tag}: completed`);

@@ -47,9 +47,9 @@ interface StatusFlow {
   id: number;
   kind: string;
   client: string;
-  destination: string;
-  interface: string | null;
-  localAddress: string | null;
+  dst: string;
+  egress: string | null;
+  src: string | null;
   placedBy: unknown;
   startedAt: number;
   bytesUp: number;
@@ -98,11 +98,11 @@ function hasDefaultRoute(i: StatusInterface | undefined): boolean {
 }
 
 function flowsTo(st: Status, ip: string): StatusFlow[] {
-  return st.flows.filter((f) => f.destination.includes(ip));
+  return st.flows.filter((f) => f.dst.includes(ip));
 }
 
 function brief(f: StatusFlow): string {
-  return `id=${f.id} ${f.kind} ${f.destination} on ${f.interface} from ${f.localAddress} (${f.bytesDown} B down)`;
+  return `id=${f.id} ${f.kind} ${f.dst} on ${f.egress} from ${f.src} (${f.bytesDown} B down)`;
 }
 
 function logTail(child: Child, n = 30): string {
@@ -232,7 +232,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   for (const d of dls) {
     const f = before.find((x) => x.kind === d.kind);
     assert.ok(f, `/status lists the ${d.kind} flow to ${old.ip}: ${JSON.stringify(st1.flows)}`);
-    assert.equal(f.interface, 'if1', `${d.kind} flow placed on if1`);
+    assert.equal(f.egress, 'if1', `${d.kind} flow placed on if1`);
   }
 
   await untilMs(t0, CHANGE_AT_MS);
@@ -314,7 +314,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     assert.equal(rec?.done, true, `${d.tag}: server finished sending`);
     const f = afterOld.find((x) => x.kind === d.kind);
     assert.ok(f, `/status after the change still lists the ${d.kind} flow`);
-    assert.equal(f.interface, 'if1', `${d.kind} flow stays on if1 after the change`);
+    assert.equal(f.egress, 'if1', `${d.kind} flow stays on if1 after the change`);
   });
   // New flows took if2.
   news.forEach((d, i) => {
@@ -325,7 +325,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     assert.equal(NETWORK_OF_PEER[newBegan[i].peer], 'net2', `${d.tag}: server saw it through net2 (peer ${newBegan[i].peer})`);
     const f = afterNew.find((x) => x.kind === d.kind);
     assert.ok(f, `/status lists the new ${d.kind} flow to ${fresh.ip}: ${JSON.stringify(st2.flows)}`);
-    assert.equal(f.interface, 'if2', `new ${d.kind} flow placed on if2`);
+    assert.equal(f.egress, 'if2', `new ${d.kind} flow placed on if2`);
   });
 }
 

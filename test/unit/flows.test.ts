@@ -365,8 +365,8 @@ test("'flow open' is written when the flow is pinned, with its egress", (t) => {
   assert.equal(open.placedBy, 'route');
   assert.equal(open.dst, 'example.com:443');
   const info = flow.toJSON();
-  assert.equal(info.interface, 'if2');
-  assert.equal(info.localAddress, IF2);
+  assert.equal(info.egress, 'if2');
+  assert.equal(info.src, IF2);
 });
 
 test('list() and size follow open and end', (t) => {
