@@ -239,18 +239,14 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const changedAt = await lab.addBetterRouteViaIf2();
   const atChange = dls.map((d) => d.dl.bytesAt(changedAt));
 
-  // Holdfast's view of the change (its monitor): soft wait, reported, not asserted here.
-  let seenAfter: number | null = null;
-  try {
-    await pollUntil(async () => (hasDefaultRoute((await status()).interfaces.find((i) => i.name === 'if2')) ? true : undefined), {
-      timeoutMs: 5000,
-      intervalMs: 100,
-      what: 'if2 with a default route in /status',
-    });
-    seenAfter = Date.now() - changedAt;
-  } catch (err) {
-    t.diagnostic(`${fam}: ${String(err)}`);
-  }
+  // Holdfast's view of the change (its monitor hears netlink at once, debounced): within 5 s,
+  // a generous bound on what the monitor promises (issue 12: this used to be reported only)
+  await pollUntil(async () => (hasDefaultRoute((await status()).interfaces.find((i) => i.name === 'if2')) ? true : undefined), {
+    timeoutMs: 5000,
+    intervalMs: 100,
+    what: 'if2 with a default route in /status within 5 s of the change',
+  });
+  const seenAfter: number = Date.now() - changedAt;
 
   // New flows after the change, to a destination without live flows (no affinity): if2 / net2.
   const news = [
@@ -268,7 +264,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const afterNew = flowsTo(st2, fresh.ip);
   t.diagnostic(`${fam} /status after the change (+${Date.now() - t0} ms): ${[...afterOld, ...afterNew].map(brief).join('; ')}`);
 
-  // A short request to the old destination while its flows live: affinity says if1 (reported only).
+  // A short request to the old destination while its flows live: affinity says if1 (asserted below).
   const aff = await lab.exec('host', 'curl', ['-sS', '-g', '--max-time', '5', '--socks5-hostname', proxy, `http://${old.host}:${PORT}/whoami`], {
     allowFail: true,
   });
@@ -284,7 +280,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const counters = await lab.counters();
 
   t.diagnostic(
-    `${fam}: route changed at +${changedAt - t0} ms; holdfast /status showed if2's default route ${seenAfter === null ? 'not within 5 s' : `${seenAfter} ms later`}`,
+    `${fam}: route changed at +${changedAt - t0} ms; holdfast /status showed if2's default route ${seenAfter} ms later`,
   );
   dls.forEach((d, i) => {
     const r = results[i];
@@ -302,6 +298,9 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     );
   });
   t.diagnostic(`${fam}: /whoami to ${old.ip} via SOCKS while its flows lived came from ${affinityPeer} (${NETWORK_OF_PEER[affinityPeer] ?? '?'}); counters ${JSON.stringify(counters)}`);
+
+  // Affinity (DESIGN rule 4): a new flow to a destination with live flows joins their interface.
+  assert.equal(NETWORK_OF_PEER[affinityPeer], 'net1', `${fam}: a new flow to ${old.ip} while its flows lived joined them on if1 (peer ${affinityPeer})`);
 
   // The flows begun on if1 finished there, complete and intact.
   dls.forEach((d, i) => {
