@@ -1,7 +1,8 @@
 // Issue 3, fallback (DESIGN rule 6), in the netns lab: if2 is up with the better default route,
 // but router2 silently drops everything it should forward (no RST, no ICMP: a dead uplink behind
-// a live link). New flows still connect, through if1, in under a second: the if2 attempt gets
-// `fallback.delay` (300 ms), then if1 is raced and wins; if2 then sits out its back-off, so the
+// a live link). New flows still connect, through if1, without waiting for if2's dial.timeout: the
+// if2 attempt gets `fallback.delay` (300 ms), then if1 is raced and wins (asserted: under 3 s,
+// less than the 5 s dial.timeout; a 2-core machine under load is slower than the 1 s once asserted); if2 then sits out its back-off, so the
 // next flows go to if1 at once. /status shows them placed by 'fallback'.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -87,7 +88,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
 
     for (const [i, r] of rows.entries()) {
       assert.equal(NETWORK_OF_PEER[began[i].peer], 'net1', `${r.tag}: server saw it through net1 (peer ${began[i].peer})`);
-      assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms from curl's start to the server's request)`);
+      assert.ok(r.clientMs < 3000, `${r.tag}: connected after the fallback delay, not after if2's dial.timeout (5 s): ${r.clientMs} ms from curl's start to the server's request`);
       assert.ok(r.flow, `${r.tag}: /status lists the flow: ${JSON.stringify(st.flows)}`);
       assert.equal(r.flow.egress, 'if1', `${r.tag}: pinned to if1`);
       assert.equal(r.flow.placedBy, 'fallback', `${r.tag}: placed by fallback`);
@@ -131,7 +132,7 @@ test('3: the same for a forwarded plain-HTTP request: it connects through if1 in
     const open = hf.logs().find((l) => l.msg === 'flow open' && l.kind === 'http-forward');
     t.diagnostic(`${tag}: server saw the request ${clientMs} ms after curl started (peer ${began.peer}); flow open: ${JSON.stringify(open)}`);
     assert.equal(NETWORK_OF_PEER[began.peer], 'net1', `server saw it through net1 (peer ${began.peer})`);
-    assert.ok(clientMs < 1000, `connected in under 1 s (${clientMs} ms from curl's start to the server's request)`);
+    assert.ok(clientMs < 3000, `connected after the fallback delay, not after if2's dial.timeout (5 s): ${clientMs} ms from curl's start to the server's request`);
     const r = await dl.result;
     assert.equal(r.code, 0, `curl exit ${r.code}: ${r.stderr}`);
   });
@@ -177,7 +178,7 @@ test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the 
     }
     t.diagnostic(`router2 dropped ${await ruleCount(lab, 'r2', 'blackhole-in')} packets addressed to it, ${await ruleCount(lab, 'r2', 'blackhole')} to forward`);
     for (const r of rows) {
-      assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms)`);
+      assert.ok(r.clientMs < 3000, `${r.tag}: connected after the fallback delay, not after dial.timeout (5 s): ${r.clientMs} ms`);
       assert.equal(r.began.local, ADDR.server.service.v4[0], `${r.tag}: the name was resolved by net1's server`);
       assert.equal(NETWORK_OF_PEER[r.began.peer], 'net1', `${r.tag}: through net1`);
       assert.equal(r.flow?.egress, 'if1', `${r.tag}: /status: on if1`);

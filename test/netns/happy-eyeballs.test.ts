@@ -52,7 +52,9 @@ async function connectByName(t: TestContext, lab: Lab, config: Record<string, un
         `from ${who.peer} (${NETWORK_OF_PEER[who.peer]}); holdfast: ${open ? `${String(open.ip)} via ${String(open.egress)}` : 'no flow open line'}; ` +
         `router1 dropped ${dropped} IPv6 packets`,
     );
-    assert.ok(r.elapsedMs < 1000, `connected within 1 s (${r.elapsedMs} ms)`);
+    // what the code promises is that IPv4 starts 250 ms after IPv6, not after the IPv6 dial gives
+    // up (dial.timeout): a bound between the two, with room for a loaded machine (issue 12)
+    assert.ok(r.elapsedMs < 3000, `connected without waiting for the IPv6 dial to time out (${r.elapsedMs} ms)`);
     assert.equal(who.local, V4, 'reached the IPv4 address');
     assert.equal(NETWORK_OF_PEER[who.peer], 'net1', 'through net1');
     assert.equal(open?.ip, V4, 'holdfast pinned the flow to the IPv4 address');
