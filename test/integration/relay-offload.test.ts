@@ -160,6 +160,7 @@ for (const how of ['socks5', 'connect'] as const) {
     assert.equal(close[0].bytesUp, total);
     assert.equal(close[0].bytesDown, total);
     assert.equal(tunnelsNow(), 0);
+    assert.equal(p.hf.affinity().live, 0, 'the flow ended by the native relay gave its placement back');
   });
 }
 
@@ -245,6 +246,7 @@ test('a cut of an offloaded tunnel resets both sides', opts, async (t) => {
   assert.equal(close.length, 1);
   assert.equal(close[0].reason, 'cut');
   assert.equal(close[0].code, 'HF_EGRESS_LOST');
+  assert.equal(p.hf.affinity().live, 0, 'the cut flow gave its placement back');
   assert.ok((close[0].bytesDown as number) >= MiB - 64 * 1024, `bytesDown ${String(close[0].bytesDown)}`);
   assert.equal(tunnelsNow(), 0);
 });

@@ -63,7 +63,7 @@ async function connectByName(t: TestContext, lab: Lab, config: Record<string, un
   });
 }
 
-test('3: Happy Eyeballs: a name whose IPv6 address is dead and IPv4 address live connects within 1 s (system resolver)', holdfastLabOptions(), async (t) => {
+test('3: Happy Eyeballs: a name whose IPv6 address is dead and IPv4 address live connects without waiting for the IPv6 dial to time out (system resolver)', holdfastLabOptions(), async (t) => {
   const lab = await setup(t);
   // `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts; lab.destroy() removes it
   writeFileSync(`/etc/netns/${lab.ns.host}/hosts`, `127.0.0.1 localhost\n${V6} ${NAME}\n${V4} ${NAME}\n`);
