@@ -30,8 +30,9 @@ Options:
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
 Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get shutdown.drain (default 5 s)
 to finish, the rest are cut; a second signal exits at once. SIGHUP reloads the config file
-(listeners, auth, limits, policy) without dropping live flows; a bad file is rejected with the
-reason in the log and the old configuration stays.
+without dropping live flows: listen, auth, clients, limits, dial, fallback, affinity, grace, udp,
+bind, relay, pac and shutdown apply to new flows (log, interfaces and policyRouting need a
+restart); a bad file is rejected with the reason in the log and the old configuration stays.
 
 Examples:
   holdfast start
