@@ -55,6 +55,8 @@ export interface Holdfast {
   /** Apply a new configuration without dropping live flows; throws (keeping the old) if invalid. */
   reload(cfg: Config): Promise<void>;
   readonly counters: InboundCounters;
+  /** The affinity table now: destinations held or lingering, and the live flows holding them. */
+  affinity(): { entries: number; live: number };
   /** Stop listening, let flows finish for `drainMs`, then cut the rest. */
   close(drainMs?: number): Promise<void>;
 }
@@ -392,6 +394,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     status,
     reload,
     counters,
+    affinity: () => policy.affinityTable(),
     close(drainMs = 0) {
       closing ??= (async () => {
         const stopped = Promise.all(listeners.map((l) => l.close()));
@@ -399,7 +402,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
           const deadline = Date.now() + drainMs;
           while (flows.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         }
-        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'));
+        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'), 'shutdown');
         dashboard.close();
         stats.close();
         await http.close();

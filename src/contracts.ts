@@ -111,13 +111,47 @@ export interface EgressPolicy {
    * by route metric, backed-off ones last. Empty: use the system resolver.
    */
   resolvingInterfaces(dst: Destination): NetInterface[];
-  /** A flow connected through `egress`: remember it for affinity. */
-  connected(dst: Destination, target: Target, egress: Egress): void;
+  /**
+   * A flow connected through `egress`: its placement, held for affinity until the lease is given
+   * back (then the linger starts). The flow owns the lease and gives it back once, when it ends.
+   */
+  lease(dst: Destination, target: Target, egress: Egress): Lease;
   /** A dial through `ifname` failed for a reason that blames the path (not ECONNREFUSED). */
   failed(ifname: string, code: string): void;
-  /** Live flow to dst ended (affinity linger starts). */
-  released(dst: Destination, target: Target, egress?: Egress): void;
 }
+
+/** Something a flow holds while it lives (its affinity placement); `release` is safe to repeat. */
+export interface Lease {
+  release(): void;
+}
+
+/**
+ * Why a flow ended: one vocabulary for every inbound. Only the failures (cut, dial failed,
+ * timeout, upstream error, failed) carry an HF_* code; the others are ordinary ends.
+ * - done: both sides finished (a forwarded response was delivered whole)
+ * - client left: the client closed or reset before the end
+ * - upstream left: the upstream reset or broke the connection (ECONNRESET, EPIPE)
+ * - reset: a peer reset an offloaded tunnel (the native relay does not say which side)
+ * - idle: no byte either way for limits.idleTimeout (udp.idleTimeout for UDP)
+ * - shutdown: holdfast stopped
+ * - cut: the pinned interface was lost past the grace (HF_EGRESS_LOST)
+ * - dial failed: no upstream (resolution, policy, connect)
+ * - timeout: a BIND's peer never came (bind.acceptTimeout)
+ * - upstream error: the upstream failed otherwise mid-flow
+ * - failed: anything unexpected in holdfast itself
+ */
+export type CloseReason =
+  | 'done'
+  | 'client left'
+  | 'upstream left'
+  | 'reset'
+  | 'idle'
+  | 'shutdown'
+  | 'cut'
+  | 'dial failed'
+  | 'timeout'
+  | 'upstream error'
+  | 'failed';
 
 export interface DialResult {
   readonly socket: Socket;
@@ -143,15 +177,18 @@ export type FlowKind =
   | 'http-connect'
   | 'http-forward';
 
-/** The public face of one flow, as /status shows it. */
+/**
+ * The public face of one flow, as /status shows it, in the words of the 'flow open' log line:
+ * dst (host:port as the client asked), egress (the interface it is pinned to), src (its address).
+ */
 export interface FlowInfo {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
-  readonly destination: string;
+  readonly dst: string;
   readonly ip: string | null;
-  readonly interface: string | null;
-  readonly localAddress: string | null;
+  readonly egress: string | null;
+  readonly src: string | null;
   readonly placedBy: PlacedBy | null;
   readonly startedAt: number;
   readonly bytesUp: number;

@@ -6,10 +6,12 @@
 import type { Logger } from 'pino';
 import type {
   Clock,
+  CloseReason,
   Destination,
   DialResult,
   FlowInfo,
   FlowKind,
+  Lease,
   NetMonitor,
   NetSnapshot,
   PlacedBy,
@@ -30,6 +32,14 @@ export type FlowEvent =
   | { readonly type: 'close'; readonly flow: Flow }
   | { readonly type: 'cut'; readonly egress: string; readonly flows: number; readonly downForMs: number; readonly why: string };
 
+/** The reasons that are failures: only these carry an HF_* code (DESIGN rule 9). */
+const FAILURES: ReadonlySet<CloseReason> = new Set<CloseReason>(['cut', 'dial failed', 'timeout', 'upstream error', 'failed']);
+
+/** Is `reason` a failure (so the flow's end carries a code)? */
+export function isFailure(reason: CloseReason): boolean {
+  return FAILURES.has(reason);
+}
+
 /** "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1" */
 function addressOf(client: string): string {
   if (client.startsWith('[')) return client.slice(1, client.indexOf(']'));
@@ -37,7 +47,7 @@ function addressOf(client: string): string {
   return i < 0 ? client : client.slice(0, i);
 }
 
-export class Flow implements FlowInfo {
+export class Flow {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
@@ -53,8 +63,8 @@ export class Flow implements FlowInfo {
   attempts: string | null = null;
   bytesUp = 0;
   bytesDown = 0;
-  /** set when the flow ends: why, and the HF_* code if it ended on an error */
-  closeReason: string | null = null;
+  /** set when the flow ends: why, and the HF_* code if that is a failure */
+  closeReason: CloseReason | null = null;
   closeCode: string | null = null;
   endedAt: number | null = null;
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
@@ -66,6 +76,9 @@ export class Flow implements FlowInfo {
   #onCut: CutHandler | undefined;
   #ended = false;
   #cutReason: Error | undefined;
+  #cutAs: CloseReason = 'cut';
+  /** what this flow holds (its affinity placement), given back once when it ends */
+  #leases: Lease[] | undefined;
 
   constructor(table: FlowTable, id: number, kind: FlowKind, client: string, dst: Destination, log: Logger, now: number) {
     this.#table = table;
@@ -128,26 +141,45 @@ export class Flow implements FlowInfo {
   }
 
   /**
-   * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
-   * false if the flow was already ended or cut.
+   * Hold `lease` until this flow ends, then give it back (once, whatever ends the flow). A flow
+   * that has already ended gives it back at once.
    */
-  cut(err: Error): boolean {
+  hold(lease: Lease): void {
+    if (this.#ended) lease.release();
+    else (this.#leases ??= []).push(lease);
+  }
+
+  /**
+   * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
+   * false if the flow was already ended or cut. `as` is the reason the end reports: 'cut' (the
+   * interface was lost) or 'shutdown' (holdfast stops; no code).
+   */
+  cut(err: Error, as: 'cut' | 'shutdown' = 'cut'): boolean {
     if (this.#ended || this.#cutReason) return false;
     this.#cutReason = err;
+    this.#cutAs = as;
     const fn = this.#onCut;
     if (fn) fn(err);
     else this.end('cut', err);
     return true;
   }
 
-  /** The flow is over; the one 'flow close' line. Safe to repeat. */
-  end(reason: string, err?: unknown): void {
+  /**
+   * The flow is over: give back what it holds, and write the one 'flow close' line. Safe to
+   * repeat. A flow that was cut ends as 'cut' (or 'shutdown') whatever its handler reports; only
+   * a failure carries a code (a client that left, an idle timeout or a peer's reset do not).
+   */
+  end(reason: CloseReason, err?: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
+    const leases = this.#leases;
+    this.#leases = undefined;
+    if (leases) for (const l of leases) l.release();
+    const closeReason = this.#cutReason ? this.#cutAs : reason;
     const cause = this.#cutReason ?? err;
-    const code = cause ? hfCodeOf(cause) : undefined;
+    const code = cause && isFailure(closeReason) ? hfCodeOf(cause) : undefined;
     this.endedAt = this.#table.clock.now();
-    this.closeReason = this.#cutReason ? 'cut' : reason;
+    this.closeReason = closeReason;
     this.closeCode = code ?? null;
     this.#line(
       {
@@ -171,10 +203,10 @@ export class Flow implements FlowInfo {
       id: this.id,
       kind: this.kind,
       client: this.client,
-      destination: this.destination,
+      dst: this.destination,
       ip: this.ip,
-      interface: this.interface,
-      localAddress: this.localAddress,
+      egress: this.interface,
+      src: this.localAddress,
       placedBy: this.placedBy,
       ...(this.attempts ? { attempts: this.attempts } : {}),
       startedAt: this.startedAt,
@@ -216,7 +248,7 @@ export class FlowTable {
   readonly #log: Logger;
   #graceMs: number;
   #limits: FlowLimits;
-  /** live flows per client address, only counted when a per-client limit is set */
+  /** live flows per client address */
   readonly #perClient = new Map<string, number>();
   readonly #flows = new Map<number, Flow>();
   #nextId = 1;
@@ -248,13 +280,12 @@ export class FlowTable {
     if (this.#flows.size >= this.#limits.maxFlows) {
       throw new LimitError(`too many flows (${this.#flows.size}, limits.maxFlows)`);
     }
+    // counted always, so a reload that sets a per-client limit counts the live flows too
     const perClient = this.#limits.maxFlowsPerClient;
-    if (perClient > 0) {
-      const ip = addressOf(client);
-      const n = this.#perClient.get(ip) ?? 0;
-      if (n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
-      this.#perClient.set(ip, n + 1);
-    }
+    const ip = addressOf(client);
+    const n = this.#perClient.get(ip) ?? 0;
+    if (perClient > 0 && n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
+    this.#perClient.set(ip, n + 1);
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
     if (this.#flows.size === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();

@@ -97,7 +97,7 @@ function renderFlows(st, ifs) {
   const groups = new Map();
   for (const i of ifs) groups.set(i.name, []);
   for (const f of st.flows) {
-    const k = f.interface ?? '(dialing)';
+    const k = f.egress ?? '(dialing)';
     if (!groups.has(k)) groups.set(k, []);
     groups.get(k).push(f);
   }
@@ -119,14 +119,14 @@ function renderFlows(st, ifs) {
     sync(tb, tb.firstElementChild, g.flows, (f) => String(f.id), (f) => {
       const tr = document.createElement('tr');
       tr.className = 'flow';
-      tr.dataset.flowId = f.id; tr.dataset.kind = f.kind; tr.dataset.destination = f.destination;
-      tr.title = 'flow #' + f.id + ' from ' + f.client + (f.localAddress ? ' · pinned to ' + f.localAddress : '') + (f.ip ? ' → ' + f.ip : '');
+      tr.dataset.flowId = f.id; tr.dataset.kind = f.kind; tr.dataset.destination = f.dst;
+      tr.title = 'flow #' + f.id + ' from ' + f.client + (f.src ? ' · pinned to ' + f.src : '') + (f.ip ? ' → ' + f.ip : '');
       return tr;
     }, (tr, f) => {
       tr.dataset.placedBy = f.placedBy ?? '';
       setHtml(tr,
         '<td class="kind">' + esc(f.kind) + '</td>' +
-        '<td class="dst mono">' + esc(f.destination) + '</td>' +
+        '<td class="dst mono">' + esc(f.dst) + '</td>' +
         '<td><span class="pb ' + esc(f.placedBy ?? '') + '">' + esc(f.placedBy ?? 'dialing') + '</span></td>' +
         '<td class="r">' + formatAge(st.now - f.startedAt) + '</td>' +
         '<td class="r">' + formatBytes(f.bytesDown) + '</td>' +

@@ -36,8 +36,10 @@ ignored; the open-proxy check applies to the handed addresses).
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
 Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get shutdown.drain (default 5 s)
 to finish, the rest are cut; a second signal exits at once. SIGHUP reloads the config file
-(listeners, auth, limits, policy, roles, rules) without dropping or moving live flows; a bad
-file is rejected with the reason in the log and the old configuration stays.
+without dropping or moving live flows: listen, auth, clients, limits, dial, dns, fallback,
+affinity, grace, udp, bind, relay, pac, shutdown, roles, types, metered and rules apply to new
+flows (log, interfaces' dns and policyRouting need a restart); a bad file is rejected with the
+reason in the log and the old configuration stays.
 
 Examples:
   holdfast start

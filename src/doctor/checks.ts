@@ -181,8 +181,8 @@ export function checkPolicyRouting(h: HostNet, rules: readonly RuleEntry[] | und
     check = {
       id: 'policy-routing',
       status: 'info',
-      summary: 'no source policy routing (`from <address> lookup <table>`): not needed while device binding works and rp_filter is loose',
-      fix: 'needed without the addon or with strict rp_filter: `holdfast start --policy-routing` (CAP_NET_ADMIN)',
+      summary: 'no source policy routing (`from <address> lookup <table>`): not needed for proxied flows while device binding works and rp_filter is loose',
+      fix: 'needed without the addon or with strict rp_filter: `holdfast start --policy-routing` (CAP_NET_ADMIN); it also holds programs that do not use the proxy (their connections keep the interface they began on)',
     };
   }
   return { check, policyCoversAll };

@@ -2,7 +2,7 @@
 // the destination (with the DNS servers of the interface likely to carry it), races the
 // addresses (Happy Eyeballs, RFC 8305: IPv6 first, IPv4 after a delay), and for each address
 // races the candidate interfaces the policy gives (dialAcross). The winner feeds affinity.
-import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../contracts.js';
+import type { Destination, DialResult, Dialer, EgressPolicy, Lease, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
 import { HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
@@ -17,10 +17,16 @@ export interface Connector {
   resolve(dst: Destination): Promise<Target[]>;
   /** Race the policy's candidate interfaces for one address (no Happy Eyeballs). */
   dialTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult>;
-  /** resolve + Happy Eyeballs over the addresses + dialTarget; the winner feeds affinity. */
-  open(dst: Destination, signal?: AbortSignal): Promise<DialResult>;
-  /** The flow that `open` returned has ended. */
-  release(dst: Destination, result: DialResult): void;
+  /**
+   * resolve + Happy Eyeballs over the addresses + dialTarget; the winner feeds affinity through
+   * its lease, which the caller hands to its flow (Flow.hold) to give back when the flow ends.
+   */
+  open(dst: Destination, signal?: AbortSignal): Promise<Opened>;
+}
+
+/** An upstream that `open` connected, with its placement to hold while the flow lives. */
+export interface Opened extends DialResult {
+  readonly lease: Lease;
 }
 
 export interface ConnectorOptions {
@@ -117,11 +123,7 @@ export function createConnector(
           throw lost.failures.length ? mostTelling(lost.failures.map((f) => f.err)) : lost.last;
         }
       }
-      policy.connected(dst, result.target, result.egress);
-      return result;
-    },
-    release(dst, result) {
-      policy.released(dst, result.target, result.egress);
+      return { ...result, lease: policy.lease(dst, result.target, result.egress) };
     },
   };
 }

@@ -25,8 +25,11 @@ export function describeAttempt(target: Target, egress: Egress): string {
   return `connect ${host}:${target.port} via ${egress.ifname} (${egress.source})`;
 }
 
+/**
+ * The dialer. `opts` is read at each dial, so a reload that changes dial.timeout or
+ * dial.keepAlive in it applies to the next flow (live ones keep what they were given).
+ */
 export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined): Dialer {
-  const { timeoutMs, keepAliveMs } = opts;
 
   // The binder is chosen once. 'device': the addon makes a socket bound to the interface, and
   // net.Socket adopts it (manualStart: do not start reading an unconnected socket).
@@ -57,6 +60,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
         );
         return;
       }
+      const { timeoutMs, keepAliveMs } = opts;
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       const settle = (err: Error | undefined) => {

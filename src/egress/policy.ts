@@ -11,6 +11,7 @@ import type {
   Egress,
   EgressPolicy,
   Family,
+  Lease,
   NetInterface,
   NetMonitor,
   Target,
@@ -261,6 +262,37 @@ export class Policy implements EgressPolicy {
     return out;
   }
 
+  /**
+   * The placement of a flow that connected through `egress`, held for affinity until given back.
+   * `release` is safe to repeat: only the first call counts.
+   */
+  lease(dst: Destination, target: Target, egress: Egress): Lease {
+    this.connected(dst, target, egress);
+    let held = true;
+    return {
+      release: () => {
+        if (!held) return;
+        held = false;
+        this.released(dst, target, egress);
+      },
+    };
+  }
+
+  /**
+   * The affinity table now (expired entries dropped first): entries, and the live flows they
+   * count. Both return to zero once every lease is given back and the linger has passed.
+   */
+  affinityTable(): { entries: number; live: number } {
+    const now = this.#clock.now();
+    let live = 0;
+    for (const [key, e] of [...this.#affinity.entries()]) {
+      if (e.live === 0 && now - e.releasedAt > this.#lingerMs) this.#affinity.delete(key);
+      else live += e.live;
+    }
+    return { entries: this.#affinity.size, live };
+  }
+
+  /** Prefer lease(): a flow's placement is given back by the flow that holds it. */
   connected(dst: Destination, target: Target, egress: Egress): void {
     const key = this.#key(dst, target);
     if (key === undefined) return;
@@ -276,7 +308,8 @@ export class Policy implements EgressPolicy {
     const key = this.#key(dst, target);
     if (key === undefined) return;
     const e = this.#affinity.get(key);
-    if (!e || (egress && e.ifname !== egress.ifname)) return;
+    // an entry another interface (or address) took over since: not this flow's to count down
+    if (!e || (egress && (e.ifname !== egress.ifname || e.source !== egress.source))) return;
     if (e.live > 0) e.live--;
     if (e.live === 0) e.releasedAt = this.#clock.now();
   }

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import type { Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
+import type { CloseReason, Destination, Dialer, Egress, EgressPolicy, Target } from '../contracts.js';
 import type { Flow } from '../flows.js';
 import { blamesPath } from '../egress/dial.js';
 import { BadRequestError, LoopError, hfCodeOf, toHttpStatus } from '../errors.js';
@@ -232,7 +232,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     }
     const ac = new AbortController();
     let settled = false;
-    const finish = (reason: string, err?: unknown) => {
+    const finish = (reason: CloseReason, err?: unknown) => {
       if (settled) return;
       settled = true;
       socket.removeListener('close', onClientGone);
@@ -289,14 +289,15 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
         res,
         flow,
         ac.signal,
+        // the upstream failed mid-response (the client's connection is destroyed)
+        (err) => {
+          if (!ac.signal.aborted) finish('upstream error', err);
+        },
       );
-      o.policy.connected(dst, target, egress);
-      const released = () => {
-        o.policy.released(dst, target, egress);
-        finish('done');
-      };
-      if (res.writableFinished) released();
-      else res.once('finish', released);
+      // the server answered: the flow holds its placement until it ends, however it ends
+      flow.hold(o.policy.lease(dst, target, egress));
+      if (res.writableFinished) finish('done');
+      else res.once('finish', () => finish('done'));
     } catch (err) {
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
       if (cause instanceof LoopError) ctx.counters.loopRefusals++;
@@ -309,7 +310,8 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
       } else {
         res.destroy();
       }
-      finish(ac.signal.aborted ? 'aborted' : 'failed', cause);
+      // the client left (or the flow was cut: Flow.end says so), else no answer came
+      finish(ac.signal.aborted ? 'client left' : 'dial failed', cause);
     }
   }
 
@@ -332,6 +334,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     res: ServerResponse,
     flow: { bytesDown: number },
     signal: AbortSignal,
+    onLateError: (err: Error) => void,
   ): Promise<void> {
     return new Promise((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined;
@@ -363,8 +366,10 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
         },
         onResponseError(_c, err) {
           cleanup();
-          if (started) res.destroy();
-          else reject(err);
+          if (started) {
+            onLateError(err);
+            res.destroy();
+          } else reject(err);
         },
       });
     });

@@ -16,7 +16,7 @@
 // timed out, which clients read as a timeout). A client that ends or closes its connection while
 // waiting ends the BIND.
 import type { Server, Socket } from 'node:net';
-import type { Egress, Target } from '../contracts.js';
+import type { CloseReason, Egress, Target } from '../contracts.js';
 import { boundAddressOf } from '../egress/dial-udp.js';
 import { DialTimeoutError, HfCode, HoldfastError, Reply, hfCodeOf, toSocksReply } from '../errors.js';
 import type { Flow } from '../flows.js';
@@ -68,7 +68,6 @@ export function handleBind(c: SocksCommandContext): void {
   let state: 'listening' | 'relaying' | 'done' = 'listening';
   let server: Server | undefined;
   let timer: { cancel(): void } | undefined;
-  let release: (() => void) | undefined;
   const early: Buffer[] = c.pipelined.length ? [c.pipelined] : [];
   let earlyBytes = c.pipelined.length;
 
@@ -84,11 +83,10 @@ export function handleBind(c: SocksCommandContext): void {
     }
   };
   /** the end before any relay: an error reply if the client is still there, else just close */
-  const fail = (reason: string, err?: unknown) => {
+  const fail = (reason: CloseReason, err?: unknown) => {
     if (state !== 'listening') return;
     state = 'done';
     stopWaiting();
-    release?.();
     flow.end(reason, err);
     if (socket.destroyed) return;
     if (err) socket.end(encodeReply(toSocksReply(err)));
@@ -140,7 +138,7 @@ export function handleBind(c: SocksCommandContext): void {
       peer.write(b);
     }
     early.length = 0;
-    relayFlow(ctx, flow, socket, peer, release ?? (() => {}));
+    relayFlow(ctx, flow, socket, peer);
   };
 
   const begin = async () => {
@@ -176,8 +174,8 @@ export function handleBind(c: SocksCommandContext): void {
     const bound = boundAddressOf(addr && typeof addr === 'object' ? addr : { address: '', port: 0 }, egress);
     x.bindCounters.binds++;
     flow.pinned({ egress, target, localAddress: bound.ip, attempts });
-    x.policy.connected(dst, target, egress);
-    release = () => x.policy.released(dst, target, egress);
+    // the flow holds this placement (affinity) until it ends
+    flow.hold(x.policy.lease(dst, target, egress));
     socket.write(encodeReply(Reply.SUCCEEDED, bound));
     const ms = x.bindAcceptTimeoutMs;
     if (ms > 0) {
@@ -189,5 +187,5 @@ export function handleBind(c: SocksCommandContext): void {
     }
   };
 
-  begin().catch((err: unknown) => fail('bind failed', err));
+  begin().catch((err: unknown) => fail('dial failed', err));
 }

@@ -17,7 +17,7 @@
 // counted, never answered. The association ends when its control connection ends, after
 // `udp.idleTimeout` without a datagram either way, or when it is cut (FlowTable: interface lost).
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
-import type { Destination, Egress, Family, Target } from '../contracts.js';
+import type { CloseReason, Destination, Egress, Family, Target } from '../contracts.js';
 import { boundAddressOf } from '../egress/dial-udp.js';
 import { HfCode, HoldfastError, Reply, hfCodeOf, toSocksReply } from '../errors.js';
 import type { Flow } from '../flows.js';
@@ -129,8 +129,6 @@ class Association {
   #opening: Promise<unknown> = Promise.resolve();
   #waiting = 0;
   readonly #names = new Map<string, { targets: Target[]; at: number }>();
-  /** destinations registered with the policy for affinity, released at the end */
-  readonly #affinity: { dst: Destination; target: Target; egress: Egress }[] = [];
   #lastActive = 0;
   /** the idle timeout this association began with (a reload applies to new ones) */
   readonly #idleMs: number;
@@ -206,7 +204,7 @@ class Association {
     });
     this.#ended = true;
     this.#closeSockets();
-    this.#flow.end('relay failed', e);
+    this.#flow.end('failed', e);
     relayFail(this.#c, e);
   }
 
@@ -405,8 +403,8 @@ class Association {
       } else {
         log.debug({ ip: target.ip, egress: egress.ifname, src: bound.ip }, 'udp second family');
       }
-      this.#x.policy.connected(dst, target, egress);
-      this.#affinity.push({ dst, target, egress });
+      // the flow holds this placement (affinity) until it ends
+      this.#flow.hold(this.#x.policy.lease(dst, target, egress));
       return s;
     }
     log.debug({ ip: target.ip, attempts: failures.join('; ') }, 'udp no egress');
@@ -448,13 +446,12 @@ class Association {
     this.#upstream.clear();
   }
 
-  /** End once: close the sockets, release affinity, close (or reset, when cut) the control connection. */
-  #finish(reason: string, err?: Error): void {
+  /** End once: close the sockets, close (or reset, when cut) the control connection; the flow gives back its leases. */
+  #finish(reason: CloseReason, err?: Error): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#idleTimer?.cancel();
     this.#closeSockets();
-    for (const a of this.#affinity) this.#x.policy.released(a.dst, a.target, a.egress);
     const { socket } = this.#c;
     if (!socket.destroyed) {
       if (reason === 'cut') socket.resetAndDestroy();

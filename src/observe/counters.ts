@@ -1,6 +1,7 @@
 // The monotonic counters /metrics shows, kept from the flow table's own change feed: flows opened
 // and closed, cuts, fallbacks, affinity placements, dial errors, and the bytes of ended flows per
 // interface. One table, one set of counters: exact whatever else runs in the process.
+import type { CloseReason } from '../contracts.js';
 import type { Flow, FlowEvent } from '../flows.js';
 
 /** Monotonic counters for /metrics (label key -> count). */
@@ -19,8 +20,10 @@ export interface StatsCounters {
   readonly netChanges: number;
 }
 
-/** Flow end reasons used as metric labels; anything else (OS error messages) is folded. */
-const REASONS = new Set(['done', 'client left', 'cut', 'dial failed', 'failed', 'aborted']);
+/** Flow end reasons used as metric labels (Flow.end's vocabulary, CloseReason); anything else is folded. */
+const REASONS = new Set<string>([
+  'done', 'client left', 'upstream left', 'reset', 'idle', 'shutdown', 'cut', 'dial failed', 'timeout', 'upstream error', 'failed',
+] satisfies CloseReason[]);
 
 export function reasonLabel(reason: string | null): string {
   if (!reason) return 'unknown';

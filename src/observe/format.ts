@@ -115,8 +115,8 @@ function sortInterfaces(st: StatusJson): StatusInterface[] {
 /** Flows: grouped by interface (in the interface order), oldest first within each. */
 function sortFlows(flows: readonly StatusFlow[], ifOrder: readonly string[]): StatusFlow[] {
   const pos = (f: StatusFlow) => {
-    if (f.interface === null) return -1;
-    const p = ifOrder.indexOf(f.interface);
+    if (f.egress === null) return -1;
+    const p = ifOrder.indexOf(f.egress);
     return p < 0 ? ifOrder.length : p;
   };
   return [...flows].sort((a, b) => pos(a) - pos(b) || a.startedAt - b.startedAt || a.id - b.id);
@@ -217,8 +217,8 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
           cells: [
             String(f.id),
             f.kind,
-            clip(f.destination, 48),
-            f.interface ?? '(dialing)',
+            clip(f.dst, 48),
+            f.egress ?? '(dialing)',
             f.placedBy ?? '-',
             formatAge(now - f.startedAt),
             formatBytes(f.bytesDown),

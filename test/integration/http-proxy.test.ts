@@ -160,11 +160,11 @@ test('GET /status on the listener returns interfaces and flows as JSON', async (
   assert.ok('defaultRoute' in lo);
   assert.equal(st.flows.length, 1);
   const f = st.flows[0];
-  for (const k of ['id', 'kind', 'client', 'destination', 'interface', 'localAddress', 'startedAt', 'bytesUp', 'bytesDown']) {
+  for (const k of ['id', 'kind', 'client', 'dst', 'ip', 'egress', 'src', 'placedBy', 'startedAt', 'bytesUp', 'bytesDown']) {
     assert.ok(k in f, `flow has ${k}`);
   }
   assert.equal(f.kind, 'http-connect');
-  assert.equal(f.interface, 'lo');
+  assert.equal(f.egress, 'lo');
   // the same page through the proxy (absolute-form to the listener itself) is served locally
   const viaProxy = await run('curl', ['-sS', '--max-time', '5', '-x', p.url, `${p.url}/status`]);
   assert.equal(JSON.parse(viaProxy.stdout).flows.length, 1);

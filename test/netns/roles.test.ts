@@ -110,8 +110,8 @@ test('15: if2 has the better metric but role backup: no new flows while if1 live
     assert.ok(dl.bytes < bytes, `the download was still running when if1 returned (${dl.bytes}/${bytes} B)`);
     assert.equal((await whoami(lab, hf, SVC[0], 'if1 back')).network, 'net1', 'if1 back: a new flow through net1');
     assert.equal((await whoami(lab, hf, SVC[1], 'if1 back, same destination')).network, 'net1', 'if1 back: the download\'s destination through net1 too');
-    const live = st.flows.find((f) => f.destination.startsWith(SVC[1]));
-    assert.equal(live?.interface, 'if2', `/status: the download is still pinned to if2: ${JSON.stringify(live)}`);
+    const live = st.flows.find((f) => f.dst.startsWith(SVC[1]));
+    assert.equal(live?.egress, 'if2', `/status: the download is still pinned to if2: ${JSON.stringify(live)}`);
 
     const r = await dl.result;
     const end = await server.waitFor(tag, 'end', 5000);

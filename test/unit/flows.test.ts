@@ -3,7 +3,7 @@
 // HF_EGRESS_LOST; a path that heals in time cuts nothing; each flow writes one 'flow close' line.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Destination, NetInterface } from '../../src/contracts.js';
+import type { CloseReason, Destination, NetInterface } from '../../src/contracts.js';
 import { EgressLostError } from '../../src/errors.js';
 import { FlowTable, type Flow } from '../../src/flows.js';
 import { Monitor } from '../../src/net/monitor.js';
@@ -277,6 +277,17 @@ test('cutEgress on a healthy interface cuts nothing', async (t) => {
   assert.equal(cuts.length, 0);
 });
 
+test('12: a reloaded grace (FlowTable.configure) applies to the next loss', (t) => {
+  const { clock, table, net } = setup(t);
+  table.configure({ graceMs: 1000, limits: { maxFlows: Infinity, maxFlowsPerClient: 0 } });
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(999);
+  assert.equal(cuts.length, 0);
+  clock.advance(1);
+  assert.equal(cuts.length, 1, 'cut after the reloaded grace (1000 ms), not the first (10000 ms)');
+});
+
 // ---------------------------------------------------------------------------------------------
 // The 'flow close' line
 
@@ -288,8 +299,8 @@ test("'flow close' is written once per flow, with reason, bytes and duration", a
   a.bytesDown = 34_000;
   clock.advance(2500);
   a.end('done');
-  a.end('ECONNRESET');
-  b.end('ECONNRESET', Object.assign(new Error('reset'), { code: 'ECONNRESET' }));
+  a.end('client left');
+  b.end('upstream error', Object.assign(new Error('unreachable'), { code: 'EHOSTUNREACH' }));
   b.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 2);
@@ -303,9 +314,32 @@ test("'flow close' is written once per flow, with reason, bytes and duration", a
   assert.equal(la.durationMs, 2500);
   assert.equal(la.code, undefined);
   assert.equal(la.kind, 'socks5-connect');
-  assert.equal(lb.reason, 'ECONNRESET');
-  assert.equal(lb.code, 'HF_INTERNAL', 'an OS reset maps through the one table');
+  assert.equal(lb.reason, 'upstream error');
+  assert.equal(lb.code, 'HF_HOST_UNREACHABLE', 'an OS error of a failure maps through the one table');
   assert.equal(table.size, 0);
+});
+
+test('12: an ordinary end carries no code, even with an error: client left, upstream left, idle, shutdown', (t) => {
+  const { table, sink } = setup(t);
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  const pipe = () => Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+  const ends: [CloseReason, Error | undefined][] = [
+    ['client left', reset()],
+    ['client left', pipe()],
+    ['upstream left', reset()],
+    ['reset', reset()],
+    ['idle', Object.assign(new Error('idle for 1000 ms'), { code: 'idle' })],
+    ['done', undefined],
+  ];
+  for (const [reason, err] of ends) pinnedFlow(table, 'if1', IF1).flow.end(reason, err);
+  const s = pinnedFlow(table, 'if1', IF1).flow;
+  s.cut(new Error('holdfast is shutting down'), 'shutdown');
+  s.end('done');
+  const closes = sink.withMsg('flow close');
+  assert.deepEqual(
+    closes.map((l) => [l.reason, l.code ?? null]),
+    [...ends.map(([r]) => [r, null]), ['shutdown', null]],
+  );
 });
 
 test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the handler reports", async (t) => {
@@ -313,7 +347,7 @@ test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the
   const { flow } = pinnedFlow(table, 'if1', IF1);
   await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
-  flow.end('ECONNRESET');
+  flow.end('upstream left');
   flow.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 1);
@@ -332,8 +366,8 @@ test("'flow open' is written when the flow is pinned, with its egress", async (t
   assert.equal(open.placedBy, 'route');
   assert.equal(open.dst, 'example.com:443');
   const info = flow.toJSON();
-  assert.equal(info.interface, 'if2');
-  assert.equal(info.localAddress, IF2);
+  assert.equal(info.egress, 'if2');
+  assert.equal(info.src, IF2);
 });
 
 test('list() and size follow open and end', async (t) => {
