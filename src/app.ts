@@ -204,7 +204,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     bindCounters: newBindCounters(),
   };
   ctx.socks5 = socks5;
-  const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
+  const http = createHttpInbound(ctx, { maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
   const status = () => ({
     ...stats.status(),
     socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },

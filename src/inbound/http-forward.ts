@@ -1,99 +1,87 @@
-// Absolute-form forwarding of plain HTTP through undici: one Agent per egress, so requests in
-// flight finish on their interface while new ones go where the policy says now.
+// Absolute-form forwarding of plain HTTP through undici: the connector places each request (as
+// it does every flow) and hands its pinned socket to undici's `connect` hook; connections are
+// pooled per egress, so requests in flight finish on their interface while new ones go where the
+// policy says now.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
-import type { Destination, Egress, Target } from '../contracts.js';
+import { Client, type Dispatcher } from 'undici';
+import type { Destination, DialResult, Egress, Target } from '../contracts.js';
 import type { Flow } from '../flows.js';
-import { blamesPath } from '../egress/dial.js';
-import { BadRequestError, hfCodeOf, toHttpStatus } from '../errors.js';
+import { toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
-import type { HttpInboundOptions } from './http.js';
 import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError } from './http-text.js';
 
 export interface HttpForwarder {
   /** Forward one absolute-form request for `url` and stream the answer into `res`. */
   forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void>;
-  /** Drop the Agent of an egress: 'close' lets requests finish, 'destroy' stops them now. */
+  /** Drop the connections of an egress: 'close' lets requests finish, 'destroy' stops them now. */
   dropEgress(ifname: string, how: 'close' | 'destroy', err?: Error): void;
-  /** Stop every Agent now. */
+  /** Stop every connection now. */
   close(): Promise<void>;
 }
 
-export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions): HttpForwarder {
-  const agents = new Map<string, { agent: Agent; egress: Egress }>();
+export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
+  /**
+   * Per egress, per origin: undici Clients, each with one connection pinned to that egress (the
+   * connector's `pinnedConnect` hands it the socket). A new request reuses a free connection of
+   * the policy's first interface; requests in flight finish on their interface, and a keep-alive
+   * connection serves again only requests placed on its interface.
+   */
+  const pools = new Map<string, { egress: Egress; byOrigin: Map<string, Set<Client>> }>();
+  const keyOf = (egress: Egress) => `${egress.ifname}|${egress.source}`;
+
+  /** A free keep-alive connection of `egress` to `origin`, if the pool has one. */
+  function freeClient(egress: Egress, origin: string): Client | undefined {
+    const clients = pools.get(keyOf(egress))?.byOrigin.get(origin);
+    if (clients) {
+      for (const c of clients) {
+        const st = c.stats;
+        if (st.connected && st.size === 0) return c;
+      }
+    }
+    return undefined;
+  }
 
   /**
-   * Sockets already dialed for a request (a race across interfaces picked their egress), waiting
-   * for that egress's Agent to ask for a connection to their origin. Unclaimed ones (the pool had
-   * a free connection after all) are closed after a moment.
+   * A Client for the socket `up` just dialed, joining its egress's pool until it disconnects.
+   * `drop()`: the request failed before the Client took the socket (undici refused it at
+   * dispatch): destroy both.
    */
-  const predialed = new Map<string, Socket[]>();
-  const stash = (egress: Egress, target: Target, socket: Socket) => {
-    const key = `${egress.ifname}|${egress.source}|${target.ip}|${target.port}`;
-    const list = predialed.get(key) ?? [];
-    list.push(socket);
-    predialed.set(key, list);
-    setTimeout(() => {
-      const l = predialed.get(key);
-      const i = l?.indexOf(socket) ?? -1;
-      if (i < 0) return;
-      l!.splice(i, 1);
-      if (l!.length === 0) predialed.delete(key);
-      socket.destroy();
-    }, 5000).unref();
-  };
-  const claim = (egress: Egress, target: Target): Socket | undefined => {
-    const key = `${egress.ifname}|${egress.source}|${target.ip}|${target.port}`;
-    const l = predialed.get(key);
-    const s = l?.shift();
-    if (l && l.length === 0) predialed.delete(key);
-    return s;
-  };
-
-  function agentFor(egress: Egress): Agent {
-    const key = `${egress.ifname}|${egress.source}`;
-    const hit = agents.get(key);
-    if (hit) return hit.agent;
-    const agent = new Agent({
+  function adopt(up: DialResult, origin: string): { client: Client; drop(): void } {
+    const key = keyOf(up.egress);
+    let pool = pools.get(key);
+    if (!pool) pools.set(key, (pool = { egress: up.egress, byOrigin: new Map() }));
+    let clients = pool.byOrigin.get(origin);
+    if (!clients) pool.byOrigin.set(origin, (clients = new Set()));
+    const connect = ctx.connector.pinnedConnect(up.egress, up.socket);
+    const client = new Client(origin, {
       keepAliveTimeout: 4000,
       connectTimeout: 0x7fffffff, // our dialer enforces dial.timeout
-      // every connection of this pool is pinned to `egress`
-      connect(opts, cb) {
-        const ip = hostOf(opts.hostname);
-        const family = isIP(ip);
-        if (family === 0) {
-          cb(new BadRequestError(`not an address: ${ip}`), null);
-          return;
-        }
-        const target: Target = { ip, family: family as 4 | 6, port: Number(opts.port) || 80 };
-        const ready = claim(egress, target);
-        if (ready) {
-          // never call back synchronously: undici marks the client as connecting after this returns
-          process.nextTick(cb, null, ready);
-          return;
-        }
-        o.dialer.dial(target, egress).then(
-          (s) => cb(null, s),
-          (err) => {
-            if (blamesPath(err)) o.policy.failed(egress.ifname, hfCodeOf(err));
-            cb(err, null);
-          },
-        );
-      },
+      connect,
     });
-    agents.set(key, { agent, egress });
-    return agent;
+    const [set, byOrigin] = [clients, pool.byOrigin];
+    const forget = () => {
+      set.delete(client);
+      if (set.size === 0 && byOrigin.get(origin) === set) byOrigin.delete(origin);
+    };
+    client.once('disconnect', () => {
+      // its connection is gone: no longer free for new requests; queued ones still finish
+      // (a new dial on the same egress)
+      forget();
+      client.close().catch(() => {});
+    });
+    set.add(client);
+    const drop = () => {
+      if (!connect.unclaimed()) return;
+      forget();
+      client.destroy().catch(() => {});
+    };
+    return { client, drop };
   }
 
-  /** Has the pool of `egress` a free keep-alive connection to `origin`? */
-  function hasFree(egress: Egress, origin: string): boolean {
-    const a = agents.get(`${egress.ifname}|${egress.source}`);
-    const st = a?.agent.stats[origin];
-    return st !== undefined && 'free' in st && st.free > 0;
-  }
+  const originOf = (target: Target, port: number) =>
+    `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${port}`;
 
   async function forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const client = peerOf(req.socket);
@@ -133,27 +121,21 @@ export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions):
       req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 
+    let dropUnclaimed: (() => void) | undefined;
     try {
-      // the name through the DNS of the interface that will carry it; loops refused
-      const targets = await ctx.connector.resolve(dst);
-      const target = targets[0];
-      const candidates = await o.policy.candidates(target, dst);
-      const origin = `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${dst.port}`;
-      let egress = candidates[0];
-      let attempts = '';
-      if (candidates.length > 1 && !hasFree(egress, origin)) {
-        // a new connection with a choice of interfaces: race them now (fallback), and hand the
-        // winner to its interface's pool
-        const up = await ctx.connector.dialTarget(dst, target, ac.signal);
-        egress = up.egress;
-        attempts = up.attempts;
-        stash(egress, target, up.socket);
-      }
+      // the name through the DNS of the interface that will carry it (loops refused); a free
+      // connection of the policy's first interface, else a new one raced across the candidates
+      const up = await ctx.connector.openOrReuse(dst, ac.signal, (e, t) => freeClient(e, originOf(t, dst.port)));
+      const { egress, target, attempts } = up;
+      const origin = originOf(target, dst.port);
+      let conn: Client;
+      if ('reused' in up) conn = up.reused;
+      else ({ client: conn, drop: dropUnclaimed } = adopt(up, origin));
       flow.pinned({ egress, target, localAddress: egress.source, attempts });
       const headers = forwardableHeaders(req.rawHeaders);
       headers.push('via', `${req.httpVersion} holdfast`);
       await forwardTo(
-        agentFor(egress),
+        conn,
         {
           origin,
           path: url.pathname + url.search,
@@ -165,14 +147,15 @@ export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions):
         flow,
         ac.signal,
       );
-      o.policy.connected(dst, target, egress);
+      ctx.connector.connected(dst, up);
       const released = () => {
-        o.policy.released(dst, target, egress);
+        ctx.connector.release(dst, up);
         finish('done');
       };
       if (res.writableFinished) released();
       else res.once('finish', released);
     } catch (err) {
+      dropUnclaimed?.();
       const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
       if (!res.headersSent && !res.destroyed) {
         const status = toHttpStatus(cause);
@@ -194,13 +177,13 @@ export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions):
   }
 
   /**
-   * Send one request through `agent` and stream the response into `res`, chunk by chunk, with
+   * Send one request through `client` and stream the response into `res`, chunk by chunk, with
    * backpressure (undici's dispatch handler: no intermediate stream). Resolves once the response
    * head was written to the client; rejects if the request failed before that (the caller then
    * answers 502/504). A failure after the head destroys the client connection.
    */
   function forwardTo(
-    agent: Agent,
+    client: Dispatcher,
     opts: Dispatcher.DispatchOptions,
     res: ServerResponse,
     flow: { bytesDown: number },
@@ -214,7 +197,7 @@ export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions):
       const cleanup = () => signal.removeEventListener('abort', onAbort);
       res.on('drain', () => controller?.resume());
       // a client that leaves aborts `signal` (see forward)
-      agent.dispatch(opts, {
+      client.dispatch(opts, {
         onRequestStart(c) {
           controller = c;
           if (signal.aborted) onAbort();
@@ -246,16 +229,21 @@ export function createHttpForwarder(ctx: InboundContext, o: HttpInboundOptions):
   return {
     forward,
     dropEgress(ifname, how, err) {
-      for (const [key, a] of agents) {
-        if (a.egress.ifname !== ifname) continue;
-        agents.delete(key);
-        if (how === 'close') void a.agent.close();
-        else void a.agent.destroy(err ?? null);
+      for (const [key, pool] of pools) {
+        if (pool.egress.ifname !== ifname) continue;
+        pools.delete(key);
+        for (const clients of pool.byOrigin.values()) {
+          for (const c of clients) {
+            if (how === 'close') void c.close().catch(() => {});
+            else void c.destroy(err ?? null).catch(() => {});
+          }
+        }
       }
     },
     async close() {
-      await Promise.all([...agents.values()].map((a) => a.agent.destroy(null).catch(() => {})));
-      agents.clear();
+      const all = [...pools.values()].flatMap((p) => [...p.byOrigin.values()].flatMap((s) => [...s]));
+      pools.clear();
+      await Promise.all(all.map((c) => c.destroy(null).catch(() => {})));
     },
   };
 }

@@ -3,7 +3,6 @@
 // itself (/status and friends, http-local.ts); the texts and header helpers are in http-text.ts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Dialer, EgressPolicy } from '../contracts.js';
 import type { InboundContext } from './context.js';
 import { handleConnect } from './http-connect.js';
 import { createHttpForwarder } from './http-forward.js';
@@ -14,8 +13,6 @@ export type { LocalHandler } from './http-local.js';
 export { forwardableHeaders, parseAuthority } from './http-text.js';
 
 export interface HttpInboundOptions {
-  readonly policy: EgressPolicy;
-  readonly dialer: Dialer;
   readonly maxHeaderBytes: number;
   /** requests addressed to holdfast itself, by path */
   readonly local: ReadonlyMap<string, LocalHandler>;
@@ -38,7 +35,7 @@ export interface HttpInbound {
 }
 
 export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): HttpInbound {
-  const forwarder = createHttpForwarder(ctx, o);
+  const forwarder = createHttpForwarder(ctx);
 
   /** per connection: what to call once its first request head has been read */
   const headWaiters = new WeakMap<Socket, () => void>();

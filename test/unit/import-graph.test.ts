@@ -31,6 +31,8 @@ const rules: { from: string; mustNotImport: string[] }[] = [
   { from: 'egress/', mustNotImport: ['inbound/', 'observe/', 'app.js', 'flows.js'] },
   { from: 'flows.js', mustNotImport: ['inbound/', 'egress/', 'app.js'] },
   { from: 'relay.js', mustNotImport: ['inbound/', 'egress/', 'flows.js', 'app.js'] },
+  // one way to dial: inbound handlers get pinned sockets from the connector only (issue 13)
+  { from: 'inbound/', mustNotImport: ['egress/dial.js'] },
   { from: 'inbound/socks5.js', mustNotImport: ['net/', 'egress/', 'flows.js', 'relay.js', 'inbound/socks5-session.js'] },
 ];
 
