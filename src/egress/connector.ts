@@ -181,7 +181,7 @@ export function createConnector(
     pinnedConnect(egress, first) {
       let ready = first;
       const hook = (o: { hostname: string; port: string }, cb: (...args: [null, Socket] | [Error, null]) => void) => {
-        const ip = o.hostname.startsWith('[') && o.hostname.endsWith(']') ? o.hostname.slice(1, -1) : o.hostname;
+        const ip = o.hostname; // undici gives an IPv6 literal without its brackets
         const family = isIP(ip);
         if (family === 0) {
           cb(new BadRequestError(`not an address: ${ip}`), null);

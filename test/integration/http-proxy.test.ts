@@ -119,6 +119,19 @@ test('forwarded requests from separate client connections share one upstream con
   assert.deepEqual(open.map((l) => [l.kind, l.egress]), [['http-forward', 'lo'], ['http-forward', 'lo']]);
 });
 
+test('plain HTTP forward to an IPv6 origin ([::1]): the pinned socket reaches undici', async (t) => {
+  const p = await startProxy(t);
+  const srv = await httpServer(t, undefined, '::1');
+  const r = await run('curl', ['-sS', '--max-time', '10', '-x', p.url, `http://[::1]:${srv.port}/six`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).url, '/six');
+  assert.equal(srv.seen[0].peer, '::1');
+  await flowsDrained(p.hf);
+  const open = p.logs.byMsg('flow open');
+  assert.equal(open[0].kind, 'http-forward');
+  assert.equal(open[0].ip, '::1');
+});
+
 test('CONNECT tunnel with curl -p -x; 502 with a body when refused; 400 for a bad target', async (t) => {
   const p = await startProxy(t);
   const srv = await httpServer(t);

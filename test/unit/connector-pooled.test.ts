@@ -134,7 +134,7 @@ test('pinnedConnect: hands over the dialed socket once (never synchronously), th
   assert.equal(a.sync, false, 'undici must not be called back before connect returns');
   assert.deepEqual(log, []);
   // the pool lost that connection and needs another: a new dial, pinned to if2, to the same address
-  const b = await connectOnce(hook, '[2001:db8::7]', '8080');
+  const b = await connectOnce(hook, '2001:db8::7', '8080');
   assert.equal(b.err, null);
   assert.equal(b.socket, sockets[0]);
   assert.deepEqual(log, ['dial 2001:db8::7:8080 if2']);
