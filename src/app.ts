@@ -255,7 +255,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     bindCounters: newBindCounters(),
   };
   ctx.socks5 = socks5;
-  const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
+  const http = createHttpInbound(ctx, { maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
   const status = () => {
     const s = stats.status();
     const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
