@@ -19,6 +19,7 @@ import type {
 import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
 import { channels } from './diagnostics.js';
+import { lossOf } from './net/monitor.js';
 
 export type CutHandler = (err: Error) => void;
 
@@ -229,18 +230,6 @@ export interface FlowTableOptions {
   readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
-}
-
-/** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
-export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string | null): string | undefined {
-  const iface = snap.interfaces.find((i) => i.name === ifname);
-  if (!iface) return 'interface gone';
-  if (iface.loopback) return undefined;
-  if (!iface.up) return 'interface down';
-  if (!iface.carrier) return 'no carrier';
-  if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
-    return 'address gone';
-  return undefined;
 }
 
 export class FlowTable {

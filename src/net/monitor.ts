@@ -222,3 +222,15 @@ export class Monitor implements NetMonitor {
     this.#listeners.clear();
   }
 }
+
+/** Why a path pinned to `ifname` (and `localAddress`) is broken in `snap`, or undefined if it is fine. */
+export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string | null): string | undefined {
+  const iface = snap.interfaces.find((i) => i.name === ifname);
+  if (!iface) return 'interface gone';
+  if (iface.loopback) return undefined;
+  if (!iface.up) return 'interface down';
+  if (!iface.carrier) return 'no carrier';
+  if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
+    return 'address gone';
+  return undefined;
+}
