@@ -39,34 +39,14 @@
 #define SOL_MPTCP 284
 #endif
 
-static const char *errno_code(int e) {
-  switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENODEV: return "ENODEV";
-    case ENXIO: return "ENXIO";
-    case EINVAL: return "EINVAL";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EADDRINUSE: return "EADDRINUSE";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOBUFS: return "ENOBUFS";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    default: return "EUNKNOWN";
-  }
-}
+#include "errno_name.h"
 
 static napi_value throw_errno(napi_env env, int e, const char *syscall) {
   napi_value msg, code, err, sys;
   char text[160];
   snprintf(text, sizeof text, "%s: %s", syscall, strerror(e));
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, hf_errno_name(e), NAPI_AUTO_LENGTH, &code);
   napi_create_error(env, code, msg, &err);
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
   napi_set_named_property(env, err, "syscall", sys);
@@ -213,10 +193,14 @@ static napi_value route_source(napi_env env, napi_callback_info info) {
   if (argc < 2) return throw_type(env, "routeSource(family, ip)");
   int af;
   if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
-  char ip[INET6_ADDRSTRLEN + 1];
+  /* an address and a zone ("fe80::1%eth0"): room for the longest of each, and a longer string is
+     refused, never cut short (napi would truncate it silently to fit) */
+  char ip[INET6_ADDRSTRLEN + IF_NAMESIZE + 1];
   size_t len = 0;
-  if (napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &len) != napi_ok || len == 0)
+  if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok || len == 0)
     return throw_type(env, "ip must be an address");
+  if (len >= sizeof ip) return throw_type(env, "ip too long for an address with a zone");
+  if (napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &len) != napi_ok) return throw_type(env, "ip must be an address");
 
   struct sockaddr_storage dst;
   socklen_t dlen;
@@ -235,6 +219,7 @@ static napi_value route_source(napi_env env, napi_callback_info info) {
     if (pct) {
       *pct = 0;
       s->sin6_scope_id = if_nametoindex(pct + 1);
+      if (s->sin6_scope_id == 0) return throw_errno(env, errno ? errno : ENXIO, "if_nametoindex");
     }
     if (inet_pton(AF_INET6, ip, &s->sin6_addr) != 1) return throw_type(env, "not an IPv6 address");
     dlen = sizeof *s;

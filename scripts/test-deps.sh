@@ -3,7 +3,7 @@
 # Without root the namespace tests skip (with a printed reason), except under CI=true, where
 # they fail: CI must run everything.
 set -u
-pkgs=(procps util-linux iproute2 nftables curl python3-pyftpdlib dnsmasq-base chromium libglib2.0-bin gsettings-desktop-schemas)
+pkgs=(procps util-linux iproute2 nftables curl python3-pyftpdlib dnsmasq-base chromium libglib2.0-bin gsettings-desktop-schemas systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

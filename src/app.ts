@@ -2,37 +2,48 @@
 // monitor -> policy -> dialer -> flows/relay), and start the listeners.
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { BlockList, isIP } from 'node:net';
 import { createAuthenticator, loadUsers } from './auth.js';
-import { ConfigError, formatHostPort, type Config, type ListenAddress } from './config.js';
+import { formatHostPort, type Config, type ListenAddress } from './config.js';
 import type { Clock, NetMonitor, Target } from './contracts.js';
 import { createResolver, type Resolver } from './dns.js';
 import { createConnector } from './egress/connector.js';
 import { createDialer } from './egress/dial.js';
 import { createPinnedSockets } from './egress/dial-udp.js';
+import { trackOwnEnds } from './egress/own-ends.js';
 import { Policy, systemClock } from './egress/policy.js';
+import { RoleBook, type RoleSettings } from './egress/roles.js';
+import { compileRules } from './egress/rules.js';
 import { FlowTable } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
 import { newBindCounters } from './inbound/socks5-bind.js';
 import { newUdpCounters } from './inbound/socks5-udp.js';
 import { listen, type Listener } from './inbound/listen.js';
+import { adoptListener } from './inbound/activation.js';
+import { isUnspecifiedIp } from './inbound/validate.js';
+import { watchFdExhaustion } from './inbound/fd-exhaustion.js';
 import { loadAddon } from './native.js';
+import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { createSourceFinder } from './net/route.js';
-import { channels } from './observe/channels.js';
 import { createDashboard } from './observe/dashboard.js';
 import { createMetrics } from './observe/metrics.js';
 import { Stats } from './observe/stats.js';
 import type { StatusJson } from './observe/status.js';
 import { createPacHandler } from './pac.js';
 import { nativeRelay, offloadAfterBytes } from './relay-native.js';
+import { isLoopbackIp } from './net/addr.js';
+import { canonicalIp, checkBoundExposure, checkExposure, clientFilter, isWildcard } from './exposure.js';
 
 export interface StartOptions {
   readonly log: Logger;
   readonly monitor?: NetMonitor;
   readonly clock?: Clock;
   readonly resolver?: Resolver;
+  /** listening sockets handed over by socket activation (fds): served instead of cfg.listen */
+  readonly activated?: readonly number[];
+  /** where interface types and metered states are read (tests: a fake sysfs tree, recorded nmcli) */
+  readonly facts?: FactsOptions;
 }
 
 export interface Holdfast {
@@ -44,6 +55,8 @@ export interface Holdfast {
   /** Apply a new configuration without dropping live flows; throws (keeping the old) if invalid. */
   reload(cfg: Config): Promise<void>;
   readonly counters: InboundCounters;
+  /** The affinity table now: destinations held or lingering, and the live flows holding them. */
+  affinity(): { entries: number; live: number };
   /** Stop listening, let flows finish for `drainMs`, then cut the rest. */
   close(drainMs?: number): Promise<void>;
 }
@@ -52,62 +65,9 @@ export { statusOf, type StatusJson } from './observe/status.js';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-function isWildcard(host: string): boolean {
-  return host === '0.0.0.0' || host === '::';
-}
-
-/** An address in one text form: IPv6 compressed and lower-case, IPv4-mapped IPv6 as IPv4. */
-function canonicalIp(host: string): string {
-  if (isIP(host) !== 6) return host.toLowerCase();
-  let c: string;
-  try {
-    c = new URL(`http://[${host}]/`).hostname.slice(1, -1);
-  } catch {
-    return host.toLowerCase(); // a zone id (fe80::1%eth0)
-  }
-  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(c);
-  if (!m) return c;
-  const hi = parseInt(m[1], 16);
-  const lo = parseInt(m[2], 16);
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
-
-function isLoopbackIp(ip: string): boolean {
-  return ip.startsWith('127.') || ip === '::1';
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1';
-}
-
-/** Refuse to expose an open proxy: a non-loopback listener needs auth or an explicit opt-out. */
-function checkExposure(cfg: Config, hasUsers: boolean): void {
-  if (hasUsers || cfg.allowUnauthenticated) return;
-  const exposed = cfg.listen.filter((l) => !isLoopbackHost(l.host));
-  if (exposed.length) {
-    throw new ConfigError(
-      `listen: ${exposed.map((l) => formatHostPort(l.host, l.port)).join(', ')} is reachable from other hosts, ` +
-        'and no auth.users are set: that would be an open proxy. Add auth users, or set allowUnauthenticated: true ' +
-        '(and restrict `clients`) if you really mean it.',
-    );
-  }
-}
-
-/** The client allow-list as a function; empty list: everyone. */
-function clientFilter(cidrs: readonly string[]): (ip: string) => boolean {
-  if (cidrs.length === 0) return () => true;
-  const list = new BlockList();
-  for (const c of cidrs) {
-    const [ip, len] = c.split('/');
-    const type = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
-    if (len === undefined) list.addAddress(ip, type);
-    else list.addSubnet(ip, Number(len), type);
-  }
-  return (ip) => {
-    const v4mapped = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : undefined;
-    if (v4mapped) return list.check(v4mapped, 'ipv4');
-    return list.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
-  };
+/** The role settings of a config: by interface name or glob, by type, for metered interfaces. */
+function roleSettings(cfg: Config): RoleSettings {
+  return { interfaces: cfg.interfaces, types: cfg.types, metered: cfg.metered };
 }
 
 function sendJson(res: ServerResponse, body: unknown): void {
@@ -138,24 +98,39 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
       { generation: next.generation, changed: diff.changed, routes: diff.routes, best: bestDefault(next, 4)?.ifname ?? null },
       'net change',
     );
-    if (channels.netChange.hasSubscribers) channels.netChange.publish({ snapshot: next, diff });
   });
-  // Settings a reload may change are kept in these objects, which the parts read when a new flow
-  // or connection begins; live flows keep what they were given.
+  // Settings a reload may change: the dialer, the connector and the inbound context read these
+  // objects when a new flow or connection begins, so live flows keep what they were given; the
+  // policy, the flow table and the HTTP inbound take theirs through configure() in apply() (a new
+  // grace also applies to live flows whose interface is lost after the reload).
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive, mptcp: cfg.mptcp === 'on' };
-  const dialer = createDialer(dialSettings, addon, (why) =>
-    log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
+  // every upstream socket's local end is known while it lives: a client arriving from one is a loop
+  const ownEnds = trackOwnEnds(
+    createDialer(dialSettings, addon, (why) =>
+      log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
+    ),
   );
+  const counters = newInboundCounters();
+  const fdExhausted = watchFdExhaustion(log, counters);
+  const dialer = ownEnds.dialer;
+  // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
+  const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
+  const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
+    if (diff.changed.length) void facts.refresh();
+  });
+  const roles = new RoleBook(roleSettings(cfg), facts);
   const policy = new Policy(
     monitor,
     createSourceFinder(addon),
-    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger } },
+    { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger }, roles, rules: compileRules(cfg.rules) },
     clock,
   );
+  const dnsSettings = { timeoutMs: cfg.dns.timeout };
   const resolver =
     opts.resolver ??
     createResolver({
       perInterface: Object.fromEntries(Object.entries(cfg.interfaces).map(([name, i]) => [name, i.dns])),
+      system: { settings: dnsSettings },
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
@@ -167,6 +142,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   /** Is host:port one of holdfast's own listeners (a loop)? A wildcard listener is every local address. */
   const isSelf = (rawHost: string, port: number) => {
     const host = canonicalIp(rawHost.replace(/\.$/, ''));
+    // 0.0.0.0 and :: are "this host": a connect to them reaches whatever listens on that port here
+    if (isUnspecifiedIp(host)) return listeners.some((l) => l.bound().port === port);
     const isLocal = (ip: string) =>
       isLoopbackIp(ip) || monitor.current().interfaces.some((i) => i.addresses.some((a) => canonicalIp(a.ip) === ip));
     for (const l of listeners) {
@@ -183,7 +160,6 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   const connectorSettings = { fallbackDelayMs: cfg.fallback.delay, refuse: (t: Target) => isSelf(t.ip, t.port) };
   const connector = createConnector(resolver, policy, dialer, connectorSettings);
-  const counters = newInboundCounters();
   const ctx: Mutable<InboundContext> = {
     log,
     connector,
@@ -195,6 +171,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     relay: { afterBytes: offloadAfterBytes(cfg.relay.offloadAfter), engine: nativeRelay() },
     auth: createAuthenticator([]),
     allowClient: () => true,
+    isOwnDial: ownEnds.has,
+    fdExhausted,
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {
@@ -206,13 +184,27 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     bindCounters: newBindCounters(),
   };
   ctx.socks5 = socks5;
-  const http = createHttpInbound(ctx, { policy, dialer, maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
-  const status = () => ({
-    ...stats.status(),
-    socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
-  });
+  const http = createHttpInbound(ctx, { maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
+  const status = () => {
+    const s = stats.status();
+    const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
+    // where new flows go now: the best default route among the interfaces of the best role
+    const best = { ipv4: policy.bestForNewFlows(4) ?? null, ipv6: policy.bestForNewFlows(6) ?? null };
+    return {
+      ...s,
+      best,
+      // each interface's type, metered state and role (where it came from), as new flows see them
+      interfaces: s.interfaces.map((i) => {
+        const iface = byName.get(i.name);
+        const isBest = best.ipv4 === i.name || best.ipv6 === i.name;
+        return iface && !iface.loopback ? { ...i, best: isBest, ...policy.placementOf(iface) } : { ...i, best: isBest }; // loopback: no role
+      }),
+      socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+      refusals: { ...counters },
+    };
+  };
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder);
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }));
   local.set('/metrics', metrics.handle);
   const dashboard = createDashboard(stats); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);
@@ -233,8 +225,13 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
     dialSettings.mptcp = next.mptcp === 'on';
+    dnsSettings.timeoutMs = next.dns.timeout;
     connectorSettings.fallbackDelayMs = next.fallback.delay;
-    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger } });
+    // roles and rules apply to new flows; live flows keep their interface
+    const rules = compileRules(next.rules);
+    roles.configure(roleSettings(next));
+    void facts.refresh(); // and ask NetworkManager again (a metered flag may have changed)
+    policy.configure({ affinity: { mode: next.affinity.mode, lingerMs: next.affinity.linger }, rules });
     flows.configure({ graceMs: next.grace, limits: next.limits });
     http.configure({ maxHeaderBytes: next.limits.maxHeaderBytes, handshakeTimeoutMs: next.limits.handshakeTimeout });
     Object.assign(pacSettings, { bypass: [...next.pac.bypass], direct: next.pac.direct });
@@ -264,12 +261,24 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     }
   };
 
+  // Socket activation: the handed sockets are the listeners, whatever `listen:` says; adopted and
+  // checked for exposure (apply) in one turn, before a first connection is accepted.
+  const activated = (opts.activated?.length ?? 0) > 0;
+  const effective = (c: Config): Config => (activated ? { ...c, listen: listeners.map((l) => l.bound()) } : c);
   try {
-    apply(cfg);
-    await openListeners(cfg.listen);
+    if (activated) {
+      for (const fd of opts.activated!) listeners.push(adoptListener(fd, ctx, http));
+      apply(effective(cfg)); // the exposure check runs on the handed sockets' own addresses
+      for (const l of listeners) log.info({ listen: key(l.bound()), binder: dialer.binder, activated: true }, 'listening');
+    } else {
+      apply(cfg);
+      await openListeners(cfg.listen);
+      checkBoundExposure(cfg, loadUsers(cfg.auth).length > 0, listeners);
+    }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     unsubscribeLog();
+    unsubscribeFacts();
     stats.close();
     if (!opts.monitor) monitor.close();
     flows.close();
@@ -278,12 +287,26 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
 
   /** Reload: validate everything first; on any error keep the old settings and say why. */
   const reload = async (next: Config) => {
+    if (activated) return apply(effective(next)); // the handed sockets stay; `listen:` does not apply
     // validate, then open the new listeners; only when both worked are the settings applied and
     // the dropped listeners closed, so a rejected reload leaves everything as it was
-    checkExposure(next, loadUsers(next.auth).length > 0);
+    const hasUsers = loadUsers(next.auth).length > 0;
+    checkExposure(next, hasUsers);
+    const before = new Set(listeners);
     await openListeners(next.listen);
-    apply(next);
     const wanted = new Set(next.listen.map(key));
+    const kept = listeners.filter((l) => wanted.has(key(l.address)) || wanted.has(key(l.bound())));
+    try {
+      // every listener the new config keeps, by the address it is bound to, not its name
+      checkBoundExposure(next, hasUsers, kept);
+    } catch (err) {
+      for (const l of listeners.filter((l) => !before.has(l))) {
+        listeners.splice(listeners.indexOf(l), 1);
+        void l.close();
+      }
+      throw err;
+    }
+    apply(next);
     for (const l of [...listeners]) {
       if (wanted.has(key(l.address)) || wanted.has(key(l.bound()))) continue;
       listeners.splice(listeners.indexOf(l), 1);
@@ -301,6 +324,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     status,
     reload,
     counters,
+    affinity: () => policy.affinityTable(),
     close(drainMs = 0) {
       closing ??= (async () => {
         const stopped = Promise.all(listeners.map((l) => l.close()));
@@ -308,11 +332,12 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
           const deadline = Date.now() + drainMs;
           while (flows.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         }
-        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'));
+        for (const f of flows.list()) f.cut(new Error('holdfast is shutting down'), 'shutdown');
         dashboard.close();
         stats.close();
         await http.close();
         unsubscribeLog();
+        unsubscribeFacts();
         flows.close();
         if (!opts.monitor) monitor.close();
         // connections still in their handshake close on their own timeout; do not wait for them

@@ -16,6 +16,7 @@ const commands: Record<string, [string, () => Promise<CommandModule>]> = {
   pac: ['print the PAC file (also served at /proxy.pac)', () => import('./commands/pac.js')],
   doctor: ['check that this host can hold sessions, and how to fix it', () => import('./commands/doctor.js')],
   'system-proxy': ['point the desktop proxy setting at holdfast: on | off | status', () => import('./commands/system-proxy.js')],
+  service: ['run holdfast at login, restarted if it dies: install | uninstall | status | print', () => import('./commands/service.js')],
 };
 
 function mainHelp(): string {
@@ -33,7 +34,9 @@ Commands:
 ${list}
   ${'help'.padEnd(width)} show this help, or \`holdfast help <command>\`
 
-Run \`holdfast <command> --help\` for a command's options.
+Run \`holdfast <command> --help\` for a command's options. To run holdfast whenever you are logged
+in, restarted if it dies: \`holdfast service install\` (systemd user unit, macOS LaunchAgent,
+Windows Task Scheduler).
 `;
 }
 

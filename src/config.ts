@@ -5,34 +5,71 @@ import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { roleNames } from './egress/roles.js';
+import { parsePortEntry, parseToEntry, parseViaEntry } from './egress/rules.js';
 import { logLevels } from './log.js';
 
 const durationRe = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/;
 const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** A duration: a number of milliseconds, or "300ms", "10s", "2m", "1h". */
-export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const m = durationRe.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like 300ms, 10s or 2m, got "${v}"` });
+/** The longest timer Node keeps (a longer one fires at once, with a warning): about 24.8 days. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+function showMs(ms: number): string {
+  return ms % 1000 === 0 && ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/**
+ * A duration in [minMs, MAX_DURATION_MS]: a number of milliseconds, or "300ms", "10s", "2m",
+ * "1h". With `zeroOk`, 0 is allowed too (it means "off" or "never" for that key).
+ */
+export function durationIn(minMs: number, zeroOk = false) {
+  return z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+    let ms: number;
+    if (typeof v === 'number') ms = v;
+    else {
+      const m = durationRe.exec(v.trim());
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `expected a duration like 300ms, 10s or 2m, got "${v}"` });
+        return z.NEVER;
+      }
+      ms = Number(m[1]) * unitMs[m[2] ?? 'ms'];
+    }
+    if ((ms === 0 && zeroOk) || (ms >= minMs && ms <= MAX_DURATION_MS)) return ms;
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        `${typeof v === 'string' ? `"${v}"` : v} is out of range: expected ${zeroOk ? '0 or ' : ''}` +
+        `${showMs(minMs)} to ${MAX_DURATION_MS}ms (about 24.8 days)`,
+    });
     return z.NEVER;
-  }
-  return Number(m[1]) * unitMs[m[2] ?? 'ms'];
-});
+  });
+}
+
+/** A duration: a number of milliseconds, or "300ms", "10s", "2m", "1h"; 0 to about 24.8 days. */
+export const duration = durationIn(0);
 
 const sizeRe = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/;
 const unitBytes: Record<string, number> = { B: 1, KiB: 1024, MiB: 1_048_576, GiB: 1_073_741_824 };
 
-/** A size: a number of bytes, or "512KiB", "1MiB", "2GiB". */
+/** The largest size a key takes: 1 TiB (well inside a safe integer). */
+export const MAX_SIZE_BYTES = 2 ** 40;
+
+/** A size: a number of bytes, or "512KiB", "1MiB", "2GiB"; 0 to 1 TiB. */
 export const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const m = sizeRe.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like 65536, 64KiB or 1MiB, got "${v}"` });
-    return z.NEVER;
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else {
+    const m = sizeRe.exec(v.trim());
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `expected a size like 65536, 64KiB or 1MiB, got "${v}"` });
+      return z.NEVER;
+    }
+    n = Math.round(Number(m[1]) * unitBytes[m[2] ?? 'B']);
   }
-  return Math.round(Number(m[1]) * unitBytes[m[2] ?? 'B']);
+  if (n <= MAX_SIZE_BYTES) return n;
+  ctx.addIssue({ code: 'custom', message: `${typeof v === 'string' ? `"${v}"` : v} is out of range: expected 0 to 1TiB` });
+  return z.NEVER;
 });
 
 /** "10.0.0.0/8", "::1/128", or a bare address (a /32 or /128). */
@@ -68,6 +105,26 @@ export const bypassEntry = z.string().refine(
   (s) => s === '<local>' || bypassNameRe.test(s) || cidr.safeParse(s).success,
   { message: 'expected a host name, *.domain, .domain, an address, a CIDR like 10.0.0.0/8, or <local>' },
 );
+
+const typeSetting = z.strictObject({ role: z.enum(roleNames) });
+
+/** one entry or a non-empty list of them; each checked by `parse` (an error names the entry) */
+function oneOrMore<T extends string | number>(item: z.ZodType<T>, parse: (v: T) => object) {
+  return z.union([item, z.array(item).min(1, { message: 'an empty list: the rule could never match' })]).superRefine((v, ctx) => {
+    const items = Array.isArray(v) ? (v as T[]) : [v as T];
+    items.forEach((x, i) => {
+      const r = parse(x);
+      if ('error' in r) ctx.addIssue({ code: 'custom', message: String(r.error), path: Array.isArray(v) ? [i] : [] });
+    });
+  });
+}
+
+/** One destination rule; a rule that could never match is an error naming its key. */
+const ruleSchema = z.strictObject({
+  to: oneOrMore(z.string(), parseToEntry),
+  ports: oneOrMore(z.union([z.number().int(), z.string()]), parsePortEntry).optional(),
+  via: oneOrMore(z.string(), parseViaEntry),
+});
 
 export interface ListenAddress {
   readonly host: string;
@@ -105,8 +162,10 @@ export const configSchema = z
       .default({ level: 'info' }),
     dial: z
       .strictObject({
-        timeout: duration.default(10_000),
-        keepAlive: duration.default(30_000),
+        /** a connect attempt gives up after this (100 ms to ~24.8 days) */
+        timeout: durationIn(100).default(10_000),
+        /** TCP keepalive on upstream sockets (0 = off) */
+        keepAlive: durationIn(1000, true).default(30_000),
       })
       .default({ timeout: 10_000, keepAlive: 30_000 }),
     grace: duration.default(10_000),
@@ -117,6 +176,13 @@ export const configSchema = z
     mptcp: z
       .union([z.enum(['off', 'on']), z.boolean().transform((b) => (b ? ('on' as const) : ('off' as const)))])
       .default('off'),
+    /** names resolved through the system resolver (getaddrinfo) */
+    dns: z
+      .strictObject({
+        /** a lookup that has not answered in this time fails: SOCKS 0x04, HTTP 502 HF_DNS_TIMEOUT */
+        timeout: durationIn(100).default(5000),
+      })
+      .default({ timeout: 5000 }),
     affinity: z
       .strictObject({
         mode: z.enum(['host', 'address', 'off']).default('host'),
@@ -145,13 +211,13 @@ export const configSchema = z
     limits: z
       .strictObject({
         /** the whole handshake (SOCKS greeting and request, HTTP request head) within this */
-        handshakeTimeout: duration.default(10_000),
+        handshakeTimeout: durationIn(100).default(10_000),
         maxHeaderBytes: z.number().int().min(1024).max(1_048_576).default(16_384),
         /** close a tunnel after this long without a byte either way (0 = never) */
         idleTimeout: duration.default(0),
-        maxFlows: z.number().int().positive().default(50_000),
+        maxFlows: z.number().int().min(1).max(10_000_000).default(50_000),
         /** per client address; 0 = no per-client limit (all local apps share 127.0.0.1) */
-        maxFlowsPerClient: z.number().int().nonnegative().default(0),
+        maxFlowsPerClient: z.number().int().min(0).max(10_000_000).default(0),
       })
       .default({ handshakeTimeout: 10_000, maxHeaderBytes: 16_384, idleTimeout: 0, maxFlows: 50_000, maxFlowsPerClient: 0 }),
     /** the byte relay of tunnels (SOCKS5 CONNECT and BIND, HTTP CONNECT) */
@@ -204,11 +270,29 @@ export const configSchema = z
       .record(
         z.string(),
         z.strictObject({
-          /** DNS servers to resolve names for flows on this interface */
+          /** DNS servers to resolve names for flows on this interface (exact names only) */
           dns: z.array(z.string().refine((s) => isIP(s) !== 0, { message: 'expected an IP address' })).default([]),
+          /** prefer | normal | backup | never (the key may be a glob like wwan*) */
+          role: z.enum(roleNames).optional(),
+          /** metered or not, whatever NetworkManager says */
+          metered: z.boolean().optional(),
         }),
       )
       .default({}),
+    /** a role per interface type (src/net/iftype.ts) */
+    types: z
+      .strictObject({
+        wifi: typeSetting.optional(),
+        cellular: typeSetting.default({ role: 'backup' }),
+        vpn: typeSetting.optional(),
+        ethernet: typeSetting.optional(),
+        other: typeSetting.optional(),
+      })
+      .default({ cellular: { role: 'backup' } }),
+    /** the role of metered interfaces (NetworkManager's GENERAL.METERED, or interfaces.<name>.metered) */
+    metered: z.strictObject({ role: z.enum(roleNames).optional() }).default({ role: 'backup' }),
+    /** destination rules, first match wins: `to` (addresses, CIDRs, names, *.suffix), `ports`, `via` */
+    rules: z.array(ruleSchema).default([]),
   });
 
 export type Config = z.output<typeof configSchema>;

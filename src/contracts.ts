@@ -47,10 +47,22 @@ export interface NetDiff {
 
 export interface NetMonitor {
   current(): NetSnapshot;
-  /** Called only for a real, debounced difference. Returns an unsubscribe function. */
+  /**
+   * Called only for a real, debounced difference, always on a later tick: never inside the call
+   * that made the monitor look (readNow, a new flow's placement). Returns an unsubscribe function.
+   */
   onChange(fn: (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void): () => void;
-  /** Re-read now (tests, and the policy after a dial failure). */
-  refresh(): Promise<NetSnapshot>;
+  /**
+   * Re-read the host now and return the snapshot (the policy, when the kernel names a source
+   * address the snapshot does not list yet). A difference reaches onChange listeners later.
+   */
+  readNow(): NetSnapshot;
+  /**
+   * Look closely until released: re-read the host every few hundred ms besides its events (the
+   * flow table holds this while it has flows, so a lost carrier is seen before Linux reports it,
+   * up to 1 s late). The monitor owns the timer. Returns the release function (safe to repeat).
+   */
+  watchClosely(): () => void;
   close(): void;
 }
 
@@ -59,7 +71,11 @@ export type RouteChoice =
   | { readonly kind: 'route'; readonly ifname: string; readonly ifindex: number; readonly source: string }
   | { readonly kind: 'none'; readonly why: string; readonly code: string };
 
-export type PlacedBy = 'route' | 'affinity' | 'fallback';
+/**
+ * Why a flow went where it did: the kernel's choice, affinity, fallback (the better ones failed or
+ * were unusable), or a role or destination rule that passed over the kernel's choice.
+ */
+export type PlacedBy = 'route' | 'affinity' | 'fallback' | 'role' | 'rule';
 
 /** Where a flow goes out: an interface and one of its addresses. */
 export interface Egress {
@@ -95,12 +111,13 @@ export interface EgressPolicy {
    * by route metric, backed-off ones last. Empty: use the system resolver.
    */
   resolvingInterfaces(dst: Destination): NetInterface[];
-  /** A flow connected through `egress`: remember it for affinity. */
-  connected(dst: Destination, target: Target, egress: Egress): void;
+  /**
+   * A flow connected through `egress`: its placement, held for affinity until the lease is given
+   * back (then the linger starts). The flow owns the lease and gives it back once, when it ends.
+   */
+  lease(dst: Destination, target: Target, egress: Egress): Lease;
   /** A dial through `ifname` failed for a reason that blames the path (not ECONNREFUSED). */
   failed(ifname: string, code: string): void;
-  /** Live flow to dst ended (affinity linger starts). */
-  released(dst: Destination, target: Target, egress?: Egress): void;
 }
 
 /** One subflow of an MPTCP connection: its local and remote addresses. */
@@ -111,6 +128,38 @@ export interface Subflow {
 
 /** Reads an MPTCP socket's subflows now; null once the socket is closed or fell back to TCP. */
 export type SubflowProbe = () => readonly Subflow[] | null;
+/** Something a flow holds while it lives (its affinity placement); `release` is safe to repeat. */
+export interface Lease {
+  release(): void;
+}
+
+/**
+ * Why a flow ended: one vocabulary for every inbound. Only the failures (cut, dial failed,
+ * timeout, upstream error, failed) carry an HF_* code; the others are ordinary ends.
+ * - done: both sides finished (a forwarded response was delivered whole)
+ * - client left: the client closed or reset before the end
+ * - upstream left: the upstream reset or broke the connection (ECONNRESET, EPIPE)
+ * - reset: a peer reset an offloaded tunnel (the native relay does not say which side)
+ * - idle: no byte either way for limits.idleTimeout (udp.idleTimeout for UDP)
+ * - shutdown: holdfast stopped
+ * - cut: the pinned interface was lost past the grace (HF_EGRESS_LOST)
+ * - dial failed: no upstream (resolution, policy, connect)
+ * - timeout: a BIND's peer never came (bind.acceptTimeout)
+ * - upstream error: the upstream failed otherwise mid-flow
+ * - failed: anything unexpected in holdfast itself
+ */
+export type CloseReason =
+  | 'done'
+  | 'client left'
+  | 'upstream left'
+  | 'reset'
+  | 'idle'
+  | 'shutdown'
+  | 'cut'
+  | 'dial failed'
+  | 'timeout'
+  | 'upstream error'
+  | 'failed';
 
 export interface DialResult {
   readonly socket: Socket;
@@ -143,15 +192,18 @@ export type FlowKind =
   | 'http-connect'
   | 'http-forward';
 
-/** The public face of one flow, as /status shows it. */
+/**
+ * The public face of one flow, as /status shows it, in the words of the 'flow open' log line:
+ * dst (host:port as the client asked), egress (the interface it is pinned to), src (its address).
+ */
 export interface FlowInfo {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
-  readonly destination: string;
+  readonly dst: string;
   readonly ip: string | null;
-  readonly interface: string | null;
-  readonly localAddress: string | null;
+  readonly egress: string | null;
+  readonly src: string | null;
   readonly placedBy: PlacedBy | null;
   readonly startedAt: number;
   readonly bytesUp: number;

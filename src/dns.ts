@@ -6,13 +6,14 @@
 // those servers stay silent or fail, the next interface's are asked too (fallback.delay apart).
 // Address literals never touch a resolver.
 import { execFile } from 'node:child_process';
-import { lookup, Resolver as DnsResolver } from 'node:dns/promises';
+import { Resolver as DnsResolver } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Destination, Family, NetInterface, Target } from './contracts.js';
 import { RaceLost, staggeredRace } from './egress/race.js';
-import { DnsError } from './errors.js';
+import { DnsError, HoldfastError } from './errors.js';
+import { guardLookup, type LookupFn } from './resolver-guard.js';
 
 /** The interface whose DNS servers resolve a name, and its addresses to send queries from. */
 export interface ResolveVia {
@@ -65,11 +66,12 @@ function dnsError(host: string, err: unknown): DnsError {
   return new DnsError(`resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? 'failed'}`, err);
 }
 
-async function systemLookup(dst: Destination): Promise<Target[]> {
+async function systemLookupOf(dst: Destination, lookup: LookupFn): Promise<Target[]> {
   let addrs: { address: string; family: number }[];
   try {
-    addrs = await lookup(dst.host, { all: true, verbatim: true });
+    addrs = await lookup(dst.host);
   } catch (err) {
+    if (err instanceof HoldfastError) throw err; // HF_DNS_TIMEOUT from the guard
     throw dnsError(dst.host, err);
   }
   if (addrs.length === 0) throw new DnsError(`resolve ${dst.host}: no addresses`);
@@ -99,6 +101,12 @@ export interface ResolverOptions {
   /** answers are cached for their TTL, clamped to [minTtlMs, maxTtlMs] */
   readonly minTtlMs?: number;
   readonly maxTtlMs?: number;
+  /**
+   * The system resolver's lookups (getaddrinfo): each answers or fails with HF_DNS_TIMEOUT in
+   * `timeoutMs` (read per lookup: dns.timeout, reloadable), at most half the thread pool runs
+   * them, and /etc/hosts names are answered from the file (src/resolver-guard.ts).
+   */
+  readonly system?: { readonly settings: { readonly timeoutMs: number }; readonly lookup?: LookupFn; readonly hostsFile?: string };
 }
 
 /**
@@ -109,6 +117,8 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
   const minTtl = opts.minTtlMs ?? 1000;
   const maxTtl = opts.maxTtlMs ?? 300_000;
   const cache = new LRUCache<string, Target[]>({ max: opts.cacheEntries ?? 5000 });
+  const guarded = guardLookup(opts.system ?? { settings: { timeoutMs: 5000 } });
+  const systemLookup = (dst: Destination) => systemLookupOf(dst, guarded);
   /** per interface: its servers (looked up once per address set) and a Resolver bound to them */
   const resolvers = new Map<string, { key: string; servers: Promise<string[]>; r?: DnsResolver }>();
 

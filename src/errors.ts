@@ -10,6 +10,7 @@ export const HfCode = {
   NET_UNREACHABLE: 'HF_NET_UNREACHABLE',
   HOST_UNREACHABLE: 'HF_HOST_UNREACHABLE',
   DNS: 'HF_DNS',
+  DNS_TIMEOUT: 'HF_DNS_TIMEOUT',
   REFUSED: 'HF_REFUSED',
   DIAL_TIMEOUT: 'HF_DIAL_TIMEOUT',
   CMD_UNSUPPORTED: 'HF_CMD_UNSUPPORTED',
@@ -58,6 +59,7 @@ export const codeTable = {
   HF_NET_UNREACHABLE: { socks: Reply.NET_UNREACHABLE, http: 502 },
   HF_HOST_UNREACHABLE: { socks: Reply.HOST_UNREACHABLE, http: 502 },
   HF_DNS: { socks: Reply.HOST_UNREACHABLE, http: 502 },
+  HF_DNS_TIMEOUT: { socks: Reply.HOST_UNREACHABLE, http: 502 },
   HF_REFUSED: { socks: Reply.REFUSED, http: 502 },
   HF_DIAL_TIMEOUT: { socks: Reply.TTL_EXPIRED, http: 504 },
   HF_CMD_UNSUPPORTED: { socks: Reply.CMD_UNSUPPORTED, http: 501 },
@@ -78,51 +80,32 @@ export class HoldfastError extends Error {
   }
 }
 
-export class AuthError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.AUTH, message);
-  }
+/** The base of an error class with a fixed code: `class AuthError extends coded(HfCode.AUTH) {}`. */
+function coded(code: HfCode) {
+  return class extends HoldfastError {
+    constructor(message: string) {
+      super(code, message);
+    }
+  };
 }
-export class BadRequestError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.BAD_REQUEST, message);
-  }
-}
-export class NotAllowedError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.NOT_ALLOWED, message);
-  }
-}
-export class NoEgressError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.NO_EGRESS, message);
-  }
-}
+
+export class AuthError extends coded(HfCode.AUTH) {}
+export class BadRequestError extends coded(HfCode.BAD_REQUEST) {}
+export class NotAllowedError extends coded(HfCode.NOT_ALLOWED) {}
+/** A request that would reach holdfast itself (its listeners, 0.0.0.0, ::), or came from its own dialer. */
+export class LoopError extends NotAllowedError {}
+export class NoEgressError extends coded(HfCode.NO_EGRESS) {}
 export class DnsError extends HoldfastError {
   constructor(message: string, cause?: unknown) {
     super(HfCode.DNS, message, { cause });
   }
 }
-export class DialTimeoutError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.DIAL_TIMEOUT, message);
-  }
-}
-export class CommandUnsupportedError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.CMD_UNSUPPORTED, message);
-  }
-}
-export class EgressLostError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.EGRESS_LOST, message);
-  }
-}
-export class LimitError extends HoldfastError {
-  constructor(message: string) {
-    super(HfCode.LIMIT, message);
-  }
-}
+/** The system resolver did not answer in time (or too many lookups already wait for it). */
+export class DnsTimeoutError extends coded(HfCode.DNS_TIMEOUT) {}
+export class DialTimeoutError extends coded(HfCode.DIAL_TIMEOUT) {}
+export class CommandUnsupportedError extends coded(HfCode.CMD_UNSUPPORTED) {}
+export class EgressLostError extends coded(HfCode.EGRESS_LOST) {}
+export class LimitError extends coded(HfCode.LIMIT) {}
 /** Every attempt of a dial failed; `attempts` reads "wlan0 10.1.1.2: HF_REFUSED; eth0 ...". */
 export class EgressUnreachableError extends HoldfastError {
   readonly attempts: string;

@@ -1,14 +1,17 @@
 // Flows and the flow table. A flow is one upstream conversation (DESIGN rule 1). The table knows
-// every live flow, shows them to /status, and listens to the monitor for one thing only: a pinned
-// interface that lost carrier or the flow's address for longer than the grace period gets its
-// flows cut, so applications reconnect instead of hanging.
+// every live flow and tells its subscribers of each open, close and cut (onChange: the views'
+// feed); it listens to the monitor for one thing only: a pinned interface that lost carrier or the
+// flow's address for longer than the grace period gets its flows cut, so applications reconnect
+// instead of hanging.
 import type { Logger } from 'pino';
 import type {
   Clock,
+  CloseReason,
   Destination,
   DialResult,
   FlowInfo,
   FlowKind,
+  Lease,
   NetMonitor,
   NetSnapshot,
   PlacedBy,
@@ -16,9 +19,31 @@ import type {
 } from './contracts.js';
 import { EgressLostError, LimitError, hfCodeOf } from './errors.js';
 import { formatHostPort } from './config.js';
-import { channels } from './observe/channels.js';
+import { channels } from './diagnostics.js';
+import { lossOf } from './net/monitor.js';
+import { ifnameOf, liveSubflow } from './net/subflows.js';
 
 export type CutHandler = (err: Error) => void;
+
+/**
+ * What the flow table tells its subscribers: a flow pinned ('open'; again if the plain-HTTP
+ * forwarder pins it anew on another interface), a flow ended ('close', once, after it left the
+ * table), or flows cut because their interface was lost ('cut').
+ */
+export type FlowEvent =
+  | { readonly type: 'open'; readonly flow: Flow }
+  | { readonly type: 'close'; readonly flow: Flow }
+  | { readonly type: 'cut'; readonly egress: string; readonly flows: number; readonly downForMs: number; readonly why: string }
+  /** an MPTCP flow whose pinned interface was lost went on over its subflow on `to` */
+  | { readonly type: 'moved'; readonly flow: Flow; readonly from: string | null; readonly to: string; readonly why: string };
+
+/** The reasons that are failures: only these carry an HF_* code (DESIGN rule 9). */
+const FAILURES: ReadonlySet<CloseReason> = new Set<CloseReason>(['cut', 'dial failed', 'timeout', 'upstream error', 'failed']);
+
+/** Is `reason` a failure (so the flow's end carries a code)? */
+export function isFailure(reason: CloseReason): boolean {
+  return FAILURES.has(reason);
+}
 
 /** "1.2.3.4:5" -> "1.2.3.4", "[::1]:5" -> "::1" */
 function addressOf(client: string): string {
@@ -27,7 +52,7 @@ function addressOf(client: string): string {
   return i < 0 ? client : client.slice(0, i);
 }
 
-export class Flow implements FlowInfo {
+export class Flow {
   readonly id: number;
   readonly kind: FlowKind;
   readonly client: string;
@@ -43,8 +68,8 @@ export class Flow implements FlowInfo {
   attempts: string | null = null;
   bytesUp = 0;
   bytesDown = 0;
-  /** set when the flow ends: why, and the HF_* code if it ended on an error */
-  closeReason: string | null = null;
+  /** set when the flow ends: why, and the HF_* code if that is a failure */
+  closeReason: CloseReason | null = null;
   closeCode: string | null = null;
   endedAt: number | null = null;
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
@@ -60,6 +85,9 @@ export class Flow implements FlowInfo {
   #onCut: CutHandler | undefined;
   #ended = false;
   #cutReason: Error | undefined;
+  #cutAs: CloseReason = 'cut';
+  /** what this flow holds (its affinity placement), given back once when it ends */
+  #leases: Lease[] | undefined;
 
   constructor(table: FlowTable, id: number, kind: FlowKind, client: string, dst: Destination, log: Logger, now: number) {
     this.#table = table;
@@ -117,6 +145,7 @@ export class Flow implements FlowInfo {
       },
       'flow open',
     );
+    this.#table.emit({ type: 'open', flow: this });
     if (channels.flowOpen.hasSubscribers) channels.flowOpen.publish(this);
   }
 
@@ -130,7 +159,7 @@ export class Flow implements FlowInfo {
     this.interface = ifname;
     this.localAddress = local;
     this.log.warn({ from, to: ifname, src: local, why, subflows }, 'flow moved');
-    if (channels.flowMoved.hasSubscribers) channels.flowMoved.publish({ flow: this, from, to: ifname, why });
+    this.#table.emit({ type: 'moved', flow: this, from, to: ifname, why });
   }
 
   /** How to cut this flow (the inbound handler knows its sockets and protocol). */
@@ -139,26 +168,45 @@ export class Flow implements FlowInfo {
   }
 
   /**
-   * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
-   * false if the flow was already ended or cut.
+   * Hold `lease` until this flow ends, then give it back (once, whatever ends the flow). A flow
+   * that has already ended gives it back at once.
    */
-  cut(err: Error): boolean {
+  hold(lease: Lease): void {
+    if (this.#ended) lease.release();
+    else (this.#leases ??= []).push(lease);
+  }
+
+  /**
+   * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
+   * false if the flow was already ended or cut. `as` is the reason the end reports: 'cut' (the
+   * interface was lost) or 'shutdown' (holdfast stops; no code).
+   */
+  cut(err: Error, as: 'cut' | 'shutdown' = 'cut'): boolean {
     if (this.#ended || this.#cutReason) return false;
     this.#cutReason = err;
+    this.#cutAs = as;
     const fn = this.#onCut;
     if (fn) fn(err);
     else this.end('cut', err);
     return true;
   }
 
-  /** The flow is over; the one 'flow close' line. Safe to repeat. */
-  end(reason: string, err?: unknown): void {
+  /**
+   * The flow is over: give back what it holds, and write the one 'flow close' line. Safe to
+   * repeat. A flow that was cut ends as 'cut' (or 'shutdown') whatever its handler reports; only
+   * a failure carries a code (a client that left, an idle timeout or a peer's reset do not).
+   */
+  end(reason: CloseReason, err?: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
+    const leases = this.#leases;
+    this.#leases = undefined;
+    if (leases) for (const l of leases) l.release();
+    const closeReason = this.#cutReason ? this.#cutAs : reason;
     const cause = this.#cutReason ?? err;
-    const code = cause ? hfCodeOf(cause) : undefined;
+    const code = cause && isFailure(closeReason) ? hfCodeOf(cause) : undefined;
     this.endedAt = this.#table.clock.now();
-    this.closeReason = this.#cutReason ? 'cut' : reason;
+    this.closeReason = closeReason;
     this.closeCode = code ?? null;
     this.#line(
       {
@@ -173,6 +221,7 @@ export class Flow implements FlowInfo {
       'flow close',
     );
     this.#table.remove(this);
+    this.#table.emit({ type: 'close', flow: this });
     if (channels.flowClose.hasSubscribers) channels.flowClose.publish(this);
   }
 
@@ -181,10 +230,10 @@ export class Flow implements FlowInfo {
       id: this.id,
       kind: this.kind,
       client: this.client,
-      destination: this.destination,
+      dst: this.destination,
       ip: this.ip,
-      interface: this.interface,
-      localAddress: this.localAddress,
+      egress: this.interface,
+      src: this.localAddress,
       placedBy: this.placedBy,
       ...(this.attempts ? { attempts: this.attempts } : {}),
       startedAt: this.startedAt,
@@ -218,46 +267,6 @@ export interface FlowTableOptions {
   readonly limits?: FlowLimits;
   readonly log: Logger;
   readonly clock: Clock;
-  /**
-   * While flows are pinned, ask the monitor to re-read the host this often (0 = never). Linux
-   * sends its netlink report of a carrier change from the linkwatch work, which runs ordinary
-   * links' events at most once a second, so the report can come up to 1 s after the loss, and
-   * the grace starts only when the loss is seen. Default 250 ms. A real timer: it polls the kernel.
-   */
-  readonly probeMs?: number;
-}
-
-/** Why a flow's pinned path is broken in `snap`, or undefined if it is fine. */
-export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string | null): string | undefined {
-  const iface = snap.interfaces.find((i) => i.name === ifname);
-  if (!iface) return 'interface gone';
-  if (iface.loopback) return undefined;
-  if (!iface.up) return 'interface down';
-  if (!iface.carrier) return 'no carrier';
-  if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
-    return 'address gone';
-  return undefined;
-}
-
-/** The interface holding address `ip` in `snap`. */
-function ifnameOf(snap: NetSnapshot, ip: string): string | undefined {
-  return snap.interfaces.find((i) => i.addresses.some((a) => a.ip === ip || a.ip.split('%')[0] === ip))?.name;
-}
-
-/** A subflow of the MPTCP connection on an interface other than `broken` whose path is fine. */
-export function liveSubflow(
-  snap: NetSnapshot,
-  broken: string,
-  probe: SubflowProbe,
-): { ifname: string; local: string; all: string[] } | undefined {
-  const subs = probe();
-  if (!subs) return undefined;
-  const all = subs.map((s) => ifnameOf(snap, s.local) ?? s.local);
-  for (const s of subs) {
-    const ifname = ifnameOf(snap, s.local);
-    if (ifname && ifname !== broken && !lossOf(snap, ifname, s.local)) return { ifname, local: s.local, all };
-  }
-  return undefined;
 }
 
 export class FlowTable {
@@ -265,7 +274,7 @@ export class FlowTable {
   readonly #log: Logger;
   #graceMs: number;
   #limits: FlowLimits;
-  /** live flows per client address, only counted when a per-client limit is set */
+  /** live flows per client address */
   readonly #perClient = new Map<string, number>();
   readonly #flows = new Map<number, Flow>();
   #nextId = 1;
@@ -273,16 +282,16 @@ export class FlowTable {
   readonly #grace = new Map<string, { cancel(): void; since: number }>();
   #monitor: NetMonitor | undefined;
   #unsubscribe: (() => void) | undefined;
-  readonly #probeMs: number;
-  #probe: NodeJS.Timeout | undefined;
+  /** the monitor's close watch, held while the table has flows (a loss is seen sooner) */
+  #release: (() => void) | undefined;
   /** counters for /status and metrics */
   readonly totals = { opened: 0, cut: 0 };
+  readonly #listeners = new Set<(e: FlowEvent) => void>();
 
   constructor(opts: FlowTableOptions) {
     this.clock = opts.clock;
     this.#log = opts.log;
     this.#graceMs = opts.graceMs;
-    this.#probeMs = opts.probeMs ?? 250;
     this.#limits = opts.limits ?? { maxFlows: Infinity, maxFlowsPerClient: 0 };
   }
 
@@ -297,26 +306,50 @@ export class FlowTable {
     if (this.#flows.size >= this.#limits.maxFlows) {
       throw new LimitError(`too many flows (${this.#flows.size}, limits.maxFlows)`);
     }
+    // counted always, so a reload that sets a per-client limit counts the live flows too
     const perClient = this.#limits.maxFlowsPerClient;
-    if (perClient > 0) {
-      const ip = addressOf(client);
-      const n = this.#perClient.get(ip) ?? 0;
-      if (n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
-      this.#perClient.set(ip, n + 1);
-    }
+    const ip = addressOf(client);
+    const n = this.#perClient.get(ip) ?? 0;
+    if (perClient > 0 && n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
+    this.#perClient.set(ip, n + 1);
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
     this.#flows.set(f.id, f);
+    if (this.#flows.size === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();
     this.totals.opened++;
     return f;
   }
 
   remove(f: Flow): void {
     if (!this.#flows.delete(f.id)) return;
+    if (this.#flows.size === 0) {
+      this.#release?.();
+      this.#release = undefined;
+    }
     const ip = addressOf(f.client);
     const n = this.#perClient.get(ip);
     if (n !== undefined) {
       if (n <= 1) this.#perClient.delete(ip);
       else this.#perClient.set(ip, n - 1);
+    }
+  }
+
+  /**
+   * Called for every flow event of this table, in the flow's own stack (a view's counters are
+   * right the moment a flow ends). Returns an unsubscribe function.
+   */
+  onChange(fn: (e: FlowEvent) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** For Flow: tell the subscribers. One that throws stops neither the others nor the flow. */
+  emit(e: FlowEvent): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        this.#log.error({ err }, 'flow table listener failed');
+      }
     }
   }
 
@@ -332,18 +365,7 @@ export class FlowTable {
   watch(monitor: NetMonitor): void {
     this.#monitor = monitor;
     this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
-    if (this.#probeMs > 0 && !this.#probe) {
-      // a lost carrier shows in the kernel's state at once, in its netlink events up to 1 s later
-      this.#probe = setInterval(() => {
-        if (this.#hasPinned()) void monitor.refresh().catch(() => {});
-      }, this.#probeMs);
-      this.#probe.unref();
-    }
-  }
-
-  #hasPinned(): boolean {
-    for (const f of this.#flows.values()) if (f.interface !== null) return true;
-    return false;
+    if (this.#flows.size > 0 && !this.#release) this.#release = monitor.watchClosely();
   }
 
   #check(snap: NetSnapshot): void {
@@ -402,15 +424,17 @@ export class FlowTable {
       this.totals.cut += n;
       const downForMs = this.clock.now() - since;
       this.#log.warn({ egress: ifname, flows: n, downForMs, why }, 'egress cut');
-      if (channels.egressCut.hasSubscribers) channels.egressCut.publish({ egress: ifname, flows: n, downForMs, why });
+      const cut = { egress: ifname, flows: n, downForMs, why };
+      this.emit({ type: 'cut', ...cut });
+      if (channels.egressCut.hasSubscribers) channels.egressCut.publish(cut);
     }
     return n;
   }
 
   close(): void {
     this.#unsubscribe?.();
-    if (this.#probe) clearInterval(this.#probe);
-    this.#probe = undefined;
+    this.#release?.();
+    this.#release = undefined;
     for (const g of this.#grace.values()) g.cancel();
     this.#grace.clear();
   }

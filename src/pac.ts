@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { formatHostPort, type ListenAddress } from './config.js';
+import { unmap } from './net/addr.js';
 
 export const pacContentType = 'application/x-ns-proxy-autoconfig';
 export const pacTemplatePath = new URL('../../pac/proxy.pac', import.meta.url);
@@ -31,12 +32,7 @@ export function clientEndpoint(l: ListenAddress): ProxyEndpoint {
   let host = l.host;
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
   else if (host === '::') host = '::1';
-  return { host: stripMapped(host), port: l.port };
-}
-
-/** "::ffff:127.0.0.1" (an IPv4 peer of a dual-stack socket) -> "127.0.0.1". */
-export function stripMapped(ip: string): string {
-  return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(ip) ? ip.slice(7) : ip;
+  return { host: unmap(host), port: l.port };
 }
 
 /** "host:port" for URLs and PAC entries (IPv6 in brackets). */
@@ -273,7 +269,7 @@ export function createPacHandler(pac: { readonly bypass: readonly string[]; read
       res.end('holdfast: /proxy.pac answers GET\n');
       return;
     }
-    const host = stripMapped(req.socket.localAddress ?? '127.0.0.1');
+    const host = unmap(req.socket.localAddress ?? '127.0.0.1');
     const port = req.socket.localPort ?? 0;
     const body = renderPac({ proxy: { host, port }, bypass: pac.bypass, direct: pac.direct });
     res.writeHead(200, {

@@ -53,7 +53,11 @@ export interface NativeRelay {
     flags: number,
     onDone: (end: OffloadEnd) => void,
   ): number;
-  /** End a tunnel now: reset both sides (SO_LINGER 0) or close them. False if it already ended. */
+  /**
+   * End a tunnel now: reset both sides (SO_LINGER 0) or close them. False if the id is unknown
+   * (its onDone has run); a tunnel that ended but whose onDone is still queued returns true and is
+   * left as it ended.
+   */
   close(id: number, reset: boolean): boolean;
   /** Bytes written so far: 0 = up (to upstream), 1 = down (to the client). */
   bytes(id: number, dir: 0 | 1): number;

@@ -10,6 +10,7 @@
 // (no FIN, no RST: the dups keep the connections). From then on the counters read the native
 // relay's, and `onDone` comes from it, with the same reasons.
 import type { Socket } from 'node:net';
+import type { CloseReason } from './contracts.js';
 import { DOWN_ENDED, markOffloaded, socketFd, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
 
 export interface RelayCounters {
@@ -18,10 +19,18 @@ export interface RelayCounters {
 }
 
 export interface RelayEnd {
-  /** 'done' (both sides ended cleanly), or the first error's code ('ECONNRESET', 'EPIPE', ...) */
-  readonly reason: string;
+  /**
+   * 'done' (both sides ended cleanly); else after the first error: 'client left' (any error on
+   * the client's socket), 'upstream left' (the upstream reset or broke it), 'upstream error'
+   * (any other upstream failure), 'reset' (the native relay saw a reset, side unknown), or the
+   * reason given to stop()
+   */
+  readonly reason: CloseReason;
   readonly error: Error | undefined;
 }
+
+/** A peer that went away: an ordinary end, not a failure. */
+const LEFT = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
 /** When and where to offload tunnels (read when a relay starts). */
 export interface RelayOffload {
@@ -46,7 +55,7 @@ export interface RelayControl {
    * End an offloaded tunnel now: reset both sides (a cut) or close them (idle); `onDone` then
    * reports `reason` and `error`. Before the offload this does nothing (the caller owns the sockets).
    */
-  stop(reason: string, error: Error | undefined, reset: boolean): void;
+  stop(reason: CloseReason, error: Error | undefined, reset: boolean): void;
 }
 
 /** Nothing queued in Node for the kernel (and a requested FIN, if any, sent). */
@@ -85,24 +94,30 @@ export function relay(
   let wantOffload = false;
   let scheduled = false;
   let nativeId = -1;
-  let stopped: { reason: string; error: Error | undefined } | undefined;
+  let stopped: { reason: CloseReason; error: Error | undefined } | undefined;
   let open = 2;
-  let firstError: Error | undefined;
+  let firstError: { err: Error; side: 'client' | 'upstream' } | undefined;
 
   const finish = (end: RelayEnd) => {
     if (state === 'ended') return;
     state = 'ended';
     onDone(end);
   };
-  const onError = (err: Error) => {
-    firstError ??= err;
+  const failed = (side: 'client' | 'upstream', err: Error) => {
+    firstError ??= { err, side };
     client.destroy();
     upstream.destroy();
   };
+  const onClientError = (err: Error) => failed('client', err);
+  const onUpstreamError = (err: Error) => failed('upstream', err);
   const onClose = () => {
     if (--open > 0) return;
-    const code = (firstError as NodeJS.ErrnoException | undefined)?.code;
-    finish({ reason: firstError ? (code ?? firstError.message) : 'done', error: firstError });
+    if (!firstError) return finish({ reason: 'done', error: undefined });
+    const { err, side } = firstError;
+    // a client that leaves, even by a reset, is an ordinary end (the reason says it)
+    if (side === 'client') return finish({ reason: 'client left', error: undefined });
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    finish(LEFT.has(code) ? { reason: 'upstream left', error: undefined } : { reason: 'upstream error', error: err });
   };
   // A 'data' handler forwards with backpressure and counts into the counters.
   const upData = (chunk: Buffer) => {
@@ -171,10 +186,12 @@ export function relay(
       markOffloaded(upstream, undefined);
       Object.defineProperty(counters, 'bytesUp', { value: baseUp + end.bytesUp, writable: true, configurable: true, enumerable: true });
       Object.defineProperty(counters, 'bytesDown', { value: baseDown + end.bytesDown, writable: true, configurable: true, enumerable: true });
-      const why = stopped ?? {
-        reason: end.reason,
-        error: end.reason === 'done' || end.reason === 'closed' ? undefined : osError(end.reason),
-      };
+      const why: RelayEnd = stopped ??
+        (end.reason === 'done' || end.reason === 'closed'
+          ? { reason: 'done', error: undefined }
+          : LEFT.has(end.reason)
+            ? { reason: 'reset', error: undefined }
+            : { reason: 'upstream error', error: osError(end.reason) });
       finish(why);
     };
     let id: number;
@@ -188,10 +205,7 @@ export function relay(
     nativeId = id;
     state = 'native';
     markOffloaded(upstream, id); // the upstream's MPTCP subflows are read through the tunnel now
-    for (const [s, data, drain, end, gone] of [
-      [client, upData, downDrain, upEnd, clientGone],
-      [upstream, downData, upDrain, downEnd, upstreamGone],
-    ] as const) {
+    for (const { s, data, drain, end, gone, onError } of sides) {
       s.removeListener('data', data);
       s.removeListener('drain', drain);
       s.removeListener('end', end);
@@ -238,21 +252,23 @@ export function relay(
     if (!client.writableNeedDrain) upstream.resume();
   };
 
-  client.on('error', onError);
-  upstream.on('error', onError);
-  client.once('close', onClose);
-  upstream.once('close', onClose);
-  client.on('data', upData);
-  upstream.on('data', downData);
-  upstream.on('drain', upDrain);
-  client.on('drain', downDrain);
-  // the client may have half-closed during the handshake, before the relay began
-  if (client.readableEnded) upstream.end();
-  else client.on('end', upEnd);
-  if (upstream.readableEnded) client.end();
-  else upstream.on('end', downEnd);
-  client.once('close', clientGone);
-  upstream.once('close', upstreamGone);
+  /** Each socket with the handlers that read it (attached here, detached at the native handoff). */
+  const sides = [
+    { s: client, other: upstream, data: upData, drain: downDrain, end: upEnd, gone: clientGone, onError: onClientError },
+    { s: upstream, other: client, data: downData, drain: upDrain, end: downEnd, gone: upstreamGone, onError: onUpstreamError },
+  ] as const;
+  for (const { s, data, drain, onError } of sides) {
+    s.on('error', onError);
+    s.once('close', onClose);
+    s.on('data', data);
+    s.on('drain', drain);
+  }
+  for (const { s, other, end, gone } of sides) {
+    // a side may have half-closed during the handshake, before the relay began
+    if (s.readableEnded) other.end();
+    else s.on('end', end);
+    s.once('close', gone);
+  }
   client.resume();
   upstream.resume();
 

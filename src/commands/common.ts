@@ -1,5 +1,7 @@
 // Small helpers shared by the subcommands.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError } from '../config.js';
+import { loadTarget, type ProxyTarget } from '../system/env.js';
 
 /** Print `holdfast: msg` on stderr; returns the usage-error exit code (2). */
 export function fail(msg: string): number {
@@ -26,4 +28,23 @@ export function parseCommand<const O extends Options>(argv: string[], help: stri
     return 0;
   }
   return parsed;
+}
+
+/** The `--config FILE` and `--listen HOST:PORT` flags of the commands that point at a holdfast. */
+export const targetOptions = {
+  config: { type: 'string', short: 'c' },
+  listen: { type: 'string', short: 'l' },
+} as const;
+
+/**
+ * The config and the listener those flags name; on a bad config or `--listen`, prints the error
+ * and returns the usage-error exit code (2).
+ */
+export function loadTargetOr(values: { config?: string; listen?: string }): ProxyTarget | number {
+  try {
+    return loadTarget(values);
+  } catch (err) {
+    if (err instanceof ConfigError) return fail(err.message);
+    throw err;
+  }
 }

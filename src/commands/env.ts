@@ -1,7 +1,7 @@
 // `holdfast env`: print the lines that point a shell's applications at holdfast.
-import { ConfigError, defaultConfigPath } from '../config.js';
-import { allProxyVarNames, defaultShell, formatEnv, formatUnset, loadTarget, proxyEnv, shells, type Shell } from '../system/env.js';
-import { fail, parseCommand } from './common.js';
+import { defaultConfigPath } from '../config.js';
+import { allProxyVarNames, defaultShell, formatEnv, formatUnset, proxyEnv, shells, type Shell } from '../system/env.js';
+import { fail, loadTargetOr, parseCommand, targetOptions } from './common.js';
 
 export const help = `Usage: holdfast env [--shell sh|fish|powershell|cmd] [--unset] [--config FILE] [--listen HOST:PORT]
 
@@ -31,8 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     {
         shell: { type: 'string', short: 's' },
         unset: { type: 'boolean', short: 'u' },
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l' },
+        ...targetOptions,
     },
   );
   if (typeof parsed === 'number') return parsed;
@@ -43,13 +42,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(formatUnset(allProxyVarNames(), shell));
     return 0;
   }
-  let target;
-  try {
-    target = loadTarget(values);
-  } catch (err) {
-    if (err instanceof ConfigError) return fail(err.message);
-    throw err;
-  }
+  const target = loadTargetOr(values);
+  if (typeof target === 'number') return target;
   process.stdout.write(formatEnv(proxyEnv(target.endpoint, target.cfg.pac.bypass), shell));
   return 0;
 }

@@ -2,9 +2,9 @@
 // (or its signal) becomes ours.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
-import { ConfigError, defaultConfigPath } from '../config.js';
-import { loadTarget, proxyEnv } from '../system/env.js';
-import { fail, parseCommand } from './common.js';
+import { defaultConfigPath } from '../config.js';
+import { proxyEnv } from '../system/env.js';
+import { fail, loadTargetOr, parseCommand, targetOptions } from './common.js';
 
 export const help = `Usage: holdfast exec [--config FILE] [--listen HOST:PORT] -- CMD [ARGS...]
 
@@ -30,21 +30,15 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l' },
+        ...targetOptions,
     },
     true,
   );
   if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
   if (positionals.length === 0) return fail(`exec: no command given\n\n${help}`);
-  let target;
-  try {
-    target = loadTarget(values);
-  } catch (err) {
-    if (err instanceof ConfigError) return fail(err.message);
-    throw err;
-  }
+  const target = loadTargetOr(values);
+  if (typeof target === 'number') return target;
   const [cmd, ...args] = positionals;
   const env = { ...process.env, ...proxyEnv(target.endpoint, target.cfg.pac.bypass) };
   // A terminal's Ctrl-C / Ctrl-\ reach the child's process group already: pass those two on only

@@ -1,8 +1,7 @@
 // `holdfast pac`: print the PAC file, the same one GET /proxy.pac serves.
-import { ConfigError, defaultConfigPath } from '../config.js';
+import { defaultConfigPath } from '../config.js';
 import { renderPac } from '../pac.js';
-import { loadTarget } from '../system/env.js';
-import { fail, parseCommand } from './common.js';
+import { loadTargetOr, parseCommand, targetOptions } from './common.js';
 
 export const help = `Usage: holdfast pac [--config FILE] [--listen HOST:PORT]
 
@@ -27,19 +26,13 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l' },
+        ...targetOptions,
     },
   );
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  let target;
-  try {
-    target = loadTarget(values);
-  } catch (err) {
-    if (err instanceof ConfigError) return fail(err.message);
-    throw err;
-  }
+  const target = loadTargetOr(values);
+  if (typeof target === 'number') return target;
   process.stdout.write(renderPac({ proxy: target.endpoint, bypass: target.cfg.pac.bypass, direct: target.cfg.pac.direct }));
   return 0;
 }

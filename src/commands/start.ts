@@ -1,6 +1,7 @@
 // `holdfast start`: run the proxy until SIGINT/SIGTERM.
 import { startHoldfast } from '../app.js';
 import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAddress } from '../config.js';
+import { takeListenFds } from '../inbound/activation.js';
 import { createLogger, logLevels } from '../log.js';
 import { clientEndpoint } from '../pac.js';
 import { startMptcpEndpoints, type MptcpEndpoints } from '../system/mptcp-endpoints.js';
@@ -32,10 +33,17 @@ Options:
                           interface dies moves to a live subflow instead of being cut
   -h, --help              show this help
 
+Socket activation: started with LISTEN_FDS/LISTEN_PID (a systemd socket unit, see holdfast
+service --help, or \`systemd-socket-activate -l 127.0.0.1:1080 holdfast start\`), holdfast serves
+SOCKS5 and HTTP on the sockets it was handed and opens none of its own (--listen and listen: are
+ignored; the open-proxy check applies to the handed addresses).
+
 Logs are JSON lines on stdout (pipe through pino-pretty to read them).
 Stop with Ctrl-C (SIGINT) or SIGTERM: listeners close, flows get shutdown.drain (default 5 s)
 to finish, the rest are cut; a second signal exits at once. SIGHUP reloads the config file
-(listeners, auth, limits, policy) without dropping live flows; a bad file is rejected with the
+without dropping or moving live flows: listen, auth, clients, limits, dial, dns, fallback,
+affinity, grace, udp, bind, relay, pac, shutdown, roles, types, metered and rules apply to new
+flows (log, interfaces' dns and policyRouting need a restart); a bad file is rejected with the
 reason in the log and the old configuration stays.
 
 Examples:
@@ -90,7 +98,9 @@ export async function run(argv: string[]): Promise<number> {
   const log = createLogger(level as (typeof logLevels)[number]);
   let hf;
   try {
-    hf = await startHoldfast(cfg, { log });
+    const activated = takeListenFds();
+    if (activated.length && values.listen?.length) log.warn({ fds: activated.length }, 'socket activation: --listen is ignored, serving on the handed sockets');
+    hf = await startHoldfast(cfg, { log, activated });
   } catch (err) {
     log.fatal({ err }, 'start failed');
     log.flush();

@@ -7,8 +7,8 @@ import { fail, parseCommand } from './common.js';
 
 export const help = `Usage: holdfast status [--watch] [--json] [--url URL] [--config FILE]
 
-Show a running holdfast's interfaces (state, addresses, default routes, which one new flows go
-to now) and its live flows (kind, destination, the interface each is pinned to, how it was
+Show a running holdfast's interfaces (state, type, metered, role, addresses, default routes,
+which one the kernel would pick now) and its live flows (kind, destination, the interface each is pinned to, how it was
 placed, age, bytes, current rate).
 
 Options:

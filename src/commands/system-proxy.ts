@@ -1,8 +1,7 @@
 // `holdfast system-proxy on|off|status`: point the whole desktop at holdfast, and back.
 import { connect } from 'node:net';
-import { ConfigError, defaultConfigPath } from '../config.js';
+import { defaultConfigPath } from '../config.js';
 import { endpointText, type ProxyEndpoint } from '../pac.js';
-import { loadTarget } from '../system/env.js';
 import {
   backendFor,
   desktops,
@@ -18,7 +17,7 @@ import {
   type Desktop,
   type SystemProxyOptions,
 } from '../system/proxy.js';
-import { fail, parseCommand } from './common.js';
+import { fail, loadTargetOr, parseCommand, targetOptions } from './common.js';
 
 export const help = `Usage: holdfast system-proxy on|off|status [options]
 
@@ -79,8 +78,7 @@ export async function run(argv: string[]): Promise<number> {
         service: { type: 'string', multiple: true },
         winhttp: { type: 'boolean' },
         json: { type: 'boolean' },
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l' },
+        ...targetOptions,
     },
     true,
   );
@@ -119,13 +117,8 @@ export async function run(argv: string[]): Promise<number> {
       `system-proxy: cannot tell the desktop (XDG_CURRENT_DESKTOP=${env.XDG_CURRENT_DESKTOP ?? ''}); pass --desktop ${desktops.join('|')}`,
     );
   }
-  let target;
-  try {
-    target = loadTarget(values);
-  } catch (err) {
-    if (err instanceof ConfigError) return fail(err.message);
-    throw err;
-  }
+  const target = loadTargetOr(values);
+  if (typeof target === 'number') return target;
 
   if (action === 'status') {
     const backend = backendFor(desktop);

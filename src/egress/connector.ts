@@ -2,9 +2,13 @@
 // the destination (with the DNS servers of the interface likely to carry it), races the
 // addresses (Happy Eyeballs, RFC 8305: IPv6 first, IPv4 after a delay), and for each address
 // races the candidate interfaces the policy gives (dialAcross). The winner feeds affinity.
-import type { Destination, DialResult, Dialer, EgressPolicy, Target } from '../contracts.js';
+// Callers that keep connections (the HTTP forwarder's per-egress pools) ask `openOrReuse`, and
+// hand a pool the sockets through `pinnedConnect`, an undici-shaped `connect` hook.
+import type { Socket } from 'node:net';
+import { isIP } from 'node:net';
+import type { Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
-import { HfCode, NotAllowedError, hfCodeOf } from '../errors.js';
+import { BadRequestError, HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
 import { RaceLost, staggeredRace } from './race.js';
 
@@ -15,12 +19,52 @@ export interface Connector {
    * that points at holdfast itself (a loop).
    */
   resolve(dst: Destination): Promise<Target[]>;
-  /** Race the policy's candidate interfaces for one address (no Happy Eyeballs). */
-  dialTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult>;
-  /** resolve + Happy Eyeballs over the addresses + dialTarget; the winner feeds affinity. */
-  open(dst: Destination, signal?: AbortSignal): Promise<DialResult>;
-  /** The flow that `open` returned has ended. */
-  release(dst: Destination, result: DialResult): void;
+  /**
+   * resolve + Happy Eyeballs over the addresses + for each, a race of the policy's candidate
+   * interfaces; the winner feeds affinity through its lease, which the caller hands to its flow
+   * (Flow.hold) to give back when the flow ends.
+   */
+  open(dst: Destination, signal?: AbortSignal): Promise<Opened>;
+  /**
+   * For a caller that keeps connections: the first address of dst and the policy's first
+   * interface for it; if `held(egress, target)` has a free connection there, that is the answer
+   * (no dial). Else a new socket, raced across the policy's candidates. Affinity is not
+   * fed yet: take a `lease` once the flow really began.
+   */
+  openOrReuse<C>(
+    dst: Destination,
+    signal: AbortSignal,
+    held: (egress: Egress, target: Target) => C | undefined,
+  ): Promise<Reused<C> | DialResult>;
+  /** A flow placed by `openOrReuse` began (its upstream answered): its placement, for Flow.hold. */
+  lease(dst: Destination, placed: Placed): Lease;
+  /**
+   * A `connect` hook for a connection pool (undici's shape) whose every socket is pinned to
+   * `egress`: `first` (already dialed) the first time, later a new dial on that same egress.
+   * Its `unclaimed()` destroys `first` if the pool never asked for it (true then).
+   */
+  pinnedConnect(egress: Egress, first?: Socket): PinnedConnect;
+}
+
+/** An upstream that `open` connected, with its placement to hold while the flow lives. */
+export interface Opened extends DialResult {
+  readonly lease: Lease;
+}
+
+/** Where a flow went: its address and interface. */
+export type Placed = Pick<DialResult, 'egress' | 'target'>;
+
+/** A free connection the caller already holds, on the policy's first interface. */
+export interface Reused<C> extends Placed {
+  readonly reused: C;
+  readonly attempts: '';
+}
+
+/** undici's `connect` option: an IP address (never a name), a port, a callback. */
+export interface PinnedConnect {
+  (opts: { hostname: string; port: string }, cb: (...args: [null, Socket] | [Error, null]) => void): void;
+  /** Destroy the first socket if it was never handed over; true if so. */
+  unclaimed(): boolean;
 }
 
 export interface ConnectorOptions {
@@ -72,9 +116,14 @@ export function createConnector(
 
   async function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult> {
     if (opts.refuse?.(target)) {
-      throw new NotAllowedError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
+      throw new LoopError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
     }
     const candidates = await policy.candidates(target, dst);
+    return across(target, candidates, signal);
+  }
+
+  /** Race `candidates` for one address (dialAcross). */
+  async function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<DialResult> {
     const r = await dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed);
     return {
       socket: r.socket,
@@ -91,13 +140,12 @@ export function createConnector(
     const targets = (await resolve(dst)).slice(0, maxAddresses);
     // a name with any address that is holdfast itself is a loop, whatever its other addresses do
     const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
-    if (self) throw new NotAllowedError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
+    if (self) throw new LoopError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
     return targets;
   }
 
   return {
     resolve: resolveChecked,
-    dialTarget: openTarget,
     async open(dst, signal) {
       const targets = await resolveChecked(dst);
       let result: DialResult;
@@ -118,11 +166,52 @@ export function createConnector(
           throw lost.failures.length ? mostTelling(lost.failures.map((f) => f.err)) : lost.last;
         }
       }
-      policy.connected(dst, result.target, result.egress);
-      return result;
+      return { ...result, lease: policy.lease(dst, result.target, result.egress) };
     },
-    release(dst, result) {
-      policy.released(dst, result.target, result.egress);
+    async openOrReuse(dst, signal, held) {
+      const target = (await resolveChecked(dst))[0];
+      const candidates = await policy.candidates(target, dst);
+      const first = candidates[0];
+      const reused = first ? held(first, target) : undefined;
+      if (reused !== undefined) return { reused, egress: first, target, attempts: '' };
+      return across(target, candidates, signal);
+    },
+    lease(dst, placed) {
+      return policy.lease(dst, placed.target, placed.egress);
+    },
+    pinnedConnect(egress, first) {
+      let ready = first;
+      const hook = (o: { hostname: string; port: string }, cb: (...args: [null, Socket] | [Error, null]) => void) => {
+        const ip = o.hostname; // undici gives an IPv6 literal without its brackets
+        const family = isIP(ip);
+        if (family === 0) {
+          cb(new BadRequestError(`not an address: ${ip}`), null);
+          return;
+        }
+        if (ready) {
+          const s = ready;
+          ready = undefined;
+          // never call back synchronously: undici marks the client as connecting after this returns
+          process.nextTick(cb, null, s);
+          return;
+        }
+        const target: Target = { ip, family: family as 4 | 6, port: Number(o.port) || 80 };
+        dialer.dial(target, egress).then(
+          (s) => cb(null, s),
+          (err) => {
+            onFailed(egress, err);
+            cb(err as Error, null);
+          },
+        );
+      };
+      return Object.assign(hook, {
+        unclaimed() {
+          if (!ready) return false;
+          ready.destroy();
+          ready = undefined;
+          return true;
+        },
+      });
     },
   };
 }

@@ -14,6 +14,7 @@ import { createServer, type Server } from 'node:net';
 import type { Egress } from '../contracts.js';
 import { HoldfastError, codeOfOsError } from '../errors.js';
 import type { NativeAddon } from '../native.js';
+import { stripZone } from '../net/addr.js';
 
 export interface PinnedSockets {
   /** 'device' (SO_BINDTODEVICE + source address) or 'source' (source address only). */
@@ -22,11 +23,6 @@ export interface PinnedSockets {
   udp(egress: Egress): Promise<UdpSocket>;
   /** A TCP server pinned to `egress`, listening on its source address on an ephemeral port. */
   listen(egress: Egress, onConnection: Parameters<typeof createServer>[1]): Promise<Server>;
-}
-
-function stripZone(ip: string): string {
-  const i = ip.indexOf('%');
-  return i < 0 ? ip : ip.slice(0, i);
 }
 
 function describe(what: string, egress: Egress): string {

@@ -14,6 +14,7 @@ import {
 import type { NativeAddon } from '../native.js';
 import { nativeRelay, offloadedTunnel } from '../relay-native.js';
 import { RaceLost, staggeredRace } from './race.js';
+import { stripZone } from '../net/addr.js';
 
 export interface DialerOptions {
   readonly timeoutMs: number;
@@ -28,17 +29,14 @@ export interface DialerOptions {
 /** socket(IPPROTO_MPTCP) fails with these where the kernel has no MPTCP (or net.mptcp.enabled=0). */
 const NO_MPTCP = new Set(['EPROTONOSUPPORT', 'ENOPROTOOPT', 'EINVAL', 'EAFNOSUPPORT']);
 
-function stripZone(ip: string): string {
-  const i = ip.indexOf('%');
-  return i < 0 ? ip : ip.slice(0, i);
-}
-
 export function describeAttempt(target: Target, egress: Egress): string {
   const host = target.family === 6 ? `[${target.ip}]` : target.ip;
   return `connect ${host}:${target.port} via ${egress.ifname} (${egress.source})`;
 }
 
 /**
+ * The dialer. `opts` is read at each dial, so a reload that changes dial.timeout, dial.keepAlive
+ * or mptcp in it applies to the next flow (live ones keep what they were given).
  * `onNoMptcp(why)` is called once, the first time `mptcp` is asked for and cannot be had (no MPTCP
  * in the kernel, or no addon); from then on the dialer makes plain TCP sockets.
  */
@@ -47,7 +45,6 @@ export function createDialer(
   addon: NativeAddon | undefined,
   onNoMptcp?: (why: string) => void,
 ): Dialer {
-  const { timeoutMs, keepAliveMs } = opts;
   /** the MPTCP sockets this dialer made, with their fds (for the subflow probe) */
   const mptcpFds = new WeakMap<Socket, number>();
   let mptcpUsable = true;
@@ -122,6 +119,7 @@ export function createDialer(
         );
         return;
       }
+      const { timeoutMs, keepAliveMs } = opts;
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       const settle = (err: Error | undefined) => {

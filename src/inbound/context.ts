@@ -6,6 +6,7 @@ import type { Connector } from '../egress/connector.js';
 import type { PinnedSockets } from '../egress/dial-udp.js';
 import type { FlowTable } from '../flows.js';
 import type { RelayOffload } from '../relay.js';
+import type { FdExhaustion } from './fd-exhaustion.js';
 import type { BindCounters } from './socks5-bind.js';
 import type { UdpCounters } from './socks5-udp.js';
 
@@ -32,10 +33,24 @@ export interface InboundCounters {
   headersTooLarge: number;
   limitRefusals: number;
   idleTimeouts: number;
+  /** requests to holdfast itself (its listeners, 0.0.0.0, ::) and connections from its own dialer: loops */
+  loopRefusals: number;
+  /** accepts or dials that failed for want of file descriptors (EMFILE, ENFILE) */
+  fdExhausted: number;
 }
 
 export function newInboundCounters(): InboundCounters {
-  return { clientsRefused: 0, authFailures: 0, badHandshakes: 0, handshakeTimeouts: 0, headersTooLarge: 0, limitRefusals: 0, idleTimeouts: 0 };
+  return {
+    clientsRefused: 0,
+    authFailures: 0,
+    badHandshakes: 0,
+    handshakeTimeouts: 0,
+    headersTooLarge: 0,
+    limitRefusals: 0,
+    idleTimeouts: 0,
+    loopRefusals: 0,
+    fdExhausted: 0,
+  };
 }
 
 /**
@@ -56,6 +71,10 @@ export interface InboundContext {
   readonly counters: InboundCounters;
   /** may this client address use the proxy? */
   allowClient(ip: string): boolean;
+  /** count (and log once per burst) an accept or dial that failed for want of file descriptors */
+  readonly fdExhausted?: FdExhaustion;
+  /** is this client address:port the local end of one of holdfast's own upstream sockets (a loop)? */
+  readonly isOwnDial?: (ip: string | undefined, port: number | undefined, localIp: string | undefined, localPort: number | undefined) => boolean;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */
   readonly socks5?: Socks5Extras;
 }

@@ -6,6 +6,7 @@ import { formatHostPort } from '../config.js';
 import { peerOf, type InboundContext } from './context.js';
 import type { HttpInbound } from './http.js';
 import { handleSocks5 } from './socks5-session.js';
+import { guarded } from './validate.js';
 
 export interface Listener {
   readonly address: ListenAddress;
@@ -49,8 +50,16 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
   // a client that half-closes before its first byte will never say anything
   const onEnd = () => socket.destroy();
   socket.once('end', onEnd);
-  socket.once('data', (first: Buffer) => {
+  socket.once('data', (first: Buffer) => guarded(ctx.log, 'sniff', () => socket.destroy(), () => {
     socket.removeListener('end', onEnd);
+    // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte
+    // comes through the outer flow's relay, so its dial is known by now)
+    if (ctx.isOwnDial?.(socket.remoteAddress, socket.remotePort, socket.localAddress, socket.localPort)) {
+      ctx.counters.loopRefusals++;
+      ctx.log.info({ client: peerOf(socket) }, 'loop refused');
+      socket.destroy();
+      return;
+    }
     if (first[0] === 0x05) {
       protocol = 'socks5';
       handleSocks5(socket, first, ctx, handshakeDone);
@@ -61,7 +70,7 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
       socket.unshift(first);
       http.handle(socket, handshakeDone);
     }
-  });
+  }));
 }
 
 const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
@@ -78,7 +87,11 @@ export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbou
     });
     server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host === '::' ? false : undefined }, () => {
       server.removeAllListeners('error');
-      server.on('error', (err) => ctx.log.error({ err }, 'listener error'));
+      server.on('error', (err) => {
+        // EMFILE/ENFILE on accept: counted, logged once per burst (libuv drops the connection)
+        if (ctx.fdExhausted?.(err, 'accept')) return;
+        ctx.log.error({ err }, 'listener error');
+      });
       resolve({
         address: addr,
         server,

@@ -16,13 +16,15 @@
 // timed out, which clients read as a timeout). A client that ends or closes its connection while
 // waiting ends the BIND.
 import type { Server, Socket } from 'node:net';
-import type { Egress, Target } from '../contracts.js';
+import type { CloseReason, Egress, Target } from '../contracts.js';
 import { boundAddressOf } from '../egress/dial-udp.js';
 import { DialTimeoutError, HfCode, HoldfastError, Reply, hfCodeOf, toSocksReply } from '../errors.js';
 import type { Flow } from '../flows.js';
 import type { SocksCommandContext } from './socks5-session.js';
 import { encodeReply } from './socks5.js';
 import { relayFlow } from './tunnel.js';
+import { unmap } from '../net/addr.js';
+import { guarded } from './validate.js';
 
 /** BIND outcomes that are not flows of their own (plain fields, no events). */
 export interface BindCounters {
@@ -40,10 +42,6 @@ export function newBindCounters(): BindCounters {
 
 /** Client bytes held while waiting for the peer; past this, reading pauses. */
 const MAX_EARLY_BYTES = 64 * 1024;
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-}
 
 function isUnspecified(ip: string): boolean {
   return ip === '0.0.0.0' || ip === '::';
@@ -70,7 +68,6 @@ export function handleBind(c: SocksCommandContext): void {
   let state: 'listening' | 'relaying' | 'done' = 'listening';
   let server: Server | undefined;
   let timer: { cancel(): void } | undefined;
-  let release: (() => void) | undefined;
   const early: Buffer[] = c.pipelined.length ? [c.pipelined] : [];
   let earlyBytes = c.pipelined.length;
 
@@ -86,11 +83,10 @@ export function handleBind(c: SocksCommandContext): void {
     }
   };
   /** the end before any relay: an error reply if the client is still there, else just close */
-  const fail = (reason: string, err?: unknown) => {
+  const fail = (reason: CloseReason, err?: unknown) => {
     if (state !== 'listening') return;
     state = 'done';
     stopWaiting();
-    release?.();
     flow.end(reason, err);
     if (socket.destroyed) return;
     if (err) socket.end(encodeReply(toSocksReply(err)));
@@ -113,7 +109,13 @@ export function handleBind(c: SocksCommandContext): void {
   });
 
   let allowed: Set<string> | undefined; // undefined: any peer
-  const onConnection = (peer: Socket) => {
+  const onConnection = (peer: Socket) =>
+    guarded(flow.log, 'bind accept', (err) => {
+      peer.destroy();
+      if (state === 'listening') fail('failed', err);
+      else socket.destroy();
+    }, () => accept(peer));
+  const accept = (peer: Socket) => {
     peer.on('error', () => {
       /* a reset peer ends in 'close' */
     });
@@ -136,7 +138,7 @@ export function handleBind(c: SocksCommandContext): void {
       peer.write(b);
     }
     early.length = 0;
-    relayFlow(ctx, flow, socket, peer, release ?? (() => {}));
+    relayFlow(ctx, flow, socket, peer);
   };
 
   const begin = async () => {
@@ -172,8 +174,8 @@ export function handleBind(c: SocksCommandContext): void {
     const bound = boundAddressOf(addr && typeof addr === 'object' ? addr : { address: '', port: 0 }, egress);
     x.bindCounters.binds++;
     flow.pinned({ egress, target, localAddress: bound.ip, attempts });
-    x.policy.connected(dst, target, egress);
-    release = () => x.policy.released(dst, target, egress);
+    // the flow holds this placement (affinity) until it ends
+    flow.hold(x.policy.lease(dst, target, egress));
     socket.write(encodeReply(Reply.SUCCEEDED, bound));
     const ms = x.bindAcceptTimeoutMs;
     if (ms > 0) {
@@ -185,5 +187,5 @@ export function handleBind(c: SocksCommandContext): void {
     }
   };
 
-  begin().catch((err: unknown) => fail('bind failed', err));
+  begin().catch((err: unknown) => fail('dial failed', err));
 }

@@ -21,6 +21,7 @@ import {
 import { handleBind } from './socks5-bind.js';
 import { handleUdpAssociate } from './socks5-udp.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
+import { guarded, isDestinationPort } from './validate.js';
 
 /** Greeting + login + request never need more than this; more unparsed bytes is garbage. */
 const MAX_HANDSHAKE_BYTES = 1024;
@@ -125,11 +126,14 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext,
       if (request.command !== Command.CONNECT && !handler) {
         return fail(Reply.CMD_UNSUPPORTED, `command ${request.command}`);
       }
+      // port 0 is no destination (BIND and UDP ASSOCIATE may name 0: "any", RFC 1928)
+      if (request.command === Command.CONNECT && !isDestinationPort(request.port)) {
+        return fail(Reply.GENERAL_FAILURE, 'port 0');
+      }
       state = 'busy';
       socket.removeListener('data', onData);
       socket.removeListener('end', onEnd);
       socket.pause();
-      socket.setTimeout(0);
       handshakeDone();
       if (handler) handler({ socket, client, request, dst, pipelined, ctx });
       else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);
@@ -140,9 +144,11 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext,
     if (buf.length > MAX_HANDSHAKE_BYTES) fail(Reply.GENERAL_FAILURE, 'handshake too long');
   };
 
+  // a throw anywhere in the handshake or a command's start ends this connection only
+  const guardedStep = () => guarded(ctx.log, 'socks5', () => socket.destroy(), step);
   const onData = (chunk: Buffer) => {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    step();
+    guardedStep();
   };
 
   socket.on('data', onData);
@@ -151,5 +157,5 @@ export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext,
     if (state !== 'busy') socket.destroy();
   };
   socket.on('end', onEnd);
-  step();
+  guardedStep();
 }

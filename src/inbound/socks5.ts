@@ -4,8 +4,11 @@
 // `value` + `used` (the message is the first `used` bytes; anything after it is the client's next
 // message or payload and is left alone). One read is not one message: every parser accepts any
 // prefix and never throws on input. Encoders throw only on caller bugs (a bound address that is
-// not an IP, a port out of range), never on anything a client sent.
+// not an IP, a port out of range), never on anything a client sent. From node:net it takes only
+// the IP text functions: no sockets.
 
+import { isIPv4, isIPv6 } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { Reply } from '../errors.js';
 
 export const Version = 0x05;
@@ -294,12 +297,16 @@ function encodeIpPort(head: number, ip: string, port: number, unmap: boolean): B
   checkPort(port);
   let out: Buffer;
   if (ip.indexOf(':') < 0) {
+    const bytes = ipBytes(ip, false);
+    if (!bytes) throw new TypeError(`not an IP address: ${ip}`);
     out = Buffer.allocUnsafe(head + 7);
-    if (!writeIPv4(ip, 0, ip.length, out, head + 1)) throw new TypeError(`not an IP address: ${ip}`);
+    out.set(bytes, head + 1);
     out[head] = Atyp.IPV4;
   } else {
+    const bytes = ipBytes(ip, true);
+    if (!bytes) throw new TypeError(`not an IP address: ${ip}`);
     out = Buffer.allocUnsafe(head + 19);
-    if (!writeIPv6(ip, out, head + 1)) throw new TypeError(`not an IP address: ${ip}`);
+    out.set(bytes, head + 1);
     if (unmap && isV4Mapped(out, head + 1)) {
       const v4 = Buffer.allocUnsafe(head + 7);
       out.copy(v4, head + 1, head + 13, head + 17);
@@ -340,163 +347,31 @@ function isV4Mapped(b: Uint8Array, off: number): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
-// IP text <-> bytes, without node:net
+// IP text <-> bytes: node:net says what text is valid; ipaddr.js turns IPv6 text into bytes and
+// bytes into RFC 5952 text, printed as Node prints addresses everywhere else (libuv's inet_ntop).
 
 function formatIPv4(b: Uint8Array, off: number): string {
   return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
 }
 
-/**
- * RFC 5952 text as Node (libuv's inet_ntop) prints it: lowercase, no leading zeros, the first
- * longest run of two or more zero groups as '::', and dotted IPv4 for ::ffff:a.b.c.d and the
- * deprecated ::a.b.c.d forms, e.g. 'fd01:1::2', '::1', '::ffff:1.2.3.4'.
- */
+/** As inet_ntop prints it: RFC 5952 (ipaddr.js), and libuv's two dotted forms, ::ffff:a.b.c.d and ::a.b.c.d. */
 function formatIPv6(b: Uint8Array, off: number): string {
-  let bestBase = -1;
-  let bestLen = 0;
-  let curBase = -1;
-  let curLen = 0;
-  for (let i = 0; i < 8; i++) {
-    if (b[off + 2 * i] === 0 && b[off + 2 * i + 1] === 0) {
-      if (curBase < 0) {
-        curBase = i;
-        curLen = 1;
-      } else {
-        curLen++;
-      }
-    } else if (curBase >= 0) {
-      if (bestBase < 0 || curLen > bestLen) {
-        bestBase = curBase;
-        bestLen = curLen;
-      }
-      curBase = -1;
-    }
-  }
-  if (curBase >= 0 && (bestBase < 0 || curLen > bestLen)) {
-    bestBase = curBase;
-    bestLen = curLen;
-  }
-  if (bestLen < 2) bestBase = -1;
-
-  let s = '';
-  for (let i = 0; i < 8; i++) {
-    if (bestBase >= 0 && i >= bestBase && i < bestBase + bestLen) {
-      if (i === bestBase) s += ':';
-      continue;
-    }
-    if (i !== 0) s += ':';
-    if (
-      i === 6 &&
-      bestBase === 0 &&
-      // (libuv also tests bestLen 7, but then group 6 lies inside the run and is never reached.)
-      (bestLen === 6 || (bestLen === 5 && b[off + 10] === 0xff && b[off + 11] === 0xff))
-    ) {
-      return s + formatIPv4(b, off + 12);
-    }
-    s += ((b[off + 2 * i] << 8) | b[off + 2 * i + 1]).toString(16);
-  }
-  if (bestBase >= 0 && bestBase + bestLen === 8) s += ':';
-  return s;
+  let zeros = 0;
+  while (zeros < 12 && b[off + zeros] === 0) zeros++;
+  if (zeros >= 10 && b[off + 10] === 0xff && b[off + 11] === 0xff) return `::ffff:${formatIPv4(b, off + 12)}`;
+  if (zeros === 12 && (b[off + 12] !== 0 || b[off + 13] !== 0)) return `::${formatIPv4(b, off + 12)}`;
+  return new ipaddr.IPv6(Array.from(b.subarray(off, off + 16))).toRFC5952String();
 }
 
-/**
- * Strict dotted quad in text[start, end): four decimal parts 0-255 without leading zeros (as
- * net.isIPv4). Writes 4 bytes at out[off] and returns true, or returns false (bytes undefined).
- */
-function writeIPv4(text: string, start: number, end: number, out: Uint8Array, off: number): boolean {
-  let i = start;
-  for (let part = 0; part < 4; part++) {
-    if (part > 0) {
-      if (i >= end || text.charCodeAt(i) !== 0x2e) return false;
-      i++;
-    }
-    const first = i;
-    let v = 0;
-    while (i < end) {
-      const c = text.charCodeAt(i) - 0x30;
-      if (c < 0 || c > 9) break;
-      v = v * 10 + c;
-      i++;
-      if (i - first > 3) return false;
-    }
-    if (i === first || v > 255 || (i - first > 1 && text.charCodeAt(first) === 0x30)) return false;
-    out[off + part] = v;
-  }
-  return i === end;
-}
-
-function hexValue(c: number): number {
-  if (c >= 0x30 && c <= 0x39) return c - 0x30;
-  c |= 0x20; // fold to lowercase
-  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
-  return -1;
-}
-
-/**
- * IPv6 text (any valid form: compressed or not, either case, dotted IPv4 tail, '%zone' which is
- * dropped) to 16 bytes at out[off]. Returns false if the text is not IPv6 (bytes undefined).
- */
-function writeIPv6(text: string, out: Uint8Array, off: number): boolean {
-  let end = text.length;
+/** IPv4 (strict dotted quad, as net.isIPv4) or IPv6 text ('%zone' dropped) as bytes, or undefined. */
+function ipBytes(text: string, v6: boolean): number[] | undefined {
+  if (!v6) return isIPv4(text) ? text.split('.').map(Number) : undefined;
+  if (!isIPv6(text)) return undefined;
   const pct = text.indexOf('%');
-  if (pct >= 0) {
-    // A zone id, as net.isIPv6 allows: [0-9A-Za-z.:-]+. Checked, then dropped.
-    if (pct === end - 1) return false;
-    for (let j = pct + 1; j < end; j++) {
-      const c = text.charCodeAt(j);
-      const alnum = (c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a);
-      if (!alnum && c !== 0x2d && c !== 0x2e && c !== 0x3a) return false;
-    }
-    end = pct;
-  }
-  if (end < 2) return false;
-  let i = 0;
-  let g = 0; // groups written
-  let dc = -1; // groups before '::'
-  if (text.charCodeAt(0) === 0x3a) {
-    if (text.charCodeAt(1) !== 0x3a) return false;
-    dc = 0;
-    i = 2;
-  }
-  while (i < end) {
-    if (g >= 8) return false;
-    const first = i;
-    let v = 0;
-    while (i < end) {
-      const h = hexValue(text.charCodeAt(i));
-      if (h < 0) break;
-      v = (v << 4) | h;
-      i++;
-      if (i - first > 4) return false;
-    }
-    if (i < end && text.charCodeAt(i) === 0x2e) {
-      // Dotted IPv4 tail: the last two groups.
-      if (g > 6 || !writeIPv4(text, first, end, out, off + 2 * g)) return false;
-      g += 2;
-      break;
-    }
-    if (i === first) return false;
-    out[off + 2 * g] = v >>> 8;
-    out[off + 2 * g + 1] = v & 0xff;
-    g++;
-    if (i === end) break;
-    if (text.charCodeAt(i) !== 0x3a) return false;
-    i++;
-    if (i < end && text.charCodeAt(i) === 0x3a) {
-      if (dc >= 0) return false;
-      dc = g;
-      i++;
-    } else if (i === end) {
-      return false;
-    }
-  }
-  if (dc < 0) return g === 8;
-  if (g > 7) return false; // '::' stands for at least one group
-  // Move the groups after '::' to the end and zero the gap.
-  const tail = g - dc;
-  const to = off + 2 * (8 - tail);
-  const from = off + 2 * dc;
-  for (let k = 2 * tail - 1; k >= 0; k--) out[to + k] = out[from + k];
-  out.fill(0, from, to);
-  return true;
+  // ipaddr.js reads the deprecated IPv4-compatible '::a.b.c.d' as mapped ('::ffff:a.b.c.d'): give
+  // it a dotted tail as two hex groups instead (the text is valid IPv6 already, so 0-255 each)
+  const hex = (pct < 0 ? text : text.slice(0, pct)).replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a, b, c, d) =>
+    `${((+a << 8) | +b).toString(16)}:${((+c << 8) | +d).toString(16)}`,
+  );
+  return ipaddr.IPv6.parse(hex).toByteArray();
 }

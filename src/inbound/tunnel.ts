@@ -3,6 +3,7 @@
 // early, relay, and end the flow once. The protocol parts are the two reply functions.
 import type { Socket } from 'node:net';
 import type { Destination, DialResult, FlowKind } from '../contracts.js';
+import { LoopError } from '../errors.js';
 import type { Flow } from '../flows.js';
 import { relay } from '../relay.js';
 import type { InboundContext } from './context.js';
@@ -15,24 +16,20 @@ export interface TunnelProtocol {
 }
 
 /**
- * Relay with the idle timeout, ending the flow once; `release` runs first (affinity). A bulk
- * tunnel may move to the native relay (ctx.relay): then a cut resets it there, and the idle
- * timeout reads the native relay's last activity.
+ * Relay with the idle timeout, ending the flow once (the flow gives back its lease as it ends).
+ * A bulk tunnel may move to the native relay (ctx.relay): then a cut resets it there, and the
+ * idle timeout reads the native relay's last activity.
  */
-export function relayFlow(
-  ctx: InboundContext,
-  flow: Flow,
-  client: Socket,
-  upstream: Socket,
-  release: () => void,
-): void {
+export function relayFlow(ctx: InboundContext, flow: Flow, client: Socket, upstream: Socket): void {
   const idleMs = ctx.idleTimeoutMs;
-  const idleError = () => Object.assign(new Error(`idle for ${idleMs} ms`), { code: 'idle' });
+  let idled = false;
   if (idleMs > 0) {
     // activity either way (a read from or a write to the client) resets the client's timer
     client.setTimeout(idleMs, () => {
       ctx.counters.idleTimeouts++;
-      client.destroy(idleError());
+      idled = true;
+      client.destroy();
+      upstream.destroy();
     });
   }
   let idleTimer: NodeJS.Timeout | undefined;
@@ -41,7 +38,7 @@ export function relayFlow(
       const idle = control.idleMs();
       if (idle < idleMs) return armIdle(idleMs - idle);
       ctx.counters.idleTimeouts++;
-      control.stop('idle', idleError(), false);
+      control.stop('idle', undefined, false);
     }, ms).unref();
   };
   const control = relay(
@@ -50,14 +47,15 @@ export function relayFlow(
     flow,
     (end) => {
       if (idleTimer) clearTimeout(idleTimer);
-      release();
-      flow.end(end.reason, end.error);
+      client.setTimeout(0);
+      if (idled) flow.end('idle');
+      else flow.end(end.reason, end.error);
     },
     {
       offload: ctx.relay,
       onOffload: () => {
         // the sockets are closed now: a cut resets both sides in the native relay
-        flow.onCut(() => control.stop('done', undefined, true));
+        flow.onCut((err) => control.stop('cut', err, true));
         if (idleMs > 0) armIdle(Math.max(1, idleMs - control.idleMs()));
       },
     },
@@ -96,10 +94,11 @@ export function openTunnel(
   });
   ctx.connector.open(dst, ac.signal).then(
     (up) => {
+      // the flow owns the placement from here, whatever ends it
+      flow.hold(up.lease);
       client.removeListener('close', onEarlyClose);
       if (client.destroyed || flow.ended) {
         up.socket.destroy();
-        ctx.connector.release(dst, up);
         flow.end('client left');
         return;
       }
@@ -110,15 +109,22 @@ export function openTunnel(
         flow.bytesUp += pipelined.length;
         up.socket.write(pipelined);
       }
-      relayFlow(ctx, flow, client, up.socket, () => ctx.connector.release(dst, up));
+      relayFlow(ctx, flow, client, up.socket);
     },
     (err: unknown) => {
       client.removeListener('close', onEarlyClose);
+      if (err instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(err, 'dial');
       flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
       if (!client.destroyed) {
         client.end(proto.failure(err));
         client.destroySoon();
       }
     },
-  );
+  ).catch((err: unknown) => {
+    // a throw in either step above (a bug, or a value Node refused): this flow ends, not the process
+    ctx.log.error({ err, client: clientName }, 'unexpected error; this connection is closed');
+    flow.end('failed', err);
+    client.destroy();
+  });
 }

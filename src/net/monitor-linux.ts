@@ -184,6 +184,28 @@ export function createLinuxReader(): StateReader {
 }
 
 /**
+ * `ip -o monitor` under a small sh that holds holdfast's end of a pipe on its stdin: when that
+ * pipe closes (holdfast stopped the watch, exited, crashed or was SIGKILLed: the kernel closes
+ * the pipe whatever way it died) the sh kills `ip` and exits, so no monitor is left behind with
+ * parent 1. When `ip` exits by itself, so does the sh (and the watch restarts it). Exit 127: no
+ * iproute2.
+ */
+export const MONITOR_SCRIPT = [
+  'command -v ip >/dev/null 2>&1 || exit 127',
+  'ip -o monitor link address route &',
+  'p=$!',
+  // the reader gets the pipe through fd 3 (an async list's stdin is /dev/null)
+  'exec 3<&0',
+  '{ read _ <&3; kill $p 2>/dev/null; } &',
+  'r=$!',
+  'exec 3<&-',
+  'wait $p',
+  's=$?',
+  'kill $r 2>/dev/null',
+  'exit $s',
+].join('\n');
+
+/**
  * Watch netlink events through `ip -o monitor link address route`; call `poke` on each.
  * Returns a stop function. Without iproute2, the monitor's poll is the only source.
  */
@@ -194,8 +216,8 @@ export function watchLinux(poke: () => void): () => void {
   const start = () => {
     if (stopped) return;
     try {
-      child = spawn('ip', ['-o', 'monitor', 'link', 'address', 'route'], {
-        stdio: ['ignore', 'pipe', 'ignore'],
+      child = spawn('/bin/sh', ['-c', MONITOR_SCRIPT], {
+        stdio: ['pipe', 'pipe', 'ignore'],
       });
     } catch {
       return;
@@ -204,8 +226,10 @@ export function watchLinux(poke: () => void): () => void {
       child = undefined; // no iproute2: polling only
     });
     child.stdout?.on('data', poke);
-    child.on('exit', () => {
+    child.stdin?.on('error', () => {}); // EPIPE if the sh is already gone
+    child.on('exit', (code) => {
       child = undefined;
+      if (code === 127) return; // no iproute2: polling only
       if (!stopped) {
         restart = setTimeout(start, 1000);
         restart.unref();
@@ -213,11 +237,13 @@ export function watchLinux(poke: () => void): () => void {
     });
     child.unref();
     (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+    (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
   };
   start();
   return () => {
     stopped = true;
     if (restart) clearTimeout(restart);
-    child?.kill();
+    // closing the pipe is the stop signal: the sh kills `ip`, then exits
+    child?.stdin?.destroy();
   };
 }

@@ -17,7 +17,16 @@ export interface MonitorOptions {
   reader?: StateReader;
   /** Start a platform watcher (ip monitor); tests with a fake reader pass false. */
   watch?: boolean;
+  /**
+   * Re-read this often while someone watches closely (watchClosely). Linux sends its netlink
+   * report of a carrier change from the linkwatch work, which runs ordinary links' events at most
+   * once a second, so the report can come up to 1 s after the loss, while the kernel's state
+   * shows it at once. Default 250 ms; 0 = never.
+   */
+  probeMs?: number;
 }
+
+type ChangeFn = (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void;
 
 function sameInterface(a: NetInterface, b: NetInterface): boolean {
   if (a.index !== b.index || a.up !== b.up || a.carrier !== b.carrier) return false;
@@ -100,7 +109,12 @@ export function bestDefault(snap: NetSnapshot, family: 4 | 6): { ifname: string;
 
 export class Monitor implements NetMonitor {
   #snap: NetSnapshot;
-  #listeners = new Set<(prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void>();
+  #listeners = new Set<ChangeFn>();
+  /** changes read but not yet told to the listeners (they hear on a later tick, in order) */
+  #pending: [NetSnapshot, NetSnapshot, NetDiff][] = [];
+  readonly #probeMs: number;
+  #probe: NodeJS.Timeout | undefined;
+  #holds = 0;
   #reader: StateReader;
   #poll: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
@@ -111,6 +125,7 @@ export class Monitor implements NetMonitor {
   constructor(opts: MonitorOptions = {}) {
     this.#reader = opts.reader ?? createLinuxReader();
     this.#debounceMs = opts.debounceMs ?? 30;
+    this.#probeMs = opts.probeMs ?? 250;
     this.#snap = freeze(this.#reader.read(), 1);
     const pollMs = opts.pollMs ?? 2000;
     if (pollMs > 0) {
@@ -124,7 +139,7 @@ export class Monitor implements NetMonitor {
     return this.#snap;
   }
 
-  onChange(fn: (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void): () => void {
+  onChange(fn: ChangeFn): () => void {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
   }
@@ -139,15 +154,32 @@ export class Monitor implements NetMonitor {
     this.#debounce.unref();
   }
 
-  async refresh(): Promise<NetSnapshot> {
+  /** Re-read synchronously; a difference is announced on a later tick. Returns the current snapshot. */
+  readNow(): NetSnapshot {
     this.#reread();
     return this.#snap;
   }
 
-  /** Re-read synchronously; announce if different. Returns the current snapshot. */
-  readNow(): NetSnapshot {
-    this.#reread();
-    return this.#snap;
+  watchClosely(): () => void {
+    if (this.#closed || this.#probeMs <= 0) return () => {};
+    if (this.#holds++ === 0) {
+      this.#probe = setInterval(() => this.#reread(), this.#probeMs);
+      this.#probe.unref();
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#holds === 0 && this.#probe) {
+        clearInterval(this.#probe);
+        this.#probe = undefined;
+      }
+    };
+  }
+
+  /** Re-reading every probeMs now (someone watches closely). */
+  get probing(): boolean {
+    return this.#probe !== undefined;
   }
 
   #reread(): void {
@@ -163,14 +195,42 @@ export class Monitor implements NetMonitor {
     const diff = diffSnapshots(prev, next);
     if (diff.changed.length === 0 && !diff.routes) return;
     this.#snap = next;
-    for (const fn of this.#listeners) fn(prev, next, diff);
+    // tell the listeners on a later tick, never inside the caller's stack (a new flow's placement
+    // reads the host through readNow; the flow table's cuts must not run in the middle of it)
+    if (this.#pending.push([prev, next, diff]) === 1) queueMicrotask(() => this.#deliver());
+  }
+
+  #deliver(): void {
+    const changes = this.#pending;
+    this.#pending = [];
+    for (const [prev, next, diff] of changes) {
+      for (const fn of this.#listeners) {
+        if (this.#closed) return;
+        fn(prev, next, diff);
+      }
+    }
   }
 
   close(): void {
     this.#closed = true;
     if (this.#poll) clearInterval(this.#poll);
     if (this.#debounce) clearTimeout(this.#debounce);
+    if (this.#probe) clearInterval(this.#probe);
+    this.#probe = undefined;
+    this.#pending = [];
     this.#stopWatch?.();
     this.#listeners.clear();
   }
+}
+
+/** Why a path pinned to `ifname` (and `localAddress`) is broken in `snap`, or undefined if it is fine. */
+export function lossOf(snap: NetSnapshot, ifname: string, localAddress: string | null): string | undefined {
+  const iface = snap.interfaces.find((i) => i.name === ifname);
+  if (!iface) return 'interface gone';
+  if (iface.loopback) return undefined;
+  if (!iface.up) return 'interface down';
+  if (!iface.carrier) return 'no carrier';
+  if (localAddress && !iface.addresses.some((a) => a.ip === localAddress || a.ip.split('%')[0] === localAddress))
+    return 'address gone';
+  return undefined;
 }

@@ -35,9 +35,16 @@ export function createSourceFinder(addon: NativeAddon | undefined): SourceFinder
     });
 }
 
+/**
+ * The `code` of a choice whose source address no interface of the snapshot lists (not an errno:
+ * the kernel did answer, but with an address the monitor does not show, e.g. on a link without
+ * carrier).
+ */
+export const SOURCE_UNLISTED = 'SOURCE_UNLISTED';
+
 function choose(source: string, snap: NetSnapshot): RouteChoice {
   const iface = interfaceOf(snap, source);
-  if (!iface) return { kind: 'none', why: `source ${source} belongs to no known interface`, code: 'ESTALE' };
+  if (!iface) return { kind: 'none', why: `source ${source} belongs to no known interface`, code: SOURCE_UNLISTED };
   return { kind: 'route', ifname: iface.name, ifindex: iface.index, source };
 }
 

@@ -1,18 +1,18 @@
-// The dashboard's endpoints on the listener: GET / (the page), GET /events (Server-Sent Events:
-// everything the page needs on connect, then one snapshot per second), and uPlot from its npm
-// package under /assets/ (no CDN: holdfast works offline). Served only for requests addressed to
+// The dashboard's endpoints on the listener: GET / (the page, web/dashboard.html), GET /events
+// (Server-Sent Events: everything the page needs on connect, then one snapshot per second), the
+// page's stylesheet and scripts from web/, and uPlot from its npm package under /assets/ (no CDN:
+// holdfast works offline). Served only for requests addressed to
 // holdfast itself (the listener's local endpoints), and only when the Host header names an
 // address, localhost or this machine, so a web page cannot read it through DNS rebinding.
 //
 // Cost: nothing while no page is open. With pages open, one status snapshot is serialized per
 // second and written to every page.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { hostIsOurs } from '../inbound/host.js';
-import { buildPage, type Page } from './dashboard-page.js';
+import { loadWebFiles, type WebFile } from './dashboard-page.js';
 import type { SamplePoint, Stats } from './stats.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -32,6 +32,11 @@ const MAX_QUEUED_BYTES = 1 << 20;
 const MAX_FLOWS = 500;
 
 const require = createRequire(import.meta.url);
+
+/** Scripts and styles only from holdfast itself; no inline script. */
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 interface Asset {
   readonly body: Buffer;
@@ -74,21 +79,9 @@ function admit(req: IncomingMessage, res: ServerResponse): boolean {
 
 export function createDashboard(stats: Stats): Dashboard {
   const version = uplotVersion();
-  let page: { html: Buffer; csp: string } | undefined;
-  const pageOf = (): { html: Buffer; csp: string } => {
-    if (page) return page;
-    const p: Page = buildPage(version);
-    const hash = createHash('sha256').update(p.script).digest('base64');
-    page = {
-      html: Buffer.from(p.html),
-      csp:
-        "default-src 'none'; " +
-        `script-src 'self' 'sha256-${hash}'; ` +
-        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; " +
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    };
-    return page;
-  };
+  let web: Map<string, WebFile> | undefined;
+  /** The page and its files, read from web/ on first use. */
+  const webFile = (path: string): WebFile => (web ??= loadWebFiles(version)).get(path)!;
   const assets = new Map<string, Asset | null>();
   const assetOf = (path: string, spec: string, type: string): Asset | undefined => {
     if (!assets.has(path)) assets.set(path, loadAsset(spec, type) ?? null);
@@ -149,17 +142,26 @@ export function createDashboard(stats: Stats): Dashboard {
   const routes = new Map<string, Handler>();
   routes.set('/', (req, res) => {
     if (!admit(req, res)) return;
-    const p = pageOf();
+    const p = webFile('/');
     res.writeHead(200, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-length': p.html.length,
+      'content-type': p.type,
+      'content-length': p.body.length,
       'cache-control': 'no-store',
-      'content-security-policy': p.csp,
+      'content-security-policy': CSP,
       'x-content-type-options': 'nosniff',
       'referrer-policy': 'no-referrer',
     });
-    res.end(req.method === 'HEAD' ? undefined : p.html);
+    res.end(req.method === 'HEAD' ? undefined : p.body);
   });
+  for (const path of ['/assets/dashboard.css', '/assets/dashboard.js', '/assets/format.js']) {
+    routes.set(path, (req, res) => {
+      if (!admit(req, res)) return;
+      const a = webFile(path);
+      // no version in these URLs: the page always asks again (they are small)
+      res.writeHead(200, { 'content-type': a.type, 'content-length': a.body.length, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' });
+      res.end(req.method === 'HEAD' ? undefined : a.body);
+    });
+  }
   routes.set('/events', (req, res) => {
     if (!admit(req, res)) return;
     res.writeHead(200, {

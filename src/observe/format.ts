@@ -1,6 +1,7 @@
 // `holdfast status` for a terminal: the /status JSON as two aligned tables, interfaces and flows.
 // Pure: format(status, now) -> string, so the output for a known state is a golden test.
 import type { StatusFlow, StatusInterface, StatusJson } from './status.js';
+import { isLinkLocal } from '../net/addr.js';
 
 export interface FormatOptions {
   /** ANSI colour (bold headers, dim idle rows, green/red state) */
@@ -40,11 +41,6 @@ export function formatAge(ms: number): string {
   return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, '0')}h`;
 }
 
-/** IPv6 fe80::/10 or IPv4 169.254/16, with or without "/len" and "%zone" */
-export function isLinkLocalAddress(a: string): boolean {
-  return /^(fe[89ab]|169\.254\.)/i.test(a);
-}
-
 /**
  * Worth a row or a card: carries or carried flows, or could (a default route or a global
  * address). Loopback without traffic, veths and bridges with only link-local addresses are not.
@@ -52,7 +48,7 @@ export function isLinkLocalAddress(a: string): boolean {
 export function isNotable(i: StatusInterface): boolean {
   if (i.flows > 0 || i.bytesUpTotal + i.bytesDownTotal > 0) return true;
   if (i.loopback) return false;
-  return i.defaultRoutes.length > 0 || i.addresses.some((a) => !isLinkLocalAddress(a));
+  return i.defaultRoutes.length > 0 || i.addresses.some((a) => !isLinkLocal(a));
 }
 
 function clip(s: string, max: number): string {
@@ -95,7 +91,7 @@ function stateOf(i: StatusInterface): string {
 
 /** Global addresses; link-local ones only counted. */
 function addressesOf(i: StatusInterface): string[] {
-  const global = i.addresses.filter((a) => !isLinkLocalAddress(a));
+  const global = i.addresses.filter((a) => !isLinkLocal(a));
   const ll = i.addresses.length - global.length;
   return ll ? [...global, `+${ll} link-local`] : global;
 }
@@ -119,8 +115,8 @@ function sortInterfaces(st: StatusJson): StatusInterface[] {
 /** Flows: grouped by interface (in the interface order), oldest first within each. */
 function sortFlows(flows: readonly StatusFlow[], ifOrder: readonly string[]): StatusFlow[] {
   const pos = (f: StatusFlow) => {
-    if (f.interface === null) return -1;
-    const p = ifOrder.indexOf(f.interface);
+    if (f.egress === null) return -1;
+    const p = ifOrder.indexOf(f.egress);
     return p < 0 ? ifOrder.length : p;
   };
   return [...flows].sort((a, b) => pos(a) - pos(b) || a.startedAt - b.startedAt || a.id - b.id);
@@ -151,11 +147,16 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
   const all = sortInterfaces(st);
   const ifs = all.filter(isNotable);
   const quiet = all.filter((i) => !isNotable(i));
+  // type, metered and role (issue 15), when the status has them (older holdfasts do not)
+  const roles = ifs.some((i) => i.role !== undefined);
+  const typeOf = (i: StatusInterface) => `${i.type ?? '-'}${i.metered ? ', metered' : ''}`;
+  const roleCols: Column[] = roles ? [{ title: 'TYPE', align: 'left' }, { title: 'ROLE', align: 'left' }] : [];
   if (ifs.length) out.push(
     ...table(
       [
         { title: 'NAME', align: 'left' },
         { title: 'STATE', align: 'left' },
+        ...roleCols,
         { title: 'BEST', align: 'left' },
         { title: 'ADDRESSES', align: 'left' },
         { title: 'DEFAULT ROUTE', align: 'left' },
@@ -169,6 +170,7 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
         cells: [
           i.name,
           stateOf(i),
+          ...(roles ? [typeOf(i), i.role ?? '-'] : []),
           bestOf(st, i) || '-',
           i.addresses.length ? addressesOf(i) : ['-'],
           routesOf(i).length ? routesOf(i) : ['-'],
@@ -215,8 +217,8 @@ export function format(st: StatusJson, now: number, opts: FormatOptions = {}): s
           cells: [
             String(f.id),
             f.kind,
-            clip(f.destination, 48),
-            f.interface ?? '(dialing)',
+            clip(f.dst, 48),
+            f.egress ?? '(dialing)',
             f.placedBy ?? '-',
             formatAge(now - f.startedAt),
             formatBytes(f.bytesDown),

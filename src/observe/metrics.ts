@@ -29,7 +29,15 @@ function fromMap(c: Counter<string> | Gauge<string>, names: readonly string[], m
   }
 }
 
-export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metrics {
+/**
+ * `refusals`: the inbound's refusal counters (clientsRefused, authFailures, badHandshakes, ...),
+ * shown as holdfast_refusals_total{reason}.
+ */
+export function createMetrics(
+  stats: Stats,
+  binder: 'device' | 'source',
+  refusals?: () => Readonly<Record<string, number>>,
+): Metrics {
   const registry = new Registry();
   const registers = [registry];
 
@@ -52,8 +60,8 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
   });
   new Gauge({
     name: 'holdfast_flows_open',
-    help: 'Live flows by kind and the interface they are pinned to ("" while dialing)',
-    labelNames: ['kind', 'interface'],
+    help: 'Live flows by kind and egress, the interface they are pinned to ("" while dialing)',
+    labelNames: ['kind', 'egress'],
     registers,
     collect() {
       const m = new Map<string, number>();
@@ -61,7 +69,7 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
         const k = `${f.kind}|${f.interface ?? ''}`;
         m.set(k, (m.get(k) ?? 0) + 1);
       }
-      fromMap(this, ['kind', 'interface'], m);
+      fromMap(this, ['kind', 'egress'], m);
     },
   });
   new Counter({
@@ -75,7 +83,7 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
   });
   new Counter({
     name: 'holdfast_flows_closed_total',
-    help: 'Flows ended, by kind and reason (done, client left, cut, dial failed, an OS error code, ...)',
+    help: 'Flows ended, by kind and reason (done, client left, upstream left, reset, idle, shutdown, cut, dial failed, timeout, upstream error, failed)',
     labelNames: ['kind', 'reason'],
     registers,
     collect() {
@@ -84,42 +92,51 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
   });
   new Counter({
     name: 'holdfast_bytes_total',
-    help: 'Bytes relayed, by the interface the flow was pinned to and direction (up: client to upstream)',
-    labelNames: ['interface', 'direction'],
+    help: 'Bytes relayed, by egress (the interface the flow was pinned to) and direction (up: client to upstream)',
+    labelNames: ['egress', 'direction'],
     registers,
     collect() {
       this.reset();
       for (const [name, b] of stats.bytesByInterface()) {
-        this.inc({ interface: name, direction: 'up' }, b.up);
-        this.inc({ interface: name, direction: 'down' }, b.down);
+        this.inc({ egress: name, direction: 'up' }, b.up);
+        this.inc({ egress: name, direction: 'down' }, b.down);
       }
     },
   });
   new Counter({
     name: 'holdfast_cuts_total',
-    help: 'Flows cut because their interface lost carrier or its address past the grace period, by interface and reason',
-    labelNames: ['interface', 'reason'],
+    help: 'Flows cut because their egress lost carrier or its address past the grace period, by egress and reason',
+    labelNames: ['egress', 'reason'],
     registers,
     collect() {
-      fromMap(this, ['interface', 'reason'], stats.counters().cuts);
+      fromMap(this, ['egress', 'reason'], stats.counters().cuts);
+    },
+  });
+  new Counter({
+    name: 'holdfast_moves_total',
+    help: 'MPTCP flows not cut when their egress was lost, because a subflow on another interface lived; by the interface they moved to',
+    labelNames: ['egress'],
+    registers,
+    collect() {
+      fromMap(this, ['egress'], stats.counters().moves);
     },
   });
   new Counter({
     name: 'holdfast_fallbacks_total',
     help: "Flows placed on another interface than the kernel's choice because it failed or stalled",
-    labelNames: ['interface'],
+    labelNames: ['egress'],
     registers,
     collect() {
-      fromMap(this, ['interface'], stats.counters().fallbacks);
+      fromMap(this, ['egress'], stats.counters().fallbacks);
     },
   });
   new Counter({
     name: 'holdfast_affinity_placements_total',
     help: 'Flows placed by affinity: joined the interface of live (or lingering) flows to the same destination',
-    labelNames: ['interface'],
+    labelNames: ['egress'],
     registers,
     collect() {
-      fromMap(this, ['interface'], stats.counters().affinity);
+      fromMap(this, ['egress'], stats.counters().affinity);
     },
   });
   new Counter({
@@ -149,6 +166,18 @@ export function createMetrics(stats: Stats, binder: 'device' | 'source'): Metric
       this.inc(stats.counters().netChanges);
     },
   });
+  if (refusals) {
+    new Counter({
+      name: 'holdfast_refusals_total',
+      help: 'Connections and requests refused or cut at the door, by reason (the counters under "refusals" in /status)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(refusals())) this.inc({ reason }, n);
+      },
+    });
+  }
   new Gauge({
     name: 'holdfast_interface_up',
     help: '1 if the interface is up with carrier, else 0',

@@ -31,6 +31,13 @@ export interface StatusInterface {
   /** bytes per second over the last sample (about one second) */
   readonly rateUp: number;
   readonly rateDown: number;
+  /** wifi | cellular | vpn | ethernet | other (added by the app, from src/net/iftype.ts) */
+  readonly type?: string;
+  /** NetworkManager's or the config's word; null when neither says */
+  readonly metered?: boolean | null;
+  /** prefer | normal | backup | never, and where it came from (interface, metered, type, default) */
+  readonly role?: string;
+  readonly roleBy?: string;
 }
 
 export interface StatusFlow extends FlowInfo {

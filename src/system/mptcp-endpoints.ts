@@ -282,15 +282,36 @@ export interface MptcpHealth {
   readonly data?: unknown;
 }
 
-/**
- * What `holdfast doctor` says about MPTCP: is it enabled, and does every usable address have a
- * `subflow` endpoint with limits to match (what `mptcp: on` needs to move a flow off a dead link).
- */
-export async function mptcpHealth(snap: NetSnapshot, procSys = '/proc/sys', run: IpRun = ipRun): Promise<MptcpHealth> {
+/** What doctor reads for MPTCP: net.mptcp.enabled (undefined: no MPTCP) and `ip mptcp` state. */
+export interface MptcpHostState {
+  readonly enabled: string | undefined;
+  readonly state: { endpoints: Endpoint[]; limits: Limits } | Error;
+}
+
+export async function readMptcpHost(procSys = '/proc/sys', run: IpRun = ipRun): Promise<MptcpHostState> {
   let enabled: string | undefined;
   try {
     enabled = readFileSync(`${procSys}/net/mptcp/enabled`, 'utf8').trim();
   } catch {
+    return { enabled: undefined, state: new Error('no net.mptcp.enabled') };
+  }
+  let state: MptcpHostState['state'];
+  try {
+    state = await readMptcpState(run);
+  } catch (err) {
+    state = err as Error;
+  }
+  return { enabled, state };
+}
+
+/**
+ * What `holdfast doctor` says about MPTCP (pure): is it enabled, and does every usable address
+ * have a `subflow` endpoint with limits to match (what `mptcp: on` needs to move a flow off a
+ * dead link).
+ */
+export function mptcpHealth(snap: NetSnapshot, host: MptcpHostState): MptcpHealth {
+  const { enabled } = host;
+  if (enabled === undefined) {
     return { status: 'info', summary: 'the kernel has no MPTCP (no net.mptcp.enabled): `mptcp: on` uses plain TCP' };
   }
   if (enabled === '0') {
@@ -300,12 +321,10 @@ export async function mptcpHealth(snap: NetSnapshot, procSys = '/proc/sys', run:
       fix: 'sudo sysctl -w net.mptcp.enabled=1 (persist it in /etc/sysctl.d/90-holdfast.conf)',
     };
   }
-  let state;
-  try {
-    state = await readMptcpState(run);
-  } catch (err) {
-    return { status: 'info', summary: `cannot read the MPTCP endpoints (${(err as Error).message}): is iproute2 recent enough?` };
+  if (host.state instanceof Error) {
+    return { status: 'info', summary: `cannot read the MPTCP endpoints (${host.state.message}): is iproute2 recent enough?` };
   }
+  const state = host.state;
   const plan = planEndpoints(snap, state.endpoints, state.limits, false);
   const subflowEps = state.endpoints.filter((e) => e.subflow).length;
   const data = { endpoints: state.endpoints, limits: state.limits, missing: plan.missing };

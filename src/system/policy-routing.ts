@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { DefaultRoute, Family, NetInterface, NetMonitor, NetSnapshot } from '../contracts.js';
 import { networkOf } from '../pac.js';
+import { isLinkLocal } from '../net/addr.js';
 
 /** The routing protocol number marking holdfast's rules and routes (unassigned in rt_protos). */
 export const RT_PROTO = 73;
@@ -50,7 +51,6 @@ export interface Desired {
   readonly routes: readonly RouteSpec[];
 }
 
-const isLinkLocal6 = (ip: string) => /^fe[89ab]/i.test(ip);
 
 /** Default routes of the main table by device (see mainDefaults). */
 export type MainDefaults = ReadonlyMap<string, readonly DefaultRoute[]>;
@@ -67,7 +67,7 @@ export function desiredFor(snap: NetSnapshot, o: { tableBase: number; priority: 
     const all = main ? (main.get(i.name) ?? []) : i.defaultRoutes;
     const defs = all.filter((r) => r.family === family).sort((a, b) => a.metric - b.metric);
     if (!defs.length) return;
-    const addrs = i.addresses.filter((a) => a.family === family && !(family === 6 && isLinkLocal6(a.ip)));
+    const addrs = i.addresses.filter((a) => a.family === family && !(family === 6 && isLinkLocal(a.ip)));
     if (!addrs.length) return;
     const table = o.tableBase + i.index;
     routes.push({ family, table, dst: 'default', dev: i.name, via: defs[0].gateway, src: null });

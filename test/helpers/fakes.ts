@@ -148,6 +148,9 @@ export function snapshot(interfaces: readonly NetInterface[], generation = 1, ta
 
 // ---------------------------------------------------------------------------------------------
 // FakeMonitor: a NetMonitor whose snapshot the test swaps; set() announces real differences.
+// Unlike the real Monitor (which tells its listeners on a later tick), set() tells them at once,
+// so a test steps the fake network and the fake clock by hand; test/unit/monitor.test.ts checks
+// the real Monitor's later-tick delivery.
 
 type ChangeFn = (prev: NetSnapshot, next: NetSnapshot, diff: NetDiff) => void;
 
@@ -175,8 +178,20 @@ export class FakeMonitor implements NetMonitor {
     return this.#listeners.size;
   }
 
-  async refresh(): Promise<NetSnapshot> {
+  readNow(): NetSnapshot {
     return this.#snap;
+  }
+
+  /** holds of watchClosely() not yet released */
+  closeWatches = 0;
+
+  watchClosely(): () => void {
+    this.closeWatches++;
+    let released = false;
+    return () => {
+      if (!released) this.closeWatches--;
+      released = true;
+    };
   }
 
   /** Replace the interfaces; listeners hear of it if something really changed. */

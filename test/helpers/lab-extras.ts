@@ -62,10 +62,10 @@ export interface StatusFlow {
   id: number;
   kind: string;
   client: string;
-  destination: string;
+  dst: string;
   ip: string | null;
-  interface: string | null;
-  localAddress: string | null;
+  egress: string | null;
+  src: string | null;
   placedBy: string | null;
   startedAt: number;
   bytesUp: number;

@@ -21,8 +21,8 @@ const FAR = '127.0.0.2';
 
 interface StatusFlow {
   kind: string;
-  destination: string;
-  interface: string | null;
+  dst: string;
+  egress: string | null;
 }
 
 async function flows(p: TestProxy): Promise<StatusFlow[]> {
@@ -86,7 +86,7 @@ async function throughHoldfast(
   const all = await flows(p);
   srv.release(path);
   const result = await done;
-  return { flow: all.find((f) => f.destination === `${FAR}:${srv.port}`), result, all };
+  return { flow: all.find((f) => f.dst === `${FAR}:${srv.port}`), result, all };
 }
 
 test('holdfast exec -- curl: the request goes through holdfast (http_proxy), the flow is in /status', async (t) => {
@@ -103,7 +103,7 @@ test('holdfast exec -- curl: the request goes through holdfast (http_proxy), the
   assert.equal(result.stdout, 'hello /curl');
   assert.ok(flow, `/status lists the flow: ${JSON.stringify(all)}`);
   assert.equal(flow.kind, 'http-forward');
-  assert.equal(flow.interface, 'lo');
+  assert.equal(flow.egress, 'lo');
 });
 
 test('holdfast exec: all_proxy=socks5h:// carries a client that only reads all_proxy', async (t) => {

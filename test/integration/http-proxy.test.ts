@@ -92,6 +92,46 @@ test('keep-alive to the client: two requests on one client connection', async (t
   assert.equal(p.logs.byMsg('flow close').length, 2);
 });
 
+test('forwarded requests from separate client connections share one upstream connection (the pool of their interface)', async (t) => {
+  const p = await startProxy(t);
+  const srv = await httpServer(t);
+  let upstreamConnections = 0;
+  srv.server.on('connection', () => upstreamConnections++);
+  // one request per client connection (agent: false), one after the other: the second must be
+  // served on the upstream connection the first left free, not on a new dial
+  const get = (path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: p.port, agent: false, path: `http://127.0.0.1:${srv.port}${path}` });
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  assert.equal(await get('/first'), 200);
+  await flowsDrained(p.hf);
+  assert.equal(await get('/second'), 200);
+  await flowsDrained(p.hf);
+  assert.deepEqual(srv.seen.map((s) => s.url), ['/first', '/second']);
+  assert.equal(upstreamConnections, 1);
+  const open = p.logs.byMsg('flow open');
+  assert.deepEqual(open.map((l) => [l.kind, l.egress]), [['http-forward', 'lo'], ['http-forward', 'lo']]);
+});
+
+test('plain HTTP forward to an IPv6 origin ([::1]): the pinned socket reaches undici', async (t) => {
+  const p = await startProxy(t);
+  const srv = await httpServer(t, undefined, '::1');
+  const r = await run('curl', ['-sS', '--max-time', '10', '-x', p.url, `http://[::1]:${srv.port}/six`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).url, '/six');
+  assert.equal(srv.seen[0].peer, '::1');
+  await flowsDrained(p.hf);
+  const open = p.logs.byMsg('flow open');
+  assert.equal(open[0].kind, 'http-forward');
+  assert.equal(open[0].ip, '::1');
+});
+
 test('CONNECT tunnel with curl -p -x; 502 with a body when refused; 400 for a bad target', async (t) => {
   const p = await startProxy(t);
   const srv = await httpServer(t);
@@ -160,11 +200,11 @@ test('GET /status on the listener returns interfaces and flows as JSON', async (
   assert.ok('defaultRoute' in lo);
   assert.equal(st.flows.length, 1);
   const f = st.flows[0];
-  for (const k of ['id', 'kind', 'client', 'destination', 'interface', 'localAddress', 'startedAt', 'bytesUp', 'bytesDown']) {
+  for (const k of ['id', 'kind', 'client', 'dst', 'ip', 'egress', 'src', 'placedBy', 'startedAt', 'bytesUp', 'bytesDown']) {
     assert.ok(k in f, `flow has ${k}`);
   }
   assert.equal(f.kind, 'http-connect');
-  assert.equal(f.interface, 'lo');
+  assert.equal(f.egress, 'lo');
   // the same page through the proxy (absolute-form to the listener itself) is served locally
   const viaProxy = await run('curl', ['-sS', '--max-time', '5', '-x', p.url, `${p.url}/status`]);
   assert.equal(JSON.parse(viaProxy.stdout).flows.length, 1);

@@ -125,7 +125,9 @@ test('SIGTERM with a live tunnel: new connections refused at once, the tunnel wo
   const exit = await cli.child.exited;
   assert.equal(exit.code, 0);
   const close = cli.logs().find((l) => l.msg === 'flow close');
-  assert.equal(close?.reason, 'cut');
+  // issue 12: holdfast's own stop is a reason, not a failure
+  assert.equal(close?.reason, 'shutdown');
+  assert.equal(close?.code, undefined);
   assert.ok(cli.logs().some((l) => l.msg === 'stopped'));
 });
 

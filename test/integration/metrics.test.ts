@@ -252,7 +252,7 @@ test('metrics counters move as flows open and close (SOCKS5 CONNECT, a refused d
   const echo = await echoServer(t);
   const m0 = await scrape(p);
   const socks = { kind: 'socks5-connect' };
-  const lo = { interface: 'lo' };
+  const lo = { egress: 'lo' };
 
   // a live SOCKS5 flow, 50 000 bytes each way
   const { socket, reply } = await socksRequest(p.port, 0x01, '127.0.0.1', echo.port);
@@ -344,20 +344,20 @@ test('cuts, fallbacks, affinity placements and route changes are counted and rea
   clock.advance(10_000);
 
   const s = new Scrape(parsePrometheus(await metrics.registry.metrics()));
-  assert.equal(s.value('holdfast_cuts_total', { interface: 'if1', reason: 'no carrier' }), 2);
-  assert.equal(s.value('holdfast_fallbacks_total', { interface: 'if2' }), 1);
-  assert.equal(s.value('holdfast_affinity_placements_total', { interface: 'if1' }), 1);
+  assert.equal(s.value('holdfast_cuts_total', { egress: 'if1', reason: 'no carrier' }), 2);
+  assert.equal(s.value('holdfast_fallbacks_total', { egress: 'if2' }), 1);
+  assert.equal(s.value('holdfast_affinity_placements_total', { egress: 'if1' }), 1);
   assert.equal(s.value('holdfast_route_changes_total'), 1, 'one change of default routes (carrier loss is not one)');
   assert.equal(s.value('holdfast_net_changes_total'), 2);
   assert.equal(s.value('holdfast_flows_total', { kind: 'socks5-connect' }), 3);
   assert.equal(s.value('holdfast_flows_closed_total', { kind: 'socks5-connect', reason: 'cut' }), 2);
-  assert.equal(s.value('holdfast_flows_open', { kind: 'socks5-connect', interface: 'if2' }), 1);
-  assert.equal(s.value('holdfast_bytes_total', { interface: 'if1', direction: 'down' }), 4000, 'bytes of cut flows stay counted');
-  assert.equal(s.value('holdfast_bytes_total', { interface: 'if2', direction: 'up' }), 70);
+  assert.equal(s.value('holdfast_flows_open', { kind: 'socks5-connect', egress: 'if2' }), 1);
+  assert.equal(s.value('holdfast_bytes_total', { egress: 'if1', direction: 'down' }), 4000, 'bytes of cut flows stay counted');
+  assert.equal(s.value('holdfast_bytes_total', { egress: 'if2', direction: 'up' }), 70);
   assert.equal(s.value('holdfast_interface_best', { interface: 'if2', family: 'ipv4' }), 1);
   assert.equal(s.value('holdfast_interface_best', { interface: 'if1', family: 'ipv4' }), 0);
   assert.equal(s.value('holdfast_interface_up', { interface: 'if1' }), 0);
-  assert.ok(!s.has('holdfast_flows_open', { interface: 'if1' }), 'no live flow on if1 any more');
+  assert.ok(!s.has('holdfast_flows_open', { egress: 'if1' }), 'no live flow on if1 any more');
 
   const feed = stats.events();
   const texts = feed.map((e) => `${e.type}: ${e.text}`);

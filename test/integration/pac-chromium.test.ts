@@ -116,7 +116,7 @@ async function startHoldfast(t: TestContext): Promise<{ child: Child; port: numb
   return { child, port, base: `http://127.0.0.1:${port}` };
 }
 
-async function statusOf(base: string): Promise<{ flows: Array<{ kind: string; destination: string; interface: string | null }>; totals: { opened: number } }> {
+async function statusOf(base: string): Promise<{ flows: Array<{ kind: string; dst: string; egress: string | null }>; totals: { opened: number } }> {
   const r = await fetch(`${base}/status`, { signal: AbortSignal.timeout(5000) });
   assert.equal(r.status, 200);
   return (await r.json()) as never;
@@ -183,12 +183,12 @@ test('chromium with holdfast\'s PAC: a page comes through holdfast, a bypassed h
   const through = page.goto(`http://${PROXIED}:${srv.port}/through`, { timeout: 30_000 });
   const seen1 = await arrived.get('/through')!.promise;
   const st = await statusOf(hf.base);
-  const flow = st.flows.find((f) => f.destination === `${PROXIED}:${srv.port}`);
+  const flow = st.flows.find((f) => f.dst === `${PROXIED}:${srv.port}`);
   release.get('/through')!.resolve();
   const resp1 = await through;
   assert.ok(flow, `holdfast's /status lists the page's flow while it loads: ${JSON.stringify(st.flows)}`);
   assert.equal(flow.kind, 'http-forward');
-  assert.equal(flow.interface, 'lo');
+  assert.equal(flow.egress, 'lo');
   assert.equal(seen1.host, `${PROXIED}:${srv.port}`);
   assert.equal(seen1.owner, hf.child.pid, `the server's peer socket (port ${seen1.peerPort}) belongs to holdfast`);
   assert.equal(resp1?.status(), 200);

@@ -8,8 +8,9 @@ import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config.js';
+import { EgressLostError } from '../../src/errors.js';
 import { relay, type RelayEnd } from '../../src/relay.js';
-import { nativeRelay } from '../../src/relay-native.js';
+import { nativeRelay, type NativeRelay } from '../../src/relay-native.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 import { delay, deferred, pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
@@ -159,6 +160,7 @@ for (const how of ['socks5', 'connect'] as const) {
     assert.equal(close[0].bytesUp, total);
     assert.equal(close[0].bytesDown, total);
     assert.equal(tunnelsNow(), 0);
+    assert.equal(p.hf.affinity().live, 0, 'the flow ended by the native relay gave its placement back');
   });
 }
 
@@ -235,7 +237,7 @@ test('a cut of an offloaded tunnel resets both sides', opts, async (t) => {
   const clientErr = once(c, 'error', { signal: AbortSignal.timeout(5000) });
   const serverErr = once(s, 'error', { signal: AbortSignal.timeout(5000) });
   s.on('data', () => {});
-  assert.equal(p.hf.flows.list()[0].cut(new Error('test cut')), true);
+  assert.equal(p.hf.flows.list()[0].cut(new EgressLostError('test cut')), true);
   const [[ce], [se]] = await Promise.all([clientErr, serverErr]);
   assert.equal((ce as NodeJS.ErrnoException).code, 'ECONNRESET');
   assert.equal((se as NodeJS.ErrnoException).code, 'ECONNRESET');
@@ -243,6 +245,8 @@ test('a cut of an offloaded tunnel resets both sides', opts, async (t) => {
   const close = p.logs.byMsg('flow close');
   assert.equal(close.length, 1);
   assert.equal(close[0].reason, 'cut');
+  assert.equal(close[0].code, 'HF_EGRESS_LOST');
+  assert.equal(p.hf.affinity().live, 0, 'the cut flow gave its placement back');
   assert.ok((close[0].bytesDown as number) >= MiB - 64 * 1024, `bytesDown ${String(close[0].bytesDown)}`);
   assert.equal(tunnelsNow(), 0);
 });
@@ -299,11 +303,13 @@ test('a client reset mid-transfer ends the offloaded flow once, and resets the f
   await pollUntil(() => (tunnelsNow() === 0 ? true : undefined), { timeoutMs: 5000, what: 'the native relay to let go' });
   const close = p.logs.byMsg('flow close');
   assert.equal(close.length, 1);
-  assert.match(String(close[0].reason), /^(ECONNRESET|EPIPE)$/);
+  // issue 12: a client that leaves is a reason, not an error (the native relay cannot say which side)
+  assert.equal(close[0].reason, 'reset');
+  assert.equal(close[0].code, undefined);
 });
 
-test('relay(): onDone exactly once when an offloaded tunnel is reset by the client', opts, async (t) => {
-  // the relay alone, between two loopback connections (client side and upstream side)
+/** Two loopback connections joined by relay(): the app's socket and the server's, and the relay's end. */
+async function relayPair(t: import('node:test').TestContext, eng: NativeRelay) {
   const far = await farEnd(t);
   const near = await farEnd(t);
   const up = connect({ port: far.port, host: '127.0.0.1', allowHalfOpen: true });
@@ -316,34 +322,74 @@ test('relay(): onDone exactly once when an offloaded tunnel is reset by the clie
   const server = await far.next();
   const clientSide = await near.next();
   const ends: RelayEnd[] = [];
+  const ended = deferred<void>();
   const counters = { bytesUp: 0, bytesDown: 0 };
   let offloaded = 0;
-  relay(clientSide, up, counters, (e) => ends.push(e), {
-    offload: { afterBytes: 1, engine },
-    onOffload: () => offloaded++,
-  });
+  relay(
+    clientSide,
+    up,
+    counters,
+    (e) => {
+      ends.push(e);
+      ended.resolve();
+    },
+    { offload: { afterBytes: 1, engine: eng }, onOffload: () => offloaded++ },
+  );
   app.on('error', () => {});
   server.on('error', () => {});
+  return { app, server, ends, ended, counters, offloaded: () => offloaded };
+}
+
+test('relay(): onDone exactly once when an offloaded tunnel is reset by the client', opts, async (t) => {
+  // the relay alone, between two loopback connections (client side and upstream side); the
+  // engine's own reports are counted per tunnel
+  const reports = new Map<number, number>();
+  const counting: NativeRelay = Object.assign(Object.create(engine!) as NativeRelay, {
+    start(...a: Parameters<NativeRelay['start']>): number {
+      const onDone = a[5];
+      const id: number = engine!.start(a[0], a[1], a[2], a[3], a[4], (end) => {
+        reports.set(id, (reports.get(id) ?? 0) + 1);
+        onDone(end);
+      });
+      return id;
+    },
+  });
+  const first = await relayPair(t, counting);
   const got = deferred<void>();
   let n = 0;
-  app.on('data', (b: Buffer) => {
+  first.app.on('data', (b: Buffer) => {
     n += b.length;
     if (n >= MiB) got.resolve();
   });
-  void send(server, 8 * MiB, 12, false).catch(() => {});
+  void send(first.server, 8 * MiB, 12, false).catch(() => {});
   await got.promise;
-  assert.equal(offloaded, 1);
-  assert.ok(counters.bytesDown >= MiB, 'the counters read the native relay');
-  app.resetAndDestroy();
-  await pollUntil(() => (ends.length > 0 ? true : undefined), { timeoutMs: 5000, what: 'onDone' });
-  await pollUntil(() => (tunnelsNow() === 0 ? true : undefined), { timeoutMs: 5000, what: 'the native relay to let go' });
-  await delay(100); // a second report would come on the relay thread's next batch
-  assert.equal(ends.length, 1);
-  assert.match(ends[0].reason, /^(ECONNRESET|EPIPE)$/);
-  assert.equal((ends[0].error as NodeJS.ErrnoException).code, ends[0].reason);
+  assert.equal(first.offloaded(), 1);
+  assert.ok(first.counters.bytesDown >= MiB, 'the counters read the native relay');
+  first.app.resetAndDestroy();
+  await first.ended.promise;
+  // a second report of the first tunnel would come before any report of a tunnel that began
+  // after its end (one relay thread, reports in order): end a second tunnel cleanly, then count
+  const second = await relayPair(t, counting);
+  const got2 = deferred<void>();
+  let n2 = 0;
+  second.app.on('data', (b: Buffer) => {
+    n2 += b.length;
+    if (n2 >= 64 * 1024) got2.resolve();
+  });
+  await send(second.server, 64 * 1024, 13, false);
+  await got2.promise;
+  await pollUntil(() => (second.offloaded() === 1 ? true : undefined), { timeoutMs: 5000, what: 'the second offload' });
+  second.server.end();
+  second.app.end();
+  await second.ended.promise;
+  assert.equal(second.ends[0].reason, 'done');
+  assert.deepEqual([...reports.values()], [1, 1], 'the engine reported each tunnel once');
+  assert.equal(first.ends.length, 1);
+  assert.equal(first.ends[0].reason, 'reset');
+  assert.equal(first.ends[0].error, undefined, 'a reset is an ordinary end');
 });
 
-test('200 tunnels at once, all offloaded: every stream intact, every flow ends, fds back to where they were', opts, async (t) => {
+test('200 tunnels open at once, all on the native relay together: every stream intact, every flow ends, fds back to where they were', opts, async (t) => {
   const p = await startProxy(t, OFFLOAD);
   const far = await farEnd(t);
   // warm-up: the relay thread's epoll and eventfd are made on the first offload and stay
@@ -361,31 +407,43 @@ test('200 tunnels at once, all offloaded: every stream intact, every flow ends, 
   const startedBefore = engine?.info().started ?? 0;
   const n = 200;
   const size = 512 * 1024;
-  let peak = 0;
-  // open them one by one (so each far-end socket is known to belong to its tunnel), then move
-  // the bytes of all at once
+  // open them one by one (so each far-end socket is known to belong to its tunnel)
   const pairs: { c: Socket; s: Socket }[] = [];
   for (let i = 0; i < n; i++) {
     const c = await tunnel(p, i % 2 ? 'connect' : 'socks5', far.port);
     t.after(() => c.destroy());
     pairs.push({ c, s: await far.next() });
   }
-  const one = async (i: number) => {
-    const { c, s } = pairs[i];
+  // Issue 12: what the code promises is that an open tunnel past the threshold lives on the
+  // native relay until it ends, however many there are; not that the machine is slow enough
+  // for ends to overlap. So: every tunnel moves its download but stays open, then all 200 are
+  // on the native relay at once, then they finish.
+  const results = pairs.map(({ c, s }, i) => {
     const closed = Promise.all([new Promise((r) => c.once('close', r)), new Promise((r) => s.once('close', r))]);
-    const gotDown = receive(c, () => (peak = Math.max(peak, tunnelsNow())));
+    const downloaded = deferred<void>();
+    const gotDown = receive(c, (bytes) => bytes >= size && downloaded.resolve());
     const gotUp = receive(s);
-    await Promise.all([send(s, size, 100 + i, true), send(c, size / 2, 1000 + i, true)]);
-    const [down, upR] = await Promise.all([gotDown, gotUp]);
-    assert.equal(down.hash, expectedHash(size, 100 + i));
-    assert.equal(upR.hash, expectedHash(size / 2, 1000 + i));
-    await closed;
-  };
-  await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
+    return { c, s, i, closed, downloaded, gotDown, gotUp };
+  });
+  await Promise.all(results.map((r) => send(r.s, size, 100 + r.i, false)));
+  await Promise.all(results.map((r) => r.downloaded.promise));
+  await pollUntil(() => (tunnelsNow() === n ? true : undefined), {
+    timeoutMs: 10_000,
+    what: `all ${n} open tunnels on the native relay at once (now ${tunnelsNow()})`,
+  });
+  await Promise.all(
+    results.map(async (r) => {
+      r.s.end();
+      await send(r.c, size / 2, 1000 + r.i, true);
+      const [down, upR] = await Promise.all([r.gotDown, r.gotUp]);
+      assert.equal(down.hash, expectedHash(size, 100 + r.i));
+      assert.equal(upR.hash, expectedHash(size / 2, 1000 + r.i));
+      await r.closed;
+    }),
+  );
   await flowsDrained(p.hf, 15_000);
   await pollUntil(() => (tunnelsNow() === 0 ? true : undefined), { timeoutMs: 5000, what: 'the native relay to let go' });
   assert.equal((engine?.info().started ?? 0) - startedBefore, n, 'every tunnel was offloaded');
-  assert.ok(peak >= 2, `tunnels on the native relay at once: ${peak}`);
   const closes = p.logs.byMsg('flow close');
   assert.equal(closes.length, n + 1);
   for (const l of closes.slice(1)) {

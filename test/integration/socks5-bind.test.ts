@@ -81,9 +81,9 @@ test('BIND: the expected peer connects back to the bound address; bytes flow bot
   assert.ok(b.bound.port > 0);
 
   const st = p.hf.status();
-  const f = (st.flows as unknown as Array<{ kind: string; interface: string; ip: string; destination: string }>).find((x) => x.kind === 'socks5-bind');
+  const f = (st.flows as unknown as Array<{ kind: string; egress: string; ip: string; dst: string }>).find((x) => x.kind === 'socks5-bind');
   assert.ok(f, JSON.stringify(st.flows));
-  assert.equal(f.interface, 'lo');
+  assert.equal(f.egress, 'lo');
   assert.equal(f.ip, '127.0.0.2');
 
   const pe = await peer(t, b.bound, '127.0.0.2');

@@ -27,10 +27,10 @@ interface UdpStatus {
 interface FlowJson {
   id: number;
   kind: string;
-  interface: string | null;
+  egress: string | null;
   ip: string | null;
-  localAddress: string | null;
-  destination: string;
+  src: string | null;
+  dst: string;
   bytesUp: number;
   bytesDown: number;
   datagramsUp?: number;
@@ -82,9 +82,9 @@ test('UDP ASSOCIATE relays to IPv4, IPv6 and named destinations; replies name th
   const flows = st.flows.filter((f) => f.kind === 'socks5-udp');
   assert.equal(flows.length, 1, JSON.stringify(st.flows));
   const f = flows[0];
-  assert.equal(f.interface, 'lo');
+  assert.equal(f.egress, 'lo');
   assert.equal(f.ip, '127.0.0.1', 'placed by its first datagram');
-  assert.equal(f.localAddress, '127.0.0.1');
+  assert.equal(f.src, '127.0.0.1');
   assert.equal(f.datagramsUp, 3);
   assert.equal(f.datagramsDown, 3);
   const bytes = 'to-v4'.length + 'to-v6'.length + 'to-name'.length;

@@ -60,8 +60,8 @@ test('holdfast status lists the interfaces and the live flows of a running holdf
   assert.equal(j.code, 0, j.stderr);
   const st = JSON.parse(j.stdout) as StatusJson;
   assert.equal(st.flows.length, 1);
-  assert.equal(st.flows[0].destination, `127.0.0.1:${echo.port}`);
-  assert.equal(st.flows[0].interface, 'lo');
+  assert.equal(st.flows[0].dst, `127.0.0.1:${echo.port}`);
+  assert.equal(st.flows[0].egress, 'lo');
   assert.equal(st.flows[0].bytesDown, 900);
   assert.equal(typeof st.flows[0].rateDown, 'number');
   assert.ok(st.interfaces.some((i) => i.name === 'lo' && i.flows === 1));

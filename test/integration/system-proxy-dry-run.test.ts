@@ -100,8 +100,17 @@ test('KDE (Plasma 5): kwriteconfig5 for manual and PAC, ProxyType last, then the
 
 test('KDE (Plasma 6): kwriteconfig6', (t) => {
   const e = setup(t, { KDE_SESSION_VERSION: '6', XDG_CURRENT_DESKTOP: 'KDE' });
-  const out = on(e);
-  assert.ok(out.slice(0, -1).every((l) => l.startsWith("kwriteconfig6 --file kioslaverc --group 'Proxy Settings' --key ")), out.join('\n'));
+  // the same lines as Plasma 5, with kwriteconfig6 (issue 12: `every` on an empty list passed)
+  const kw = "kwriteconfig6 --file kioslaverc --group 'Proxy Settings' --key";
+  assert.deepEqual(on(e), [
+    `${kw} httpProxy 'http://127.0.0.1 1090'`,
+    `${kw} httpsProxy 'http://127.0.0.1 1090'`,
+    `${kw} socksProxy 'socks://127.0.0.1 1090'`,
+    `${kw} NoProxyFor ${NO_PROXY}`,
+    `${kw} ReversedException false`,
+    `${kw} ProxyType 1`,
+    'dbus-send --type=signal /KIO/Scheduler org.kde.KIO.Scheduler.reparseSlaveConfiguration string:',
+  ]);
 });
 
 test('macOS: networksetup for each --service, manual and PAC; off restores servers, states, URL and bypass', (t) => {

@@ -62,7 +62,7 @@ test('3: flows pinned to if1 are cut 3-4 s after if1 loses carrier (grace 3 s), 
     );
     const st = await hf.status();
     assert.equal(st.flows.length, dls.length, `/status lists ${dls.length} flows: ${JSON.stringify(st.flows)}`);
-    for (const f of st.flows) assert.equal(f.interface, 'if1', `flow ${f.id} (${f.kind}) pinned to if1`);
+    for (const f of st.flows) assert.equal(f.egress, 'if1', `flow ${f.id} (${f.kind}) pinned to if1`);
 
     const lossAt = Date.now();
     await lab.carrierDown('if1');

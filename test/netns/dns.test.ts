@@ -92,11 +92,11 @@ test('3: a flow on each interface resolves a name with its own network\'s DNS se
     ]);
     const c = await server.waitFor(tagC, 'request', 5000);
     const st = await hf.status();
-    const flow = st.flows.find((f: StatusFlow) => f.destination.startsWith(NAME));
+    const flow = st.flows.find((f: StatusFlow) => f.dst.startsWith(NAME));
     t.diagnostic(`after the linger: ${NAME} connected to ${c.local} from ${c.peer} (${NETWORK_OF_PEER[c.peer]}); /status ${JSON.stringify(flow)}`);
     assert.equal(c.local, ANSWER.net2, `resolved with net2's server: ${NAME} = ${ANSWER.net2}`);
     assert.equal(NETWORK_OF_PEER[c.peer], 'net2', 'through net2');
-    assert.equal(flow?.interface, 'if2', '/status: pinned to if2');
+    assert.equal(flow?.egress, 'if2', '/status: pinned to if2');
     assert.equal(flow?.ip, ANSWER.net2, "/status: the address net2's server gave");
     assert.equal((await c2.result).code, 0, 'the if2 download completed');
 

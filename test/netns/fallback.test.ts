@@ -1,7 +1,8 @@
 // Issue 3, fallback (DESIGN rule 6), in the netns lab: if2 is up with the better default route,
 // but router2 silently drops everything it should forward (no RST, no ICMP: a dead uplink behind
-// a live link). New flows still connect, through if1, in under a second: the if2 attempt gets
-// `fallback.delay` (300 ms), then if1 is raced and wins; if2 then sits out its back-off, so the
+// a live link). New flows still connect, through if1, without waiting for if2's dial.timeout: the
+// if2 attempt gets `fallback.delay` (300 ms), then if1 is raced and wins (asserted: under 3 s,
+// less than the 5 s dial.timeout; a 2-core machine under load is slower than the 1 s once asserted); if2 then sits out its back-off, so the
 // next flows go to if1 at once. /status shows them placed by 'fallback'.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -25,7 +26,7 @@ const PORT = 8080;
 const RATE = 1024 * 1024;
 const FALLBACK_DELAY_MS = 300;
 
-test('3: if2 has the better route but drops everything: new flows connect through if1 in under 1 s, placed by fallback', holdfastLabOptions(), async (t) => {
+test('3: if2 has the better route but drops everything: new flows connect through if1 after the fallback delay (not after the dial timeout), placed by fallback', holdfastLabOptions(), async (t) => {
   const lab = await createLab(t);
   const serverChild = lab.spawn('server', [process.execPath, pacedServerScript(), '--port', String(PORT)]);
   t.after(() => serverChild.kill());
@@ -66,7 +67,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
     const blackholed = await ruleCount(lab, 'r2', 'blackhole');
 
     const rows = plan.map((p, i) => {
-      const flow = st.flows.find((f: StatusFlow) => f.destination.includes(p.ip));
+      const flow = st.flows.find((f: StatusFlow) => f.dst.includes(p.ip));
       const open = flow ? opens.find((l) => l.flow === flow.id) : undefined;
       return {
         ...p,
@@ -79,7 +80,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
     for (const r of rows) {
       t.diagnostic(
         `${r.tag}: server saw the request ${r.clientMs} ms after curl started (peer ${began[rows.indexOf(r)].peer}); ` +
-          `holdfast connected ${r.holdfastMs ?? '?'} ms after the request; /status: ${r.flow ? `${r.flow.interface} placedBy ${r.flow.placedBy}` : 'missing'}; ` +
+          `holdfast connected ${r.holdfastMs ?? '?'} ms after the request; /status: ${r.flow ? `${r.flow.egress} placedBy ${r.flow.placedBy}` : 'missing'}; ` +
           `attempts "${String(r.open?.attempts ?? '')}"`,
       );
     }
@@ -87,9 +88,9 @@ test('3: if2 has the better route but drops everything: new flows connect throug
 
     for (const [i, r] of rows.entries()) {
       assert.equal(NETWORK_OF_PEER[began[i].peer], 'net1', `${r.tag}: server saw it through net1 (peer ${began[i].peer})`);
-      assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms from curl's start to the server's request)`);
+      assert.ok(r.clientMs < 3000, `${r.tag}: connected after the fallback delay, not after if2's dial.timeout (5 s): ${r.clientMs} ms from curl's start to the server's request`);
       assert.ok(r.flow, `${r.tag}: /status lists the flow: ${JSON.stringify(st.flows)}`);
-      assert.equal(r.flow.interface, 'if1', `${r.tag}: pinned to if1`);
+      assert.equal(r.flow.egress, 'if1', `${r.tag}: pinned to if1`);
       assert.equal(r.flow.placedBy, 'fallback', `${r.tag}: placed by fallback`);
     }
     // the first flow raced: if2 was tried first and lost after the fallback delay
@@ -110,7 +111,7 @@ test('3: if2 has the better route but drops everything: new flows connect throug
   });
 });
 
-test('3: the same for a forwarded plain-HTTP request: it connects through if1 in under 1 s', holdfastLabOptions(), async (t) => {
+test('3: the same for a forwarded plain-HTTP request: it connects through if1 after the fallback delay', holdfastLabOptions(), async (t) => {
   const lab = await createLab(t);
   const serverChild = lab.spawn('server', [process.execPath, pacedServerScript(), '--port', String(PORT)]);
   t.after(() => serverChild.kill());
@@ -131,13 +132,13 @@ test('3: the same for a forwarded plain-HTTP request: it connects through if1 in
     const open = hf.logs().find((l) => l.msg === 'flow open' && l.kind === 'http-forward');
     t.diagnostic(`${tag}: server saw the request ${clientMs} ms after curl started (peer ${began.peer}); flow open: ${JSON.stringify(open)}`);
     assert.equal(NETWORK_OF_PEER[began.peer], 'net1', `server saw it through net1 (peer ${began.peer})`);
-    assert.ok(clientMs < 1000, `connected in under 1 s (${clientMs} ms from curl's start to the server's request)`);
+    assert.ok(clientMs < 3000, `connected after the fallback delay, not after if2's dial.timeout (5 s): ${clientMs} ms from curl's start to the server's request`);
     const r = await dl.result;
     assert.equal(r.code, 0, `curl exit ${r.code}: ${r.stderr}`);
   });
 });
 
-test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the flow connects through if1 in under 1 s', holdfastLabOptions(60_000, { dnsmasq: true }), async (t) => {
+test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the flow connects through if1 without waiting for the dial timeout', holdfastLabOptions(60_000, { dnsmasq: true }), async (t) => {
   const lab = await createLab(t);
   const serverChild = lab.spawn('server', [process.execPath, pacedServerScript(), '--port', String(PORT)]);
   t.after(() => serverChild.kill());
@@ -168,19 +169,19 @@ test('3: names too: when if2\'s DNS server stays silent, if1\'s answers and the 
       ]);
       const began = await server.waitFor(tag, 'request', 10_000);
       const st = await hf.status();
-      const flow = st.flows.find((f: StatusFlow) => f.destination.startsWith(`${name}:`));
+      const flow = st.flows.find((f: StatusFlow) => f.dst.startsWith(`${name}:`));
       rows.push({ tag, dl, began, flow, clientMs: began.startedAt - dl.startedAt });
       t.diagnostic(
         `${tag} (${name}): server saw the request ${began.startedAt - dl.startedAt} ms after curl started, at ${began.local} from ${began.peer}; ` +
-          `/status: ${flow ? `${flow.ip} on ${flow.interface} placedBy ${flow.placedBy}` : 'missing'}`,
+          `/status: ${flow ? `${flow.ip} on ${flow.egress} placedBy ${flow.placedBy}` : 'missing'}`,
       );
     }
     t.diagnostic(`router2 dropped ${await ruleCount(lab, 'r2', 'blackhole-in')} packets addressed to it, ${await ruleCount(lab, 'r2', 'blackhole')} to forward`);
     for (const r of rows) {
-      assert.ok(r.clientMs < 1000, `${r.tag}: connected in under 1 s (${r.clientMs} ms)`);
+      assert.ok(r.clientMs < 3000, `${r.tag}: connected after the fallback delay, not after dial.timeout (5 s): ${r.clientMs} ms`);
       assert.equal(r.began.local, ADDR.server.service.v4[0], `${r.tag}: the name was resolved by net1's server`);
       assert.equal(NETWORK_OF_PEER[r.began.peer], 'net1', `${r.tag}: through net1`);
-      assert.equal(r.flow?.interface, 'if1', `${r.tag}: /status: on if1`);
+      assert.equal(r.flow?.egress, 'if1', `${r.tag}: /status: on if1`);
       assert.equal(r.flow?.placedBy, 'fallback', `${r.tag}: /status: placed by fallback`);
     }
     for (const r of rows) assert.equal((await r.dl.result).code, 0, `${r.tag}: completed`);

@@ -47,9 +47,9 @@ interface StatusFlow {
   id: number;
   kind: string;
   client: string;
-  destination: string;
-  interface: string | null;
-  localAddress: string | null;
+  dst: string;
+  egress: string | null;
+  src: string | null;
   placedBy: unknown;
   startedAt: number;
   bytesUp: number;
@@ -98,11 +98,11 @@ function hasDefaultRoute(i: StatusInterface | undefined): boolean {
 }
 
 function flowsTo(st: Status, ip: string): StatusFlow[] {
-  return st.flows.filter((f) => f.destination.includes(ip));
+  return st.flows.filter((f) => f.dst.includes(ip));
 }
 
 function brief(f: StatusFlow): string {
-  return `id=${f.id} ${f.kind} ${f.destination} on ${f.interface} from ${f.localAddress} (${f.bytesDown} B down)`;
+  return `id=${f.id} ${f.kind} ${f.dst} on ${f.egress} from ${f.src} (${f.bytesDown} B down)`;
 }
 
 function logTail(child: Child, n = 30): string {
@@ -232,25 +232,21 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   for (const d of dls) {
     const f = before.find((x) => x.kind === d.kind);
     assert.ok(f, `/status lists the ${d.kind} flow to ${old.ip}: ${JSON.stringify(st1.flows)}`);
-    assert.equal(f.interface, 'if1', `${d.kind} flow placed on if1`);
+    assert.equal(f.egress, 'if1', `${d.kind} flow placed on if1`);
   }
 
   await untilMs(t0, CHANGE_AT_MS);
   const changedAt = await lab.addBetterRouteViaIf2();
   const atChange = dls.map((d) => d.dl.bytesAt(changedAt));
 
-  // Holdfast's view of the change (its monitor): soft wait, reported, not asserted here.
-  let seenAfter: number | null = null;
-  try {
-    await pollUntil(async () => (hasDefaultRoute((await status()).interfaces.find((i) => i.name === 'if2')) ? true : undefined), {
-      timeoutMs: 5000,
-      intervalMs: 100,
-      what: 'if2 with a default route in /status',
-    });
-    seenAfter = Date.now() - changedAt;
-  } catch (err) {
-    t.diagnostic(`${fam}: ${String(err)}`);
-  }
+  // Holdfast's view of the change (its monitor hears netlink at once, debounced): within 5 s,
+  // a generous bound on what the monitor promises (issue 12: this used to be reported only)
+  await pollUntil(async () => (hasDefaultRoute((await status()).interfaces.find((i) => i.name === 'if2')) ? true : undefined), {
+    timeoutMs: 5000,
+    intervalMs: 100,
+    what: 'if2 with a default route in /status within 5 s of the change',
+  });
+  const seenAfter: number = Date.now() - changedAt;
 
   // New flows after the change, to a destination without live flows (no affinity): if2 / net2.
   const news = [
@@ -268,7 +264,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const afterNew = flowsTo(st2, fresh.ip);
   t.diagnostic(`${fam} /status after the change (+${Date.now() - t0} ms): ${[...afterOld, ...afterNew].map(brief).join('; ')}`);
 
-  // A short request to the old destination while its flows live: affinity says if1 (reported only).
+  // A short request to the old destination while its flows live: affinity says if1 (asserted below).
   const aff = await lab.exec('host', 'curl', ['-sS', '-g', '--max-time', '5', '--socks5-hostname', proxy, `http://${old.host}:${PORT}/whoami`], {
     allowFail: true,
   });
@@ -284,7 +280,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   const counters = await lab.counters();
 
   t.diagnostic(
-    `${fam}: route changed at +${changedAt - t0} ms; holdfast /status showed if2's default route ${seenAfter === null ? 'not within 5 s' : `${seenAfter} ms later`}`,
+    `${fam}: route changed at +${changedAt - t0} ms; holdfast /status showed if2's default route ${seenAfter} ms later`,
   );
   dls.forEach((d, i) => {
     const r = results[i];
@@ -303,6 +299,9 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
   });
   t.diagnostic(`${fam}: /whoami to ${old.ip} via SOCKS while its flows lived came from ${affinityPeer} (${NETWORK_OF_PEER[affinityPeer] ?? '?'}); counters ${JSON.stringify(counters)}`);
 
+  // Affinity (DESIGN rule 4): a new flow to a destination with live flows joins their interface.
+  assert.equal(NETWORK_OF_PEER[affinityPeer], 'net1', `${fam}: a new flow to ${old.ip} while its flows lived joined them on if1 (peer ${affinityPeer})`);
+
   // The flows begun on if1 finished there, complete and intact.
   dls.forEach((d, i) => {
     const r = results[i];
@@ -314,7 +313,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     assert.equal(rec?.done, true, `${d.tag}: server finished sending`);
     const f = afterOld.find((x) => x.kind === d.kind);
     assert.ok(f, `/status after the change still lists the ${d.kind} flow`);
-    assert.equal(f.interface, 'if1', `${d.kind} flow stays on if1 after the change`);
+    assert.equal(f.egress, 'if1', `${d.kind} flow stays on if1 after the change`);
   });
   // New flows took if2.
   news.forEach((d, i) => {
@@ -325,7 +324,7 @@ async function handoverSteps(t: TestContext, lab: Lab, server: PacedServer, stat
     assert.equal(NETWORK_OF_PEER[newBegan[i].peer], 'net2', `${d.tag}: server saw it through net2 (peer ${newBegan[i].peer})`);
     const f = afterNew.find((x) => x.kind === d.kind);
     assert.ok(f, `/status lists the new ${d.kind} flow to ${fresh.ip}: ${JSON.stringify(st2.flows)}`);
-    assert.equal(f.interface, 'if2', `new ${d.kind} flow placed on if2`);
+    assert.equal(f.egress, 'if2', `new ${d.kind} flow placed on if2`);
   });
 }
 

@@ -1,5 +1,6 @@
 // Issue 3, dual stack, in the netns lab: a name with a dead IPv6 address (routed, but router1
-// silently drops everything to it) and a live IPv4 one connects through holdfast within 1 s:
+// silently drops everything to it) and a live IPv4 one connects through holdfast without waiting
+// for the IPv6 dial to time out (asserted: under 3 s, against a 10 s dial.timeout):
 // IPv6 is tried first, IPv4 250 ms later (Happy Eyeballs, RFC 8305), and IPv4 wins. Once with
 // the system resolver (an /etc/hosts entry in the host namespace), once with per-interface DNS.
 import assert from 'node:assert/strict';
@@ -52,7 +53,9 @@ async function connectByName(t: TestContext, lab: Lab, config: Record<string, un
         `from ${who.peer} (${NETWORK_OF_PEER[who.peer]}); holdfast: ${open ? `${String(open.ip)} via ${String(open.egress)}` : 'no flow open line'}; ` +
         `router1 dropped ${dropped} IPv6 packets`,
     );
-    assert.ok(r.elapsedMs < 1000, `connected within 1 s (${r.elapsedMs} ms)`);
+    // what the code promises is that IPv4 starts 250 ms after IPv6, not after the IPv6 dial gives
+    // up (dial.timeout): a bound between the two, with room for a loaded machine (issue 12)
+    assert.ok(r.elapsedMs < 3000, `connected without waiting for the IPv6 dial to time out (${r.elapsedMs} ms)`);
     assert.equal(who.local, V4, 'reached the IPv4 address');
     assert.equal(NETWORK_OF_PEER[who.peer], 'net1', 'through net1');
     assert.equal(open?.ip, V4, 'holdfast pinned the flow to the IPv4 address');
@@ -60,7 +63,7 @@ async function connectByName(t: TestContext, lab: Lab, config: Record<string, un
   });
 }
 
-test('3: Happy Eyeballs: a name whose IPv6 address is dead and IPv4 address live connects within 1 s (system resolver)', holdfastLabOptions(), async (t) => {
+test('3: Happy Eyeballs: a name whose IPv6 address is dead and IPv4 address live connects without waiting for the IPv6 dial to time out (system resolver)', holdfastLabOptions(), async (t) => {
   const lab = await setup(t);
   // `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts; lab.destroy() removes it
   writeFileSync(`/etc/netns/${lab.ns.host}/hosts`, `127.0.0.1 localhost\n${V6} ${NAME}\n${V4} ${NAME}\n`);

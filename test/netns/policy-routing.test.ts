@@ -3,7 +3,8 @@
 // binding stalls once a better default route via if2 appears (the host drops if1's replies);
 // with --policy-routing the same download holds, with the addon and without it (source binding
 // only); the rules follow the monitor (if2's appear when it gets its route) and are gone after
-// exit. Without CAP_NET_ADMIN, --policy-routing refuses to start with a clear reason.
+// exit. Without CAP_NET_ADMIN, --policy-routing refuses to start with a clear reason. The rules
+// also hold a plain curl that does not use the proxy at all (issue 12).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
@@ -83,10 +84,17 @@ interface Outcome {
 }
 
 /** A paced IPv4 download through holdfast's SOCKS5, begun on if1; the better route via if2 at CHANGE_AT_MS. */
-async function pinnedDownload(t: TestContext, lab: Lab, server: PacedServer, tag: string, maxTimeS: number): Promise<Outcome> {
+async function pinnedDownload(
+  t: TestContext,
+  lab: Lab,
+  server: PacedServer,
+  tag: string,
+  maxTimeS: number,
+  via: readonly string[] = ['--socks5-hostname', PROXY],
+): Promise<Outcome> {
   const drops0 = await rpDrops(lab);
   const url = `http://${ADDR.server.service.v4[0]}:${PORT}${downloadPath({ bytes: BYTES, rate: RATE, seed: 7, tag })}`;
-  const dl = new Download(t, lab, tag, url, ['--max-time', String(maxTimeS), '--socks5-hostname', PROXY]);
+  const dl = new Download(t, lab, tag, url, ['--max-time', String(maxTimeS), ...via]);
   const began = await server.waitFor(tag, 'request', 10_000);
   assert.equal(NETWORK_OF_PEER[began.peer], 'net1', `${tag} began through net1 (peer ${began.peer})`);
   await delay(Math.max(0, dl.startedAt + CHANGE_AT_MS - Date.now())); // a scheduled action, not an event
@@ -188,6 +196,35 @@ test('--policy-routing: a download pinned to if1 holds across the better route v
 );
 
 test('--policy-routing without the addon (source binding only): the pinned download holds too', holdfastLabOptions(60_000), (t) => holdsWithPolicyRouting(t, true));
+
+// Issue 12 (KERNEL-NOTES, measured later): the rules hold every program on the host, not only
+// holdfast's flows: a plain curl that does not use the proxy picks if1's address at connect, and
+// `from <if1 address> lookup <if1's table>` keeps its later packets on if1.
+test('12: control: without policy routing, a plain curl (no proxy) begun on if1 stalls after the better route via if2', holdfastLabOptions(60_000), async (t) => {
+  const lab = await createLab(t, { ipv6: true });
+  const server = await startServer(t, lab);
+  const o = await pinnedDownload(t, lab, server, 'plain-control', (CHANGE_AT_MS + 6000) / 1000, []);
+  t.diagnostic(`plain curl, no holdfast: ${describe(o)}`);
+  assert.equal(o.code, 28, `curl gave up (timeout): the flow stalled: ${describe(o)}`);
+  assert.ok(o.bytes < BYTES);
+});
+
+test('12: --policy-routing holds a plain curl that does not use the proxy across the better route via if2 (the server sees net1 throughout)', holdfastLabOptions(60_000), async (t) => {
+  const lab = await createLab(t, { ipv6: true });
+  const server = await startServer(t, lab);
+  const hf = startHoldfast(t, lab, { policyRouting: true });
+  await hf.waitForLine(logged('listening'), 10_000, 'holdfast "listening"');
+  await hf.waitForLine(logged('policy routing'), 10_000, 'holdfast "policy routing"');
+  const o = await pinnedDownload(t, lab, server, 'plain-pr', 20, []);
+  t.diagnostic(`plain curl, holdfast --policy-routing: ${describe(o)}`);
+  assert.equal(o.code, 0, `the download completed: ${describe(o)}`);
+  assert.equal(o.bytes, BYTES);
+  assert.ok(o.sha256ok, 'content intact');
+  assert.equal(o.serverNetwork, 'net1', 'the server saw it through net1 throughout');
+  assert.equal(o.serverDone, true);
+  // holdfast carried none of it: the proxy saw no flow
+  assert.ok(!hf.lines.some(logged('flow open')), 'no flow went through holdfast');
+});
 
 function capSkip(): string | undefined {
   const why = process.getuid?.() !== 0 ? 'needs root (to drop CAP_NET_ADMIN from it)' : !existsSync('/usr/bin/setpriv') ? 'needs setpriv (util-linux)' : undefined;

@@ -61,8 +61,8 @@ interface StatusFlow {
   id: number;
   kind: string;
   ip: string | null;
-  interface: string | null;
-  localAddress: string | null;
+  egress: string | null;
+  src: string | null;
   placedBy: string | null;
   datagramsUp?: number;
   datagramsDown?: number;
@@ -154,8 +154,8 @@ async function steps(t: TestContext, lab: Lab, server: Child, holdfast: Child, s
     const ip = service(fam, 0).replace(/^\[?([^\]]+?)\]?:\d+$/, '$1');
     const f = udp1.find((x) => x.ip === ip);
     assert.ok(f, `/status lists the ${fam} association to ${ip}`);
-    assert.equal(f.interface, 'if1', `${fam} association placed on if1`);
-    assert.equal(f.localAddress, fam === 'IPv4' ? ADDR.host.if1.v4 : ADDR.host.if1.v6, `${fam} association bound to if1's address`);
+    assert.equal(f.egress, 'if1', `${fam} association placed on if1`);
+    assert.equal(f.src, fam === 'IPv4' ? ADDR.host.if1.v4 : ADDR.host.if1.v6, `${fam} association bound to if1's address`);
   }
 
   await delay(Math.max(0, t0 + CHANGE_AT_MS - Date.now()));
@@ -234,7 +234,7 @@ async function steps(t: TestContext, lab: Lab, server: Child, holdfast: Child, s
     for (const l of s) assert.equal(NETWORK_OF_PEER[l.peer ?? ''], 'net1', `${o.tag}: seq ${l.seq} came through net1 (peer ${l.peer})`);
     const echoes = o.c.jsonLines<ClientLine>().filter((l) => l.event === 'echo');
     assert.ok(echoes.filter((e) => (e.at ?? 0) > changedAt + 1000).length >= 30, `${o.tag}: echoes kept coming well after the change`);
-    const f = udp2.find((x) => x.ip === (o.fam === 'IPv4' ? ADDR.server.service.v4[0] : ADDR.server.service.v6[0]) && x.interface === 'if1');
+    const f = udp2.find((x) => x.ip === (o.fam === 'IPv4' ? ADDR.server.service.v4[0] : ADDR.server.service.v6[0]) && x.egress === 'if1');
     assert.ok(f, `${o.tag}: still listed on if1 after the change`);
   });
   // the same destination after the change: affinity keeps it with its live association on if1
@@ -253,7 +253,7 @@ async function steps(t: TestContext, lab: Lab, server: Child, holdfast: Child, s
     const ip = o.fam === 'IPv4' ? ADDR.server.service.v4[1] : ADDR.server.service.v6[1];
     const f = udp2.find((x) => x.ip === ip);
     assert.ok(f, `/status lists the new ${o.fam} association to ${ip}`);
-    assert.equal(f.interface, 'if2', `new ${o.fam} association placed on if2`);
+    assert.equal(f.egress, 'if2', `new ${o.fam} association placed on if2`);
   });
   const affOpens = opens.filter((l) => l.placedBy === 'affinity');
   assert.equal(affOpens.length, 2, `two associations were placed by affinity: ${JSON.stringify(opens)}`);

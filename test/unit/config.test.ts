@@ -112,6 +112,46 @@ test('bad durations are ConfigErrors naming the key', () => {
   assert.match(configError(() => parseConfig({ dial: { timeout: true } }, 'x.yaml')), /x\.yaml: dial\.timeout: /);
 });
 
+test('11: every duration and size has a range; out of range is a ConfigError naming the key', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ limits: { handshakeTimeout: 0 } }, /^x\.yaml: limits\.handshakeTimeout: 0 is out of range/],
+    [{ limits: { handshakeTimeout: '50ms' } }, /^x\.yaml: limits\.handshakeTimeout: "50ms" is out of range/],
+    [{ dial: { timeout: 0 } }, /^x\.yaml: dial\.timeout: /],
+    [{ dial: { timeout: '0s' } }, /^x\.yaml: dial\.timeout: /],
+    [{ dial: { keepAlive: 10 } }, /^x\.yaml: dial\.keepAlive: /],
+    [{ grace: 2 ** 31 }, /^x\.yaml: grace: \d+ is out of range/],
+    [{ grace: '25d' }, /^x\.yaml: grace: /],
+    [{ limits: { idleTimeout: '600h' } }, /^x\.yaml: limits\.idleTimeout: /],
+    [{ udp: { idleTimeout: '30000h' } }, /^x\.yaml: udp\.idleTimeout: /],
+    [{ bind: { acceptTimeout: 1e12 } }, /^x\.yaml: bind\.acceptTimeout: /],
+    [{ shutdown: { drain: '1000h' } }, /^x\.yaml: shutdown\.drain: /],
+    [{ affinity: { linger: '999h' } }, /^x\.yaml: affinity\.linger: /],
+    [{ fallback: { delay: 2 ** 32 } }, /^x\.yaml: fallback\.delay: /],
+    [{ relay: { offloadAfter: '2048GiB' } }, /^x\.yaml: relay\.offloadAfter: /],
+    [{ limits: { maxFlows: 0 } }, /^x\.yaml: limits\.maxFlows: /],
+    [{ limits: { maxFlows: 1e9 } }, /^x\.yaml: limits\.maxFlows: /],
+    [{ limits: { maxFlowsPerClient: 1e9 } }, /^x\.yaml: limits\.maxFlowsPerClient: /],
+  ];
+  for (const [raw, re] of cases) assert.match(configError(() => parseConfig(raw, 'x.yaml')), re, JSON.stringify(raw));
+  // the edges are fine: 0 where it means "off", the largest timer, a day
+  const c = parseConfig({
+    grace: 0,
+    dial: { timeout: '100ms', keepAlive: 0 },
+    limits: { idleTimeout: 2 ** 31 - 1, handshakeTimeout: '24h' },
+    udp: { idleTimeout: 0 },
+    bind: { acceptTimeout: 0 },
+    relay: { offloadAfter: '1024GiB' },
+  });
+  assert.equal(c.limits.idleTimeout, 2 ** 31 - 1);
+  assert.equal(c.dial.timeout, 100);
+  assert.equal(c.relay.offloadAfter, 2 ** 40);
+});
+
+test('11: a reload with an out-of-range value is rejected naming the key (the file is read again)', (t) => {
+  const file = tempFile(t, 'reload.yaml', 'limits:\n  handshakeTimeout: 0\n');
+  assert.match(configError(() => loadConfig(file)), /reload\.yaml: limits\.handshakeTimeout: 0 is out of range/);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Unknown keys and other errors
 

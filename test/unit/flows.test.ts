@@ -3,11 +3,11 @@
 // HF_EGRESS_LOST; a path that heals in time cuts nothing; each flow writes one 'flow close' line.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Destination, NetInterface } from '../../src/contracts.js';
+import type { CloseReason, Destination, NetInterface } from '../../src/contracts.js';
 import { EgressLostError } from '../../src/errors.js';
 import { FlowTable, type Flow } from '../../src/flows.js';
 import { Monitor } from '../../src/net/monitor.js';
-import { FakeClock, FakeReader, iface, logSink, loopback, withIface } from '../helpers/fakes.js';
+import { FakeClock, FakeReader, flush, iface, logSink, loopback, withIface } from '../helpers/fakes.js';
 
 const GRACE = 10_000;
 const IF1 = '10.0.1.2';
@@ -33,9 +33,10 @@ function setup(t: TestContext, graceMs = GRACE) {
   t.after(() => table.close());
   table.watch(monitor);
   /** Make the host look like `interfaces` and let the monitor announce it. */
-  const net = (interfaces: NetInterface[]) => {
+  const net = async (interfaces: NetInterface[]) => {
     reader.set(interfaces);
     monitor.readNow();
+    await flush(); // the monitor tells its listeners on a later tick
   };
   return { clock, sink, reader, monitor, table, net };
 }
@@ -70,10 +71,10 @@ function assertCutOnce(cuts: Error[], why: RegExp): void {
 // ---------------------------------------------------------------------------------------------
 // Grace and cut
 
-test('flow pinned to if1 loses carrier: nothing until the grace passes, then one cut with HF_EGRESS_LOST', (t) => {
+test('flow pinned to if1 loses carrier: nothing until the grace passes, then one cut with HF_EGRESS_LOST', async (t) => {
   const { clock, table, net, sink } = setup(t);
   const { flow, cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   assert.equal(cuts.length, 0, 'not cut at once');
   clock.advance(GRACE - 1);
   assert.equal(cuts.length, 0, 'not cut before the grace ran out');
@@ -90,12 +91,12 @@ test('flow pinned to if1 loses carrier: nothing until the grace passes, then one
   assert.equal(line.downForMs, GRACE);
 });
 
-test('carrier back within the grace: not cut, and the grace timer is gone', (t) => {
+test('carrier back within the grace: not cut, and the grace timer is gone', async (t) => {
   const { clock, table, net, sink } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE / 2);
-  net(healthy());
+  await net(healthy());
   assert.equal(clock.pending, 0, 'grace timer cancelled');
   clock.advance(10 * GRACE);
   assert.equal(cuts.length, 0);
@@ -106,25 +107,25 @@ test('carrier back within the grace: not cut, and the grace timer is gone', (t) 
   assert.equal(healed[0].downForMs, GRACE / 2);
 });
 
-test('a new loss after healing starts a new grace', (t) => {
+test('a new loss after healing starts a new grace', async (t) => {
   const { clock, table, net } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE - 1000);
-  net(healthy());
+  await net(healthy());
   clock.advance(500);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE - 1);
   assert.equal(cuts.length, 0, 'the grace counts from the second loss');
   clock.advance(1);
   assertCutOnce(cuts, /no carrier/);
 });
 
-test("the flow's address removed: cut after the grace; a flow on another address of if1 stays", (t) => {
+test("the flow's address removed: cut after the grace; a flow on another address of if1 stays", async (t) => {
   const { clock, table, net } = setup(t);
   const a = pinnedFlow(table, 'if1', IF1);
   const b = pinnedFlow(table, 'if1', IF1_B);
-  net([loopback(), if1({ addresses: if1().addresses.filter((x) => x.ip !== IF1) }), if2()]);
+  await net([loopback(), if1({ addresses: if1().addresses.filter((x) => x.ip !== IF1) }), if2()]);
   clock.advance(GRACE - 1);
   assert.equal(a.cuts.length, 0);
   clock.advance(1);
@@ -132,25 +133,25 @@ test("the flow's address removed: cut after the grace; a flow on another address
   assert.equal(b.cuts.length, 0);
 });
 
-test('interface gone or administratively down: cut after the grace', (t) => {
+test('interface gone or administratively down: cut after the grace', async (t) => {
   const { clock, table, net } = setup(t);
   const gone = pinnedFlow(table, 'if1', IF1);
   const down = pinnedFlow(table, 'if2', IF2);
-  net([loopback(), if2({ up: false })]);
+  await net([loopback(), if2({ up: false })]);
   clock.advance(GRACE);
   assertCutOnce(gone.cuts, /interface gone/);
   assertCutOnce(down.cuts, /interface down/);
 });
 
-test('grace 0: cut at once', (t) => {
+test('grace 0: cut at once', async (t) => {
   const { clock, table, net } = setup(t, 0);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   assertCutOnce(cuts, /no carrier/);
   assert.equal(clock.pending, 0);
 });
 
-test('flows on other interfaces, flows not yet pinned and loopback flows are untouched', (t) => {
+test('flows on other interfaces, flows not yet pinned and loopback flows are untouched', async (t) => {
   const { clock, table, net } = setup(t);
   const on1 = pinnedFlow(table, 'if1', IF1);
   const on2 = pinnedFlow(table, 'if2', IF2);
@@ -158,7 +159,7 @@ test('flows on other interfaces, flows not yet pinned and loopback flows are unt
   const unpinned = table.open('http-connect', '127.0.0.1:40001', dst);
   const unpinnedCuts: Error[] = [];
   unpinned.onCut((e) => unpinnedCuts.push(e));
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   assertCutOnce(on1.cuts, /if1/);
   assert.equal(on2.cuts.length, 0);
@@ -167,10 +168,10 @@ test('flows on other interfaces, flows not yet pinned and loopback flows are unt
   assert.equal(table.size, 4, 'cut handlers that do not end leave the flows listed');
 });
 
-test('a flow that ended during the grace is not cut', (t) => {
+test('a flow that ended during the grace is not cut', async (t) => {
   const { clock, table, net } = setup(t);
   const { flow, cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   flow.end('done');
   clock.advance(GRACE);
   assert.equal(cuts.length, 0);
@@ -178,7 +179,7 @@ test('a flow that ended during the grace is not cut', (t) => {
   assert.equal(table.size, 0);
 });
 
-test('without a cut handler, a cut ends the flow', (t) => {
+test('without a cut handler, a cut ends the flow', async (t) => {
   const { clock, table, net, sink } = setup(t);
   const flow = table.open('socks5-connect', '127.0.0.1:40000', dst);
   flow.pinned({
@@ -187,7 +188,7 @@ test('without a cut handler, a cut ends the flow', (t) => {
     localAddress: IF1,
     attempts: '',
   });
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   assert.equal(flow.ended, true);
   assert.equal(table.size, 0);
@@ -196,20 +197,20 @@ test('without a cut handler, a cut ends the flow', (t) => {
   assert.equal(close.code, 'HF_EGRESS_LOST');
 });
 
-test('after close() the table no longer listens to the monitor', (t) => {
+test('after close() the table no longer listens to the monitor', async (t) => {
   const { clock, table, net } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
   table.close();
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   assert.equal(cuts.length, 0);
   assert.equal(clock.pending, 0);
 });
 
-test('close() during a grace cancels its timer', (t) => {
+test('close() during a grace cancels its timer', async (t) => {
   const { clock, table, net } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   assert.equal(clock.pending, 1);
   table.close();
   assert.equal(clock.pending, 0);
@@ -220,10 +221,10 @@ test('close() during a grace cancels its timer', (t) => {
 // ---------------------------------------------------------------------------------------------
 // cutEgress directly
 
-test('cutEgress twice: the cut handler runs once', (t) => {
+test('cutEgress twice: the cut handler runs once', async (t) => {
   const { table, net } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   assert.equal(table.cutEgress('if1'), 1);
   table.cutEgress('if1');
   assertCutOnce(cuts, /no carrier/);
@@ -231,10 +232,10 @@ test('cutEgress twice: the cut handler runs once', (t) => {
 
 test(
   'cutEgress twice counts and logs the cut once',
-  (t) => {
+  async (t) => {
     const { table, net, sink } = setup(t);
     pinnedFlow(table, 'if1', IF1);
-    net([loopback(), if1({ carrier: false }), if2()]);
+    await net([loopback(), if1({ carrier: false }), if2()]);
     assert.equal(table.cutEgress('if1'), 1);
     assert.equal(table.cutEgress('if1'), 0, 'nothing new was cut');
     assert.equal(table.totals.cut, 1);
@@ -244,13 +245,13 @@ test(
 
 test(
   'a flow cut after the grace and still closing is not counted again on the next monitor change',
-  (t) => {
+  async (t) => {
     const { clock, table, net, sink } = setup(t);
     const { cuts } = pinnedFlow(table, 'if1', IF1);
-    net([loopback(), if1({ carrier: false }), if2()]);
+    await net([loopback(), if1({ carrier: false }), if2()]);
     clock.advance(GRACE);
     assert.equal(cuts.length, 1);
-    net([loopback(), if1({ carrier: false }), if2({ carrier: false })]); // an unrelated change
+    await net([loopback(), if1({ carrier: false }), if2({ carrier: false })]); // an unrelated change
     clock.advance(GRACE);
     assert.equal(cuts.length, 1, 'the handler runs once');
     assert.equal(table.totals.cut, 1);
@@ -258,10 +259,10 @@ test(
   },
 );
 
-test('cutEgress with handlers that end the flow: the second call finds nothing', (t) => {
+test('cutEgress with handlers that end the flow: the second call finds nothing', async (t) => {
   const { table, net } = setup(t);
   const { flow, cuts } = pinnedFlow(table, 'if1', IF1, true);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   assert.equal(table.cutEgress('if1'), 1);
   assert.equal(table.cutEgress('if1'), 0);
   assert.equal(cuts.length, 1);
@@ -269,17 +270,28 @@ test('cutEgress with handlers that end the flow: the second call finds nothing',
   assert.equal(table.totals.cut, 1);
 });
 
-test('cutEgress on a healthy interface cuts nothing', (t) => {
+test('cutEgress on a healthy interface cuts nothing', async (t) => {
   const { table } = setup(t);
   const { cuts } = pinnedFlow(table, 'if1', IF1);
   assert.equal(table.cutEgress('if1'), 0);
   assert.equal(cuts.length, 0);
 });
 
+test('12: a reloaded grace (FlowTable.configure) applies to the next loss', async (t) => {
+  const { clock, table, net } = setup(t);
+  table.configure({ graceMs: 1000, limits: { maxFlows: Infinity, maxFlowsPerClient: 0 } });
+  const { cuts } = pinnedFlow(table, 'if1', IF1);
+  await net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(999);
+  assert.equal(cuts.length, 0);
+  clock.advance(1);
+  assert.equal(cuts.length, 1, 'cut after the reloaded grace (1000 ms), not the first (10000 ms)');
+});
+
 // ---------------------------------------------------------------------------------------------
 // The 'flow close' line
 
-test("'flow close' is written once per flow, with reason, bytes and duration", (t) => {
+test("'flow close' is written once per flow, with reason, bytes and duration", async (t) => {
   const { clock, table, sink } = setup(t);
   const a = pinnedFlow(table, 'if1', IF1).flow;
   const b = pinnedFlow(table, 'if2', IF2).flow;
@@ -287,8 +299,8 @@ test("'flow close' is written once per flow, with reason, bytes and duration", (
   a.bytesDown = 34_000;
   clock.advance(2500);
   a.end('done');
-  a.end('ECONNRESET');
-  b.end('ECONNRESET', Object.assign(new Error('reset'), { code: 'ECONNRESET' }));
+  a.end('client left');
+  b.end('upstream error', Object.assign(new Error('unreachable'), { code: 'EHOSTUNREACH' }));
   b.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 2);
@@ -302,17 +314,40 @@ test("'flow close' is written once per flow, with reason, bytes and duration", (
   assert.equal(la.durationMs, 2500);
   assert.equal(la.code, undefined);
   assert.equal(la.kind, 'socks5-connect');
-  assert.equal(lb.reason, 'ECONNRESET');
-  assert.equal(lb.code, 'HF_INTERNAL', 'an OS reset maps through the one table');
+  assert.equal(lb.reason, 'upstream error');
+  assert.equal(lb.code, 'HF_HOST_UNREACHABLE', 'an OS error of a failure maps through the one table');
   assert.equal(table.size, 0);
 });
 
-test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the handler reports", (t) => {
+test('12: an ordinary end carries no code, even with an error: client left, upstream left, idle, shutdown', (t) => {
+  const { table, sink } = setup(t);
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  const pipe = () => Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+  const ends: [CloseReason, Error | undefined][] = [
+    ['client left', reset()],
+    ['client left', pipe()],
+    ['upstream left', reset()],
+    ['reset', reset()],
+    ['idle', Object.assign(new Error('idle for 1000 ms'), { code: 'idle' })],
+    ['done', undefined],
+  ];
+  for (const [reason, err] of ends) pinnedFlow(table, 'if1', IF1).flow.end(reason, err);
+  const s = pinnedFlow(table, 'if1', IF1).flow;
+  s.cut(new Error('holdfast is shutting down'), 'shutdown');
+  s.end('done');
+  const closes = sink.withMsg('flow close');
+  assert.deepEqual(
+    closes.map((l) => [l.reason, l.code ?? null]),
+    [...ends.map(([r]) => [r, null]), ['shutdown', null]],
+  );
+});
+
+test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the handler reports", async (t) => {
   const { clock, table, net, sink } = setup(t);
   const { flow } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
-  flow.end('ECONNRESET');
+  flow.end('upstream left');
   flow.end('done');
   const closes = sink.withMsg('flow close');
   assert.equal(closes.length, 1);
@@ -321,7 +356,7 @@ test("a cut flow's close line says reason 'cut' and HF_EGRESS_LOST, whatever the
   assert.equal(closes[0].flow, flow.id);
 });
 
-test("'flow open' is written when the flow is pinned, with its egress", (t) => {
+test("'flow open' is written when the flow is pinned, with its egress", async (t) => {
   const { table, sink } = setup(t);
   const { flow } = pinnedFlow(table, 'if2', IF2);
   const [open] = sink.withMsg('flow open');
@@ -331,11 +366,11 @@ test("'flow open' is written when the flow is pinned, with its egress", (t) => {
   assert.equal(open.placedBy, 'route');
   assert.equal(open.dst, 'example.com:443');
   const info = flow.toJSON();
-  assert.equal(info.interface, 'if2');
-  assert.equal(info.localAddress, IF2);
+  assert.equal(info.egress, 'if2');
+  assert.equal(info.src, IF2);
 });
 
-test('list() and size follow open and end', (t) => {
+test('list() and size follow open and end', async (t) => {
   const { table } = setup(t);
   const flows: Flow[] = [table.open('socks5-udp', 'c', dst), table.open('http-forward', 'c', dst)];
   assert.deepEqual(

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NetDiff, NetInterface, NetSnapshot } from '../../src/contracts.js';
 import { Monitor, bestDefault, diffSnapshots, interfaceOf, usable } from '../../src/net/monitor.js';
-import { FakeReader, iface, loopback, snapshot, withIface } from '../helpers/fakes.js';
+import { FakeReader, flush, iface, loopback, snapshot, withIface } from '../helpers/fakes.js';
 
 const if1 = (patch: Partial<NetInterface> = {}) =>
   withIface(
@@ -125,11 +125,12 @@ test('Monitor: re-reading the same state announces nothing and keeps the snapsho
   assert.equal(events.length, 0);
 });
 
-test('Monitor: a real difference fires onChange once, with prev, next and the diff', (t) => {
+test('Monitor: a real difference fires onChange once, with prev, next and the diff', async (t) => {
   const { monitor, events, reader } = monitorOn(t, base());
   const prev = monitor.current();
   reader.set([loopback(), if1({ carrier: false }), if2()]);
   const next = monitor.readNow();
+  await flush();
   assert.equal(events.length, 1);
   assert.equal(events[0].prev, prev);
   assert.equal(events[0].next, next);
@@ -138,44 +139,92 @@ test('Monitor: a real difference fires onChange once, with prev, next and the di
   assert.deepEqual(events[0].diff, { changed: ['if1'], routes: false });
   assert.equal(next.interfaces.find((i) => i.name === 'if1')?.carrier, false);
   monitor.readNow();
+  await flush();
   assert.equal(events.length, 1, 'the same state again is not a change');
 });
 
 test('Monitor: a route-only change fires onChange with routes true', async (t) => {
   const { monitor, events, reader } = monitorOn(t, base());
   reader.set([loopback(), if1({ defaultRoutes: [] }), if2()]);
-  const next = await monitor.refresh();
+  const next = monitor.readNow();
+  await flush();
   assert.equal(events.length, 1);
   assert.deepEqual(events[0].diff, { changed: [], routes: true });
   assert.equal(monitor.current(), next);
 });
 
-test('Monitor: a reader that throws keeps the last good snapshot and announces nothing', (t) => {
+test('Monitor: a reader that throws keeps the last good snapshot and announces nothing', async (t) => {
   const { monitor, events, reader } = monitorOn(t, base());
   const before = monitor.current();
   reader.fail = new Error('EIO');
   reader.set([loopback()]);
   assert.equal(monitor.readNow(), before);
+  await flush();
   assert.equal(events.length, 0);
   reader.fail = undefined;
   monitor.readNow();
+  await flush();
   assert.equal(events.length, 1);
 });
 
-test('Monitor: unsubscribe and close stop the announcements', (t) => {
+test('Monitor: unsubscribe and close stop the announcements', async (t) => {
   const { monitor, reader } = monitorOn(t, base());
   const seen: number[] = [];
   const off = monitor.onChange((_p, n) => seen.push(n.generation));
   reader.set([loopback(), if1({ carrier: false }), if2()]);
   monitor.readNow();
+  await flush();
   off();
   reader.set(base());
   monitor.readNow();
+  await flush();
   assert.deepEqual(seen, [2]);
   monitor.close();
   reader.set([loopback()]);
   monitor.readNow();
   assert.equal(monitor.current().generation, 3, 'a closed monitor reads no more');
+});
+
+test('13: listeners never run inside the caller of readNow; two changes arrive later, in order', async (t) => {
+  const { monitor, events, reader } = monitorOn(t, base());
+  let inside = true;
+  const during: boolean[] = [];
+  monitor.onChange(() => during.push(inside));
+  reader.set([loopback(), if1({ carrier: false }), if2()]);
+  const a = monitor.readNow();
+  reader.set([loopback(), if1({ carrier: false, defaultRoutes: [] }), if2()]);
+  const b = monitor.readNow();
+  assert.equal(b.generation, a.generation + 1, 'the snapshot is fresh at once');
+  assert.equal(events.length, 0, 'nobody heard of it inside the call');
+  inside = false;
+  await flush();
+  assert.deepEqual(during, [false, false]);
+  assert.deepEqual(events.map((e) => e.next), [a, b]);
+});
+
+test('13: the monitor owns its probing: watchClosely re-reads on its own timer until every hold is released', async (t) => {
+  const reader = new FakeReader(base());
+  const monitor = new Monitor({ reader, watch: false, pollMs: 0, probeMs: 5 });
+  t.after(() => monitor.close());
+  assert.equal(monitor.probing, false);
+  const r1 = monitor.watchClosely();
+  const r2 = monitor.watchClosely();
+  assert.equal(monitor.probing, true);
+  // a carrier loss that no event reports is seen by the probe alone
+  const seen = new Promise<NetSnapshot>((resolve) => monitor.onChange((_p, n) => resolve(n)));
+  reader.set([loopback(), if1({ carrier: false }), if2()]);
+  // the probe's own timer is unref'd (it must not keep holdfast alive): this ref'd deadline keeps
+  // the test's event loop running until the probe has fired, and is cleared right after
+  let deadline: NodeJS.Timeout | undefined;
+  const next = await Promise.race([seen, new Promise<undefined>((r) => (deadline = setTimeout(() => r(undefined), 5000)))]);
+  clearTimeout(deadline);
+  assert.ok(next, 'the probe saw the change within 5 s');
+  assert.equal(next.interfaces.find((i) => i.name === 'if1')?.carrier, false);
+  r1();
+  r1();
+  assert.equal(monitor.probing, true, 'one hold is left (a repeated release counts once)');
+  r2();
+  assert.equal(monitor.probing, false);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -198,9 +198,10 @@ function setup(t: TestContext) {
   const table = new FlowTable({ graceMs: GRACE, log: sink.log, clock });
   t.after(() => table.close());
   table.watch(monitor);
-  const net = (interfaces: NetInterface[]) => {
+  const net = async (interfaces: NetInterface[]) => {
     reader.set(interfaces);
     monitor.readNow();
+    await flush(); // the monitor tells its listeners on a later tick
   };
   return { clock, sink, table, net };
 }
@@ -222,14 +223,14 @@ function mptcpFlow(table: FlowTable, subflows: () => readonly Subflow[] | null) 
 const S1 = { local: '10.0.1.2', remote: '93.184.216.34' };
 const S2 = { local: '10.0.2.2', remote: '93.184.216.34' };
 
-test('an MPTCP flow whose pinned interface dies with a live subflow on if2 is not cut: it moves (one "flow moved", /status shows it)', (t) => {
+test('an MPTCP flow whose pinned interface dies with a live subflow on if2 is not cut: it moves (one "flow moved", /status shows it)', async (t) => {
   const { clock, table, net, sink } = setup(t);
   const { flow, cuts } = mptcpFlow(table, () => [S1, S2]);
   assert.deepEqual(
     { transport: flow.toJSON().transport, subflows: flow.toJSON().subflows, movedFrom: flow.toJSON().movedFrom },
     { transport: 'mptcp', subflows: ['if1', 'if2'], movedFrom: undefined },
   );
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   assert.equal(cuts.length, 0, 'not cut');
   assert.equal(flow.interface, 'if2');
@@ -242,17 +243,17 @@ test('an MPTCP flow whose pinned interface dies with a live subflow on if2 is no
   assert.equal(moved[0].why, 'no carrier');
   assert.equal(table.totals.cut, 0);
   // and it now lives and dies with if2: losing that one too cuts it after the grace
-  net([loopback(), if1({ carrier: false }), if2({ carrier: false })]);
+  await net([loopback(), if1({ carrier: false }), if2({ carrier: false })]);
   clock.advance(GRACE);
   assert.equal(cuts.length, 1, 'cut once if2 is lost too');
 });
 
-test('an MPTCP flow without a live subflow elsewhere (only if1\'s, or its if2 subflow also broken, or fallen back) is cut as before', (t) => {
+test('an MPTCP flow without a live subflow elsewhere (only if1\'s, or its if2 subflow also broken, or fallen back) is cut as before', async (t) => {
   const { clock, table, net } = setup(t);
   const onlyIf1 = mptcpFlow(table, () => [S1]);
   const fellBack = mptcpFlow(table, () => null);
   const unknownAddr = mptcpFlow(table, () => [S1, { local: '10.9.9.9', remote: S1.remote }]);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   for (const f of [onlyIf1, fellBack, unknownAddr]) assert.equal(f.cuts.length, 1);
   assert.equal(table.totals.cut, 3);
@@ -279,7 +280,8 @@ test('mptcpHealth: disabled, missing endpoint (with the one-line fix), low limit
   const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
   const { join } = await import('node:path');
   const { tmpdir } = await import('node:os');
-  const { mptcpHealth } = await import('../../src/system/mptcp-endpoints.js');
+  const { mptcpHealth: pure, readMptcpHost } = await import('../../src/system/mptcp-endpoints.js');
+  const mptcpHealth = async (sn: typeof snap, dir: string, run: IpRun) => pure(sn, await readMptcpHost(dir, run));
   const procSys = mkdtempSync(join(tmpdir(), 'hf-mptcp-'));
   t.after(() => rmSync(procSys, { recursive: true, force: true }));
   const wlan4 = iface('wlan0', { index: 3, addresses: ['10.1.1.2/24'], routes: [{ family: 4, metric: 600 }] });

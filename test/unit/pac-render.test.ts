@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Script } from 'node:vm';
 import { ConfigError, defaultBypass, parseConfig } from '../../src/config.js';
-import { clientEndpoint, noProxyList, parseBypass, pacTemplate, proxyDirective, renderPac, stripMapped } from '../../src/pac.js';
+import { clientEndpoint, noProxyList, parseBypass, pacTemplate, proxyDirective, renderPac } from '../../src/pac.js';
 
 const lo = { host: '127.0.0.1', port: 1080 };
 
@@ -103,8 +103,7 @@ test('clientEndpoint: wildcard listeners become loopback; IPv4-mapped peers lose
   assert.deepEqual(clientEndpoint({ host: '0.0.0.0', port: 1080 }), { host: '127.0.0.1', port: 1080 });
   assert.deepEqual(clientEndpoint({ host: '::', port: 1080 }), { host: '::1', port: 1080 });
   assert.deepEqual(clientEndpoint({ host: '192.0.2.1', port: 3128 }), { host: '192.0.2.1', port: 3128 });
-  assert.equal(stripMapped('::ffff:127.0.0.1'), '127.0.0.1');
-  assert.equal(stripMapped('::1'), '::1');
+  assert.deepEqual(clientEndpoint({ host: '::ffff:127.0.0.1', port: 1080 }), { host: '127.0.0.1', port: 1080 });
 });
 
 test('a template without a slot, or with an unknown one, is refused', () => {

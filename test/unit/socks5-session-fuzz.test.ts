@@ -49,6 +49,31 @@ function handshakeArb(auth: boolean): fc.Arbitrary<Handshake> {
     });
 }
 
+/**
+ * Issue 11: requests a client may send to hurt: CONNECT, BIND or UDP ASSOCIATE to 0.0.0.0, ::,
+ * "0" or "0.0.0.0" by name, at port 0, 1 or holdfast's own port, nested several times in one
+ * write. Each gets a well-formed answer or a clean close, and nothing logs an error.
+ */
+function hostileArb(auth: boolean, selfPort: number): fc.Arbitrary<Buffer> {
+  const name = (n: string) => Buffer.concat([Buffer.from([0x03, n.length]), Buffer.from(n)]);
+  return fc
+    .tuple(
+      fc.constantFrom(0x01, 0x02, 0x03),
+      fc.constantFrom(Buffer.from([0x01, 0, 0, 0, 0]), Buffer.concat([Buffer.from([0x04]), Buffer.alloc(16)]), name('0'), name('0.0.0.0')),
+      fc.constantFrom(0, 1, selfPort),
+      fc.integer({ min: 1, max: 8 }),
+    )
+    .map(([cmd, addr, port, n]) => {
+      const p = Buffer.alloc(2);
+      p.writeUInt16BE(port);
+      const request = Buffer.concat([Buffer.from([0x05, cmd, 0x00]), addr, p]);
+      const greeting = Buffer.from([0x05, 0x01, auth ? 0x02 : 0x00]);
+      const login = auth ? userPassBytes('user', 'pass word') : Buffer.alloc(0);
+      const nested = Buffer.concat([greeting, request]);
+      return Buffer.concat([greeting, login, request, ...Array.from({ length: n - 1 }, () => nested)]);
+    });
+}
+
 function whole(h: Handshake): Buffer {
   return Buffer.concat([h.greeting, h.login ?? Buffer.alloc(0), h.request, h.payload]);
 }
@@ -146,6 +171,7 @@ test('SOCKS5 session: mutated, truncated and random handshakes get well-formed a
       bytes: fc.oneof(
         { weight: 4, arbitrary: fc.tuple(handshakeArb(auth), fc.array(mutation, { minLength: 1, maxLength: 3 })).map(([h, ms]) => mutate(whole(h), ms)) },
         { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((b) => Buffer.concat([Buffer.from([0x05]), b])) },
+        { weight: 1, arbitrary: hostileArb(auth, auth ? authed.port : open.port) },
       ),
       cuts: fc.array(fc.integer({ min: 0, max: 1000 }).map((x) => x / 1000), { maxLength: 4 }),
       halfClose: fc.boolean(),

@@ -1,0 +1,45 @@
+// HTTP CONNECT: check the request, then open a tunnel like SOCKS5 CONNECT does (tunnel.ts), with
+// HTTP's answers: "200 Connection established", or the error table's status with a plain body.
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { toHttpStatus } from '../errors.js';
+import { peerOf, type InboundContext } from './context.js';
+import type { HttpInboundOptions } from './http.js';
+import { authRequired, authorized, errorBody, parseAuthority, plainReply, statusText } from './http-text.js';
+import { openTunnel, type TunnelProtocol } from './tunnel.js';
+
+const connectProtocol: TunnelProtocol = {
+  success: () => 'HTTP/1.1 200 Connection established\r\n\r\n',
+  failure: (err) => {
+    const status = toHttpStatus(err);
+    return plainReply(status, statusText[status] ?? 'Error', errorBody(err));
+  },
+};
+
+/** A CONNECT request (Node hands its socket over unread, with the bytes after the head). */
+export function handleConnect(
+  ctx: InboundContext,
+  o: HttpInboundOptions,
+  req: IncomingMessage,
+  socket: Socket,
+  head: Buffer,
+): void {
+  socket.on('error', () => {
+    /* ends in 'close' */
+  });
+  // Node hands the socket over unread: after the answer nothing reads it, so a client's FIN
+  // would never be seen; destroy it once the answer is out
+  const refuse = (answer: string) => {
+    socket.end(answer);
+    socket.destroySoon();
+  };
+  if (!authorized(ctx, req)) return refuse(authRequired);
+  const dst = parseAuthority(req.url ?? '');
+  if (!dst) return refuse(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
+  if (o.isSelf(dst.host, dst.port)) {
+    ctx.counters.loopRefusals++;
+    return refuse(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
+  }
+  socket.pause();
+  openTunnel(ctx, 'http-connect', socket, peerOf(socket), dst, head, connectProtocol);
+}

@@ -1,0 +1,243 @@
+// Absolute-form forwarding of plain HTTP through undici: the connector places each request (as
+// it does every flow) and hands its pinned socket to undici's `connect` hook; connections are
+// pooled per egress, so requests in flight finish on their interface while new ones go where the
+// policy says now.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
+import { Client, type Dispatcher } from 'undici';
+import type { CloseReason, Destination, DialResult, Egress, Target } from '../contracts.js';
+import type { Flow } from '../flows.js';
+import { LoopError, toHttpStatus } from '../errors.js';
+import { peerOf, type InboundContext } from './context.js';
+import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError, withoutHost } from './http-text.js';
+
+export interface HttpForwarder {
+  /** Forward one absolute-form request for `url` and stream the answer into `res`. */
+  forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void>;
+  /** Stop every connection now. */
+  close(): Promise<void>;
+}
+
+export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
+  /**
+   * Per egress, per origin: undici Clients, each with one connection pinned to that egress (the
+   * connector's `pinnedConnect` hands it the socket). A new request reuses a free connection of
+   * the policy's first interface; requests in flight finish on their interface, and a keep-alive
+   * connection serves again only requests placed on its interface.
+   */
+  const pools = new Map<string, { egress: Egress; byOrigin: Map<string, Set<Client>> }>();
+  const keyOf = (egress: Egress) => `${egress.ifname}|${egress.source}`;
+
+  /** A free keep-alive connection of `egress` to `origin`, if the pool has one. */
+  function freeClient(egress: Egress, origin: string): Client | undefined {
+    const clients = pools.get(keyOf(egress))?.byOrigin.get(origin);
+    if (clients) {
+      for (const c of clients) {
+        const st = c.stats;
+        if (st.connected && st.size === 0) return c;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * A Client for the socket `up` just dialed, joining its egress's pool until it disconnects.
+   * `drop()`: the request failed before the Client took the socket (undici refused it at
+   * dispatch): destroy both.
+   */
+  function adopt(up: DialResult, origin: string): { client: Client; drop(): void } {
+    const key = keyOf(up.egress);
+    let pool = pools.get(key);
+    if (!pool) pools.set(key, (pool = { egress: up.egress, byOrigin: new Map() }));
+    let clients = pool.byOrigin.get(origin);
+    if (!clients) pool.byOrigin.set(origin, (clients = new Set()));
+    const connect = ctx.connector.pinnedConnect(up.egress, up.socket);
+    const client = new Client(origin, {
+      keepAliveTimeout: 4000,
+      connectTimeout: 0x7fffffff, // our dialer enforces dial.timeout
+      connect,
+    });
+    const [set, byOrigin] = [clients, pool.byOrigin];
+    const forget = () => {
+      set.delete(client);
+      if (set.size === 0 && byOrigin.get(origin) === set) byOrigin.delete(origin);
+    };
+    client.once('disconnect', () => {
+      // its connection is gone: no longer free for new requests; queued ones still finish
+      // (a new dial on the same egress)
+      forget();
+      client.close().catch(() => {});
+    });
+    set.add(client);
+    const drop = () => {
+      if (!connect.unclaimed()) return;
+      forget();
+      client.destroy().catch(() => {});
+    };
+    return { client, drop };
+  }
+
+  const originOf = (target: Target, port: number) =>
+    `http://${target.family === 6 ? `[${target.ip}]` : target.ip}:${port}`;
+
+  async function forward(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const client = peerOf(req.socket);
+    const host = hostOf(url.hostname);
+    const dst: Destination = { host, port: Number(url.port) || 80, isName: isIP(host) === 0 };
+    let flow: Flow;
+    try {
+      flow = ctx.flows.open('http-forward', client, dst);
+    } catch (err) {
+      ctx.counters.limitRefusals++;
+      return sendError(res, toHttpStatus(err), errorBody(err));
+    }
+    const ac = new AbortController();
+    let settled = false;
+    const finish = (reason: CloseReason, err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      socket.removeListener('close', onClientGone);
+      flow.end(reason, err);
+    };
+    flow.onCut((err) => {
+      ac.abort(err);
+      if (res.headersSent) req.socket.resetAndDestroy();
+    });
+    const onClientGone = () => {
+      if (!res.writableFinished) {
+        ac.abort(new Error('client left'));
+        finish('client left');
+      }
+    };
+    res.once('close', onClientGone);
+    // a pipelined request's response waits in a queue, unattached: if the client goes, that
+    // response never sees 'close' (nor 'finish'), so watch the connection itself too
+    const socket = req.socket;
+    socket.once('close', onClientGone);
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+
+    let dropUnclaimed: (() => void) | undefined;
+    try {
+      // the name through the DNS of the interface that will carry it (loops refused); a free
+      // connection of the policy's first interface, else a new one raced across the candidates
+      const up = await ctx.connector.openOrReuse(dst, ac.signal, (e, t) => freeClient(e, originOf(t, dst.port)));
+      const { egress, target, attempts } = up;
+      const origin = originOf(target, dst.port);
+      let conn: Client;
+      if ('reused' in up) conn = up.reused;
+      else ({ client: conn, drop: dropUnclaimed } = adopt(up, origin));
+      flow.pinned({ egress, target, localAddress: egress.source, attempts });
+      // the absolute-form target decides the Host the origin sees (RFC 9112 3.2.2), whatever the client's header said
+      const headers = withoutHost(forwardableHeaders(req.rawHeaders));
+      headers.push('host', url.host, 'via', `${req.httpVersion} holdfast`);
+      await forwardTo(
+        conn,
+        {
+          origin,
+          path: url.pathname + url.search,
+          method: req.method as 'GET',
+          headers,
+          body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+        },
+        res,
+        flow,
+        ac.signal,
+        // the upstream failed mid-response (the client's connection is destroyed)
+        (err) => {
+          if (!ac.signal.aborted) finish('upstream error', err);
+        },
+      );
+      // the server answered: the flow holds its placement until it ends, however it ends
+      flow.hold(ctx.connector.lease(dst, up));
+      if (res.writableFinished) finish('done');
+      else res.once('finish', () => finish('done'));
+    } catch (err) {
+      dropUnclaimed?.();
+      const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+      if (cause instanceof LoopError) ctx.counters.loopRefusals++;
+      else ctx.fdExhausted?.(cause, 'dial');
+      if (!res.headersSent && !res.destroyed) {
+        const status = toHttpStatus(cause);
+        const body = errorBody(cause);
+        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      } else {
+        res.destroy();
+      }
+      // the client left (or the flow was cut: Flow.end says so), else no answer came
+      finish(ac.signal.aborted ? 'client left' : 'dial failed', cause);
+    }
+  }
+
+  async function* countUp(req: IncomingMessage, flow: { bytesUp: number }): AsyncGenerator<Buffer> {
+    for await (const chunk of req) {
+      flow.bytesUp += (chunk as Buffer).length;
+      yield chunk as Buffer;
+    }
+  }
+
+  /**
+   * Send one request through `client` and stream the response into `res`, chunk by chunk, with
+   * backpressure (undici's dispatch handler: no intermediate stream). Resolves once the response
+   * head was written to the client; rejects if the request failed before that (the caller then
+   * answers 502/504). A failure after the head destroys the client connection.
+   */
+  function forwardTo(
+    client: Dispatcher,
+    opts: Dispatcher.DispatchOptions,
+    res: ServerResponse,
+    flow: { bytesDown: number },
+    signal: AbortSignal,
+    onLateError: (err: Error) => void,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let started = false;
+      const onAbort = () => controller?.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const cleanup = () => signal.removeEventListener('abort', onAbort);
+      res.on('drain', () => controller?.resume());
+      // a client that leaves aborts `signal` (see forward)
+      client.dispatch(opts, {
+        onRequestStart(c) {
+          controller = c;
+          if (signal.aborted) onAbort();
+        },
+        onResponseStart(_c, statusCode, headers) {
+          if (statusCode < 200) return; // informational: Node's server speaks for itself
+          started = true;
+          res.sendDate = false;
+          res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[] | undefined>));
+          resolve();
+        },
+        onResponseData(c, chunk) {
+          flow.bytesDown += chunk.length;
+          if (!res.write(chunk)) c.pause();
+        },
+        onResponseEnd() {
+          cleanup();
+          res.end();
+        },
+        onResponseError(_c, err) {
+          cleanup();
+          if (started) {
+            onLateError(err);
+            res.destroy();
+          } else reject(err);
+        },
+      });
+    });
+  }
+
+  return {
+    forward,
+    async close() {
+      const all = [...pools.values()].flatMap((p) => [...p.byOrigin.values()].flatMap((s) => [...s]));
+      pools.clear();
+      await Promise.all(all.map((c) => c.destroy(null).catch(() => {})));
+    },
+  };
+}
