@@ -111,7 +111,7 @@ async function rxBytes(lab: Lab, ifname: string): Promise<number> {
 }
 
 interface FlowView {
-  interface: string | null;
+  egress: string | null;
   transport?: string;
   subflows?: string[];
   movedFrom?: string | null;
@@ -135,7 +135,7 @@ async function downloadThenIf2(t: TestContext, lab: Lab, hf: LabHoldfast, server
   const began = await serverEvent(server, tag, 'request', 10_000);
   assert.equal(NETWORK_OF_PEER[began.peer!], 'net1', `began through net1 (peer ${began.peer})`);
   await pollUntil(() => (dl.bytes > 256 * 1024 ? true : undefined), { timeoutMs: 5000, intervalMs: 50, what: 'the download past 256 KiB' });
-  assert.equal((await oneFlow(hf)).interface, 'if1', 'the flow is pinned to if1');
+  assert.equal((await oneFlow(hf)).egress, 'if1', 'the flow is pinned to if1');
   // if2 comes up with a default route worse than if1's: usable for a subflow, not the kernel's choice
   await lab.ipBatch('host', ['link set if2 up', `addr add ${ADDR.host.if2.v4}/24 dev if2`, `route add default via ${ADDR.r2.host.v4} dev if2 metric 500`]);
   return { dl, bytes };
@@ -160,7 +160,7 @@ test('14: with mptcp on, a SOCKS5 download pinned to if1 survives if1 losing car
     );
     assert.equal(withSub.transport, 'mptcp');
     assert.deepEqual([...withSub.subflows!].sort(), ['if1', 'if2']);
-    assert.equal(withSub.interface, 'if1', 'still pinned to if1 while if1 lives');
+    assert.equal(withSub.egress, 'if1', 'still pinned to if1 while if1 lives');
 
     // bytes stay on if1 (the if2 subflow is a backup) until the loss
     const rx1 = await rxBytes(lab, 'if1');
@@ -185,7 +185,7 @@ test('14: with mptcp on, a SOCKS5 download pinned to if1 survives if1 losing car
     assert.equal(moved.to, 'if2');
     assert.equal(moved.why, 'no carrier');
     const after = await oneFlow(hf);
-    assert.equal(after.interface, 'if2', '/status: the flow now counts as if2\'s');
+    assert.equal(after.egress, 'if2', '/status: the flow now counts as if2\'s');
     assert.equal(after.movedFrom, 'if1');
     assert.equal(after.transport, 'mptcp');
 
