@@ -188,6 +188,8 @@ test('14: with mptcp on, a SOCKS5 download pinned to if1 survives if1 losing car
     assert.equal(after.egress, 'if2', '/status: the flow now counts as if2\'s');
     assert.equal(after.movedFrom, 'if1');
     assert.equal(after.transport, 'mptcp');
+    const metrics = await lab.exec('host', 'curl', ['-sS', '--max-time', '3', `http://${hf.proxy}/metrics`], { timeoutMs: 5000 });
+    assert.match(metrics.stdout, /^holdfast_moves_total\{egress="if2"\} 1$/m, 'the move is counted in /metrics');
 
     const r = await dl.result;
     const end = await serverEvent(server, 'mptcp-move', 'end', 5000);
