@@ -149,7 +149,18 @@ const SPECS: Spec[] = [
   {
     name: 'holdfast',
     speaks: { socks5: true, connect: true, forward: true },
-    argv: (_dir, port) => [process.execPath, holdfastCli(), 'start', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
+    // HOLDFAST_BENCH_MPTCP=1: upstream sockets as MPTCP (the bench's servers are TCP: the fallback
+    // path, what most servers give). Run inside `unshare -n` so no MPTCP endpoint is touched.
+    argv: (_dir, port) => [
+      process.execPath,
+      holdfastCli(),
+      'start',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      'warn',
+      ...(process.env.HOLDFAST_BENCH_MPTCP === '1' ? ['--mptcp'] : []),
+    ],
     version: () => `holdfast (node ${process.version})`,
     unavailable: () => (existsSync(holdfastCli()) ? undefined : `${holdfastCli()} not built yet`),
   },
