@@ -127,7 +127,10 @@ function renderFlows(st, ifs) {
       setHtml(tr,
         '<td class="kind">' + esc(f.kind) + '</td>' +
         '<td class="dst mono">' + esc(f.dst) + '</td>' +
-        '<td><span class="pb ' + esc(f.placedBy ?? '') + '">' + esc(f.placedBy ?? 'dialing') + '</span></td>' +
+        '<td><span class="pb ' + esc(f.placedBy ?? '') + '">' + esc(f.placedBy ?? 'dialing') + '</span>' +
+        // an MPTCP upstream: its subflows' interfaces, and where it moved from
+        (f.transport === 'mptcp' ? ' <span class="pb mptcp" title="MPTCP subflows' + (f.movedFrom ? '; moved from ' + esc(f.movedFrom) : '') + '">mptcp ' +
+          esc((f.subflows ?? []).join('+')) + '</span>' : '') + '</td>' +
         '<td class="r">' + formatAge(st.now - f.startedAt) + '</td>' +
         '<td class="r">' + formatBytes(f.bytesDown) + '</td>' +
         '<td class="r">' + formatBytes(f.bytesUp) + '</td>' +
