@@ -305,3 +305,28 @@ test('mptcpHealth: disabled, missing endpoint (with the one-line fix), low limit
   const ok = await mptcpHealth(snap, procSys, fakeIp({ endpoints: both, limits: LIMITS }).run);
   assert.equal(ok.status, 'ok');
 });
+
+// ---------------------------------------------------------------------------------------------
+// The dialer's fallback to TCP
+
+test('dialer with mptcp and no way to make an MPTCP socket: says so once, then dials plain TCP', async (t) => {
+  const { createServer } = await import('node:net');
+  const { createDialer } = await import('../../src/egress/dial.js');
+  const server = createServer((s) => {
+    s.on('error', () => {});
+    s.resume();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const why: string[] = [];
+  const dialer = createDialer({ timeoutMs: 2000, keepAliveMs: 0, mptcp: true }, undefined, (w) => why.push(w));
+  const egress = { ifname: 'lo', source: '127.0.0.1', family: 4 as const, placedBy: 'route' as const };
+  for (let i = 0; i < 2; i++) {
+    const s = await dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress);
+    assert.equal(dialer.subflowsOf?.(s), undefined, 'a plain TCP socket has no subflow probe');
+    s.destroy();
+  }
+  assert.equal(why.length, 1, `said once: ${JSON.stringify(why)}`);
+  assert.match(why[0], /addon/);
+});
