@@ -7,7 +7,7 @@ import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAdd
 import { systemExec } from '../system/proxy.js';
 import { launchdPlist, platforms, systemdSocket, systemdUnit, taskXml, type ServicePlatform, type ServiceSpec } from '../system/service-files.js';
 import { installService, macLogDir, serviceFiles, serviceStatus, uninstallService, type ServiceContext } from '../system/service-install.js';
-import { fail, parseCommand } from './common.js';
+import { fail, parseCommand, runOptions } from './common.js';
 
 export const help = `Usage: holdfast service install|uninstall|status|print [options]
 
@@ -65,11 +65,7 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-      config: { type: 'string', short: 'c' },
-      listen: { type: 'string', short: 'l', multiple: true },
-      'system-proxy': { type: 'boolean' },
-      'system-proxy-mode': { type: 'string' },
-      'policy-routing': { type: 'boolean' },
+      ...runOptions,
       socket: { type: 'boolean' },
       platform: { type: 'string' },
       json: { type: 'boolean' },

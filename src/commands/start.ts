@@ -6,7 +6,7 @@ import { createLogger, logLevels } from '../log.js';
 import { clientEndpoint } from '../pac.js';
 import { startPolicyRouting, type PolicyRouting } from '../system/policy-routing.js';
 import { holdSystemProxy } from '../system/proxy.js';
-import { fail, parseCommand } from './common.js';
+import { fail, parseCommand, runOptions } from './common.js';
 
 export const help = `Usage: holdfast start [--config FILE] [--listen HOST:PORT]... [--log-level LEVEL]
 
@@ -53,12 +53,8 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l', multiple: true },
-        'log-level': { type: 'string' },
-        'system-proxy': { type: 'boolean' },
-        'system-proxy-mode': { type: 'string' },
-        'policy-routing': { type: 'boolean' },
+      ...runOptions,
+      'log-level': { type: 'string' },
     },
   );
   if (typeof parsed === 'number') return parsed;
