@@ -203,7 +203,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     refusals: { ...counters },
   });
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }));
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }), (family) => policy.bestForNewFlows(family));
   local.set('/metrics', metrics.handle);
   const dashboard = createDashboard(stats, withRoles); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);
