@@ -277,11 +277,11 @@ test('cutEgress on a healthy interface cuts nothing', async (t) => {
   assert.equal(cuts.length, 0);
 });
 
-test('12: a reloaded grace (FlowTable.configure) applies to the next loss', (t) => {
+test('12: a reloaded grace (FlowTable.configure) applies to the next loss', async (t) => {
   const { clock, table, net } = setup(t);
   table.configure({ graceMs: 1000, limits: { maxFlows: Infinity, maxFlowsPerClient: 0 } });
   const { cuts } = pinnedFlow(table, 'if1', IF1);
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(999);
   assert.equal(cuts.length, 0);
   clock.advance(1);
