@@ -185,8 +185,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   };
   ctx.socks5 = socks5;
   const http = createHttpInbound(ctx, { maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
-  const status = () => {
-    const s = stats.status();
+  /** The sampler's status as new flows see the host: roles counted in `best`, each interface's role. */
+  const withRoles = (s: StatusJson): StatusJson => {
     const byName = new Map(monitor.current().interfaces.map((i) => [i.name, i]));
     // where new flows go now: the best default route among the interfaces of the best role
     const best = { ipv4: policy.bestForNewFlows(4) ?? null, ipv6: policy.bestForNewFlows(6) ?? null };
@@ -199,14 +199,17 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
         const isBest = best.ipv4 === i.name || best.ipv6 === i.name;
         return iface && !iface.loopback ? { ...i, best: isBest, ...policy.placementOf(iface) } : { ...i, best: isBest }; // loopback: no role
       }),
-      socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
-      refusals: { ...counters },
     };
   };
+  const status = () => ({
+    ...withRoles(stats.status()),
+    socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
+    refusals: { ...counters },
+  });
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }));
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }), (family) => policy.bestForNewFlows(family));
   local.set('/metrics', metrics.handle);
-  const dashboard = createDashboard(stats); // GET /, /events, /assets/uplot.{js,css}
+  const dashboard = createDashboard(stats, withRoles); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);
   const pacSettings = { bypass: [...cfg.pac.bypass], direct: cfg.pac.direct };
   local.set('/proxy.pac', createPacHandler(pacSettings));

@@ -64,6 +64,11 @@ function addrsHtml(list) {
 }
 function stateOf(i) { return !i.adminUp ? 'down' : !i.carrier ? 'no carrier' : 'up'; }
 function bestFams(st, name) { return [st.best.ipv4 === name && 'IPv4', st.best.ipv6 === name && 'IPv6'].filter(Boolean); }
+/** "wifi · metered · role backup": what decides whether new flows may come here (none for loopback) */
+function placementText(i) {
+  if (!i.role) return '';
+  return [i.type, i.metered ? 'metered' : '', 'role ' + i.role].filter(Boolean).join(' · ');
+}
 function routeText(r) { return (r.gateway ? 'via ' + r.gateway : 'direct') + ' · metric ' + r.metric; }
 
 function renderCards(st, ifs) {
@@ -80,7 +85,9 @@ function renderCards(st, ifs) {
     setHtml(el,
       '<div class="ctop"><span class="sw"></span><span class="ifname">' + esc(i.name) + '</span>' +
       '<span class="badge ' + (state === 'up' ? 'up' : 'bad') + '" data-role="state">' + state + '</span>' +
-      (fams.length ? '<span class="badge best" data-role="best" title="lowest-metric default route (' + fams.join(', ') + '): new flows go here">new flows · ' + fams.join('+') + '</span>' : '') +
+      (i.role ? '<span class="badge' + (i.role === 'never' || i.role === 'backup' ? ' bad' : '') + '" data-role="placement" title="type, metered state and role' +
+        (i.roleBy && i.roleBy !== 'default' ? ' (role by ' + esc(i.roleBy) + ')' : '') + '">' + esc(placementText(i)) + '</span>' : '') +
+      (fams.length ? '<span class="badge best" data-role="best" title="best default route among the interfaces of the best role (' + fams.join(', ') + '): new flows go here">new flows · ' + fams.join('+') + '</span>' : '') +
       '</div>' +
       '<div class="addrs mono" title="' + esc(i.addresses.join('\n')) + '">' + addrsHtml(i.addresses) + '</div>' +
       '<div class="route">' + (i.defaultRoutes.length ? 'default ' : '') + routes + '</div>' +

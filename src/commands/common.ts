@@ -30,6 +30,19 @@ export function parseCommand<const O extends Options>(argv: string[], help: stri
   return parsed;
 }
 
+/**
+ * The flags of the commands that run a holdfast (start, and service which writes them into the
+ * service file): config, listeners (repeatable), the desktop setting, policy routing, MPTCP.
+ */
+export const runOptions = {
+  config: { type: 'string', short: 'c' },
+  listen: { type: 'string', short: 'l', multiple: true },
+  'system-proxy': { type: 'boolean' },
+  'system-proxy-mode': { type: 'string' },
+  'policy-routing': { type: 'boolean' },
+  mptcp: { type: 'boolean' },
+} as const;
+
 /** The `--config FILE` and `--listen HOST:PORT` flags of the commands that point at a holdfast. */
 export const targetOptions = {
   config: { type: 'string', short: 'c' },

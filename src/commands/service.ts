@@ -7,7 +7,7 @@ import { ConfigError, defaultConfigPath, loadConfig, parseListen, type ListenAdd
 import { systemExec } from '../system/proxy.js';
 import { launchdPlist, platforms, systemdSocket, systemdUnit, taskXml, type ServicePlatform, type ServiceSpec } from '../system/service-files.js';
 import { installService, macLogDir, serviceFiles, serviceStatus, uninstallService, type ServiceContext } from '../system/service-install.js';
-import { fail, parseCommand } from './common.js';
+import { fail, parseCommand, runOptions } from './common.js';
 
 export const help = `Usage: holdfast service install|uninstall|status|print [options]
 
@@ -44,6 +44,7 @@ Options:
                           holdfast start --help); XDG_CURRENT_DESKTOP is recorded in the unit
       --system-proxy-mode manual | pac
       --policy-routing    the service keeps policy routing (needs CAP_NET_ADMIN)
+      --mptcp             the service makes upstream sockets MPTCP (see holdfast start --help)
       --socket            Linux: also holdfast.socket (socket activation on the listen addresses)
       --platform NAME     ${platforms.join(' | ')} (print only; default: this one)
       --json              status as JSON
@@ -65,11 +66,7 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-      config: { type: 'string', short: 'c' },
-      listen: { type: 'string', short: 'l', multiple: true },
-      'system-proxy': { type: 'boolean' },
-      'system-proxy-mode': { type: 'string' },
-      'policy-routing': { type: 'boolean' },
+      ...runOptions,
       socket: { type: 'boolean' },
       platform: { type: 'string' },
       json: { type: 'boolean' },
@@ -152,6 +149,7 @@ export async function run(argv: string[]): Promise<number> {
     systemProxy: values['system-proxy'],
     systemProxyMode: mode as 'manual' | 'pac' | undefined,
     policyRouting: values['policy-routing'],
+    mptcp: values.mptcp,
     // a user manager started before the desktop session may lack it; --system-proxy needs it
     env: values['system-proxy'] && env.XDG_CURRENT_DESKTOP && platform === 'linux' ? { XDG_CURRENT_DESKTOP: env.XDG_CURRENT_DESKTOP } : undefined,
     socket: values.socket ? listen : undefined,

@@ -7,7 +7,7 @@ import { clientEndpoint } from '../pac.js';
 import { startMptcpEndpoints, type MptcpEndpoints } from '../system/mptcp-endpoints.js';
 import { startPolicyRouting, type PolicyRouting } from '../system/policy-routing.js';
 import { holdSystemProxy } from '../system/proxy.js';
-import { fail, parseCommand } from './common.js';
+import { fail, parseCommand, runOptions } from './common.js';
 
 export const help = `Usage: holdfast start [--config FILE] [--listen HOST:PORT]... [--log-level LEVEL]
 
@@ -58,13 +58,8 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     help,
     {
-        config: { type: 'string', short: 'c' },
-        listen: { type: 'string', short: 'l', multiple: true },
-        'log-level': { type: 'string' },
-        'system-proxy': { type: 'boolean' },
-        'system-proxy-mode': { type: 'string' },
-        'policy-routing': { type: 'boolean' },
-        mptcp: { type: 'boolean' },
+      ...runOptions,
+      'log-level': { type: 'string' },
     },
   );
   if (typeof parsed === 'number') return parsed;

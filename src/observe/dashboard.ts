@@ -14,6 +14,7 @@ import { hostname } from 'node:os';
 import { hostIsOurs } from '../inbound/host.js';
 import { loadWebFiles, type WebFile } from './dashboard-page.js';
 import type { SamplePoint, Stats } from './stats.js';
+import type { StatusJson } from './status.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -77,7 +78,11 @@ function admit(req: IncomingMessage, res: ServerResponse): boolean {
   return true;
 }
 
-export function createDashboard(stats: Stats): Dashboard {
+/**
+ * `decorate`: what the assembly adds to the sampler's status (each interface's type, metered
+ * state and role, and `best` with roles counted), so the page shows what /status shows.
+ */
+export function createDashboard(stats: Stats, decorate: (s: StatusJson) => StatusJson = (s) => s): Dashboard {
   const version = uplotVersion();
   let web: Map<string, WebFile> | undefined;
   /** The page and its files, read from web/ on first use. */
@@ -93,7 +98,7 @@ export function createDashboard(stats: Stats): Dashboard {
   let sentSeq = 0;
   let pending: NodeJS.Immediate | undefined;
 
-  const snapshot = () => stats.status(MAX_FLOWS);
+  const snapshot = () => decorate(stats.status(MAX_FLOWS));
 
   const write = (res: ServerResponse, msg: string) => {
     if (res.destroyed || res.writableEnded) return;

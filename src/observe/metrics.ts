@@ -31,12 +31,14 @@ function fromMap(c: Counter<string> | Gauge<string>, names: readonly string[], m
 
 /**
  * `refusals`: the inbound's refusal counters (clientsRefused, authFailures, badHandshakes, ...),
- * shown as holdfast_refusals_total{reason}.
+ * shown as holdfast_refusals_total{reason}. `best`: where new flows go per family, roles counted
+ * (the policy's answer); without it, the lowest-metric default route.
  */
 export function createMetrics(
   stats: Stats,
   binder: 'device' | 'source',
   refusals?: () => Readonly<Record<string, number>>,
+  best?: (family: 4 | 6) => string | undefined,
 ): Metrics {
   const registry = new Registry();
   const registers = [registry];
@@ -190,14 +192,14 @@ export function createMetrics(
   });
   new Gauge({
     name: 'holdfast_interface_best',
-    help: '1 for the interface with the best default route now (where new flows go), per family',
+    help: '1 for the interface where new flows go now, per family: the best default route among the interfaces of the best role',
     labelNames: ['interface', 'family'],
     registers,
     collect() {
       this.reset();
       const snap = stats.net();
-      const b4 = bestDefault(snap, 4)?.ifname;
-      const b6 = bestDefault(snap, 6)?.ifname;
+      const b4 = best ? best(4) : bestDefault(snap, 4)?.ifname;
+      const b6 = best ? best(6) : bestDefault(snap, 6)?.ifname;
       for (const i of snap.interfaces) {
         if (i.loopback) continue;
         this.set({ interface: i.name, family: 'ipv4' }, b4 === i.name ? 1 : 0);

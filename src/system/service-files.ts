@@ -26,6 +26,8 @@ export interface ServiceSpec {
   readonly systemProxy?: boolean;
   readonly systemProxyMode?: 'manual' | 'pac';
   readonly policyRouting?: boolean;
+  /** `holdfast start --mptcp` */
+  readonly mptcp?: boolean;
   /** variables the service needs that a login manager may lack (XDG_CURRENT_DESKTOP for --system-proxy) */
   readonly env?: Readonly<Record<string, string>>;
   /** Linux: also a socket unit holding these addresses while holdfast (re)starts */
@@ -46,6 +48,7 @@ export function startArgs(s: ServiceSpec): string[] {
   if (s.systemProxy) a.push('--system-proxy');
   if (s.systemProxy && s.systemProxyMode && s.systemProxyMode !== 'manual') a.push('--system-proxy-mode', s.systemProxyMode);
   if (s.policyRouting) a.push('--policy-routing');
+  if (s.mptcp) a.push('--mptcp');
   return a;
 }
 

@@ -5,53 +5,10 @@
 // and after another SIGKILL, the next `holdfast start --system-proxy` restores the user's settings
 // at its exit, not the stale holdfast setting it found.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { onPath } from '../../src/system/proxy.js';
 import { Child } from '../helpers/proc.js';
-
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-const S = 'org.gnome.system.proxy';
-
-function skipReason(): string | undefined {
-  let why: string | undefined;
-  if (!onPath('gsettings')) why = 'needs gsettings (apt install libglib2.0-bin)';
-  else if (spawnSync('gsettings', ['list-keys', S], { env: { ...process.env, GSETTINGS_BACKEND: 'memory' } }).status !== 0)
-    why = `needs the ${S} schema (apt install gsettings-desktop-schemas)`;
-  if (!why) return undefined;
-  if (process.env.CI === 'true') throw new Error(`CI=true but the GNOME test ${why}`);
-  console.log(`# skip: ${why}`);
-  return why;
-}
-
-function desk(t: TestContext) {
-  const home = mkdtempSync(join(tmpdir(), `hf${process.pid}-strand-`));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: home,
-    XDG_CONFIG_HOME: join(home, '.config'),
-    XDG_STATE_HOME: join(home, '.local', 'state'),
-    XDG_DATA_HOME: join(home, '.local', 'share'),
-    GSETTINGS_BACKEND: 'keyfile',
-    XDG_CURRENT_DESKTOP: 'GNOME',
-  };
-  const gs = (...args: string[]) => {
-    const r = spawnSync('gsettings', args, { env, encoding: 'utf8', timeout: 10_000 });
-    assert.equal(r.status, 0, `gsettings ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout.trim();
-  };
-  const cli = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 20_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
-  const state = join(home, '.local', 'state', 'holdfast', 'system-proxy.json');
-  return { env, gs, cli, state, snapshot: () => gs('list-recursively', S) };
-}
+import { CLI, gnomeDesk, gnomeSkipReason, S } from '../helpers/gnome-desk.js';
 
 /** Start holdfast --system-proxy on a free loopback port; resolves with the child and its port once the desktop points at it. */
 async function startHolding(t: TestContext, env: NodeJS.ProcessEnv): Promise<{ child: Child; port: string }> {
@@ -70,8 +27,8 @@ async function sigkill(child: Child): Promise<void> {
   assert.ok(!child.lines.some((l) => l.includes('"msg":"system proxy restored"')), 'nothing ran at a SIGKILL');
 }
 
-test('after a SIGKILL: doctor warns that the desktop points at a dead holdfast; system-proxy off puts back the user\'s own settings', { skip: skipReason() }, async (t) => {
-  const d = desk(t);
+test('after a SIGKILL: doctor warns that the desktop points at a dead holdfast; system-proxy off puts back the user\'s own settings', { skip: gnomeSkipReason() }, async (t) => {
+  const d = gnomeDesk(t, 'strand', 'GNOME');
   d.gs('set', S, 'mode', 'auto');
   d.gs('set', S, 'autoconfig-url', 'http://wpad.corp.example/wpad.dat');
   d.gs('set', `${S}.http`, 'host', 'corp-proxy.example');
@@ -103,8 +60,8 @@ test('after a SIGKILL: doctor warns that the desktop points at a dead holdfast; 
   assert.ok(!(JSON.parse(after.stdout) as { checks: Array<{ id: string }> }).checks.some((c) => c.id === 'system-proxy-answers'));
 });
 
-test('after a SIGKILL, the next holdfast start --system-proxy restores the user\'s settings at its exit, not the stale holdfast one', { skip: skipReason() }, async (t) => {
-  const d = desk(t);
+test('after a SIGKILL, the next holdfast start --system-proxy restores the user\'s settings at its exit, not the stale holdfast one', { skip: gnomeSkipReason() }, async (t) => {
+  const d = gnomeDesk(t, 'strand', 'GNOME');
   d.gs('set', S, 'mode', 'none');
   d.gs('set', S, 'ignore-hosts', "['localhost', '*.home.example']");
   d.gs('set', `${S}.socks`, 'host', 'old-socks.example');

@@ -3,66 +3,11 @@
 // value exactly as it was (compared with `gsettings list-recursively`, before and after), and
 // `holdfast start --system-proxy` does the same around the proxy's life, on SIGTERM and SIGINT.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { test } from 'node:test';
 import { Child } from '../helpers/proc.js';
-import { onPath } from '../../src/system/proxy.js';
-
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-const S = 'org.gnome.system.proxy';
-
-function skipReason(): string | undefined {
-  let why: string | undefined;
-  if (!onPath('gsettings')) why = 'needs gsettings (apt install libglib2.0-bin)';
-  else if (spawnSync('gsettings', ['list-keys', S], { env: { ...process.env, GSETTINGS_BACKEND: 'memory' } }).status !== 0)
-    why = `needs the ${S} schema (apt install gsettings-desktop-schemas)`;
-  if (!why) return undefined;
-  if (process.env.CI === 'true') throw new Error(`CI=true but the GNOME test ${why}`);
-  console.log(`# skip: ${why}`);
-  return why;
-}
-
-interface Desk {
-  env: NodeJS.ProcessEnv;
-  state: string;
-  gs(...args: string[]): string;
-  snapshot(): string;
-  cli(...args: string[]): { code: number | null; stdout: string; stderr: string };
-}
-
-/** A temporary HOME with a keyfile GSettings backend; no session bus. */
-function desk(t: TestContext): Desk {
-  const home = mkdtempSync(join(tmpdir(), `hf${process.pid}-gnome-`));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: home,
-    XDG_CONFIG_HOME: join(home, '.config'),
-    XDG_STATE_HOME: join(home, '.local', 'state'),
-    XDG_DATA_HOME: join(home, '.local', 'share'),
-    GSETTINGS_BACKEND: 'keyfile',
-    XDG_CURRENT_DESKTOP: 'ubuntu:GNOME',
-  };
-  const gs = (...args: string[]) => {
-    const r = spawnSync('gsettings', args, { env, encoding: 'utf8', timeout: 10_000 });
-    assert.equal(r.status, 0, `gsettings ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout.trim();
-  };
-  return {
-    env,
-    state: join(home, '.local', 'state', 'holdfast', 'system-proxy.json'),
-    gs,
-    snapshot: () => gs('list-recursively', S),
-    cli: (...args) => {
-      const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 20_000 });
-      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-    },
-  };
-}
+import { CLI, gnomeDesk, gnomeSkipReason, S, type Desk } from '../helpers/gnome-desk.js';
 
 /** Settings a user might have: a corporate PAC, a manual proxy behind it, a custom ignore list. */
 function preset(d: Desk): void {
@@ -75,8 +20,8 @@ function preset(d: Desk): void {
   d.gs('set', S, 'mode', 'auto');
 }
 
-test('system-proxy on (manual, then pac) sets org.gnome.system.proxy; off restores every value exactly', { skip: skipReason() }, (t) => {
-  const d = desk(t);
+test('system-proxy on (manual, then pac) sets org.gnome.system.proxy; off restores every value exactly', { skip: gnomeSkipReason() }, (t) => {
+  const d = gnomeDesk(t, 'gnome', 'ubuntu:GNOME');
   preset(d);
   const before = d.snapshot();
   assert.match(before, /^org\.gnome\.system\.proxy mode 'auto'$/m);
@@ -126,8 +71,8 @@ test('system-proxy on (manual, then pac) sets org.gnome.system.proxy; off restor
   assert.equal(d.snapshot(), before);
 });
 
-test('holdfast start --system-proxy: on while it runs, restored on SIGTERM and on SIGINT', { skip: skipReason() }, async (t) => {
-  const d = desk(t);
+test('holdfast start --system-proxy: on while it runs, restored on SIGTERM and on SIGINT', { skip: gnomeSkipReason() }, async (t) => {
+  const d = gnomeDesk(t, 'gnome', 'ubuntu:GNOME');
   preset(d);
   const before = d.snapshot();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
@@ -148,8 +93,8 @@ test('holdfast start --system-proxy: on while it runs, restored on SIGTERM and o
   }
 });
 
-test('no desktop detected: a clear error naming --desktop', { skip: skipReason() }, (t) => {
-  const d = desk(t);
+test('no desktop detected: a clear error naming --desktop', { skip: gnomeSkipReason() }, (t) => {
+  const d = gnomeDesk(t, 'gnome', 'ubuntu:GNOME');
   d.env.XDG_CURRENT_DESKTOP = 'XFCE';
   const r = d.cli('system-proxy', 'on');
   assert.equal(r.code, 2);
@@ -160,8 +105,8 @@ test('no desktop detected: a clear error naming --desktop', { skip: skipReason()
   assert.ok(!existsSync(d.state), 'a dry run saves nothing');
 });
 
-test('settings saved for another desktop are never overwritten: on refuses until off restored them', { skip: skipReason() }, (t) => {
-  const d = desk(t);
+test('settings saved for another desktop are never overwritten: on refuses until off restored them', { skip: gnomeSkipReason() }, (t) => {
+  const d = gnomeDesk(t, 'gnome', 'ubuntu:GNOME');
   mkdirSync(dirname(d.state), { recursive: true });
   const kde = JSON.stringify({ version: 1, desktop: 'kde', mode: 'manual', endpoint: { host: '127.0.0.1', port: 1080 }, savedAt: 'x', previous: { tool: 'kwriteconfig5', values: {} } });
   writeFileSync(d.state, kde);

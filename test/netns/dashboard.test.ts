@@ -102,6 +102,12 @@ test('the dashboard in Chromium shows the handover: the old flow under if1, the 
   const if1Card = page.locator('article[data-interface="if1"]');
   await if1Card.locator('[data-role="best"]').waitFor({ timeout: 5000 });
   assert.equal(await page.locator('article[data-interface="if2"] [data-role="best"]').count(), 0, 'if2 is not where new flows go yet');
+  // issue 15: each card says what decides whether new flows may come (type, metered, role), as /status does
+  const placement = (await if1Card.locator('[data-role="placement"]').textContent()) ?? '';
+  const st1 = JSON.parse((await page.evaluate(`fetch('/status').then((r) => r.text())`)) as string) as { interfaces: { name: string; type?: string; role?: string }[] };
+  const if1Status = st1.interfaces.find((i) => i.name === 'if1');
+  assert.ok(if1Status?.type && if1Status.role, `/status gives if1 a type and a role: ${JSON.stringify(if1Status)}`);
+  assert.equal(placement, `${if1Status.type} · role ${if1Status.role}`, 'the if1 card shows its type and role');
 
   // 1. a download on if1
   const oldDst = `${ADDR.server.service.v4[0]}:${PORT}`;

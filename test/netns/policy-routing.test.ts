@@ -100,7 +100,9 @@ async function pinnedDownload(
   await delay(Math.max(0, dl.startedAt + CHANGE_AT_MS - Date.now())); // a scheduled action, not an event
   const changedAt = await lab.addBetterRouteViaIf2();
   const r = await dl.result;
-  const rec = server.child.jsonLines<{ event: string; tag?: string; peer?: string; done?: boolean }>().find((e) => e.event === 'end' && e.tag === tag);
+  // the server writes its 'end' line when it has finished sending, which may come after curl's exit
+  // (or never, for a stalled control): wait for it a while rather than read what is there now
+  const rec = (await server.waitFor(tag, 'end', r.code === 0 ? 5000 : 1000).catch(() => undefined)) as { peer?: string; done?: boolean } | undefined;
   return {
     code: r.code,
     bytes: r.bytes,

@@ -82,6 +82,10 @@ test('15: if2 has the better metric but role backup: no new flows while if1 live
     assert.equal(if1?.role, 'normal');
     assert.equal(if2?.type, 'other', 'a veth is type other');
     assert.equal((st0 as Status & { best?: { ipv4: string | null } }).best?.ipv4, 'if1', '/status: new flows go to if1');
+    // /metrics says the same (holdfast_interface_best counts roles)
+    const m = await curlIn(lab, ['-s', `http://${hf.proxy}/metrics`], 5);
+    assert.match(m.stdout, /^holdfast_interface_best\{interface="if1",family="ipv4"\} 1$/m, '/metrics: new IPv4 flows go to if1');
+    assert.match(m.stdout, /^holdfast_interface_best\{interface="if2",family="ipv4"\} 0$/m, '/metrics: not to the backup if2');
 
     // 1. both live: new flows go to if1, against the kernel's choice
     for (const host of [SVC[0], SVC[1]]) {

@@ -12,7 +12,7 @@ import { Policy } from '../../src/egress/policy.js';
 import { EgressLostError } from '../../src/errors.js';
 import { FlowTable, type Flow } from '../../src/flows.js';
 import { Monitor } from '../../src/net/monitor.js';
-import { FakeClock, FakeReader, iface, logSink, loopback, withIface } from '../helpers/fakes.js';
+import { FakeClock, FakeReader, flush, iface, logSink, loopback, withIface } from '../helpers/fakes.js';
 
 const GRACE = 5_000;
 const LINGER = 2_000;
@@ -53,9 +53,11 @@ function setup(t: TestContext, maxFlows = Infinity) {
       },
     };
   };
-  const net = (interfaces: NetInterface[]) => {
+  /** Make the host look like `interfaces`; the monitor tells its listeners on a later tick. */
+  const net = async (interfaces: NetInterface[]) => {
     reader.set(interfaces);
     monitor.readNow();
+    await flush();
   };
   return { clock, sink, policy, table, lease, leases, net };
 }
@@ -79,14 +81,14 @@ test('12: a flow gives its lease back when it ends, once, and a lease taken afte
   assert.deepEqual(policy.affinityTable(), { entries: 0, live: 0 });
 });
 
-test('12: a cut flow gives its lease back, whether its handler ends it or not yet', (t) => {
+test('12: a cut flow gives its lease back, whether its handler ends it or not yet', async (t) => {
   const { policy, table, lease, net, clock } = setup(t);
   const dst = DSTS[0];
   const a = table.open('socks5-connect', '127.0.0.1:1', dst);
   a.pinned({ egress: EGRESS.if1, target: TARGETS[0], localAddress: IF1, attempts: '' });
   a.hold(lease(dst, TARGETS[0], EGRESS.if1));
   a.onCut((err) => a.end('reset', err));
-  net([loopback(), if1({ carrier: false }), if2()]);
+  await net([loopback(), if1({ carrier: false }), if2()]);
   clock.advance(GRACE);
   assert.equal(a.closeReason, 'cut');
   assert.equal(a.closeCode, 'HF_EGRESS_LOST');
@@ -137,9 +139,9 @@ const flowSpec = fc.record({
   endOnCut: fc.boolean(),
 });
 
-test('12: property: random flows with random end paths leave no live count, and the table empties after the linger', (t) => {
-  fc.assert(
-    fc.property(fc.array(flowSpec, { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 30 }), (specs, maxFlows) => {
+test('12: property: random flows with random end paths leave no live count, and the table empties after the linger', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(flowSpec, { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 30 }), async (specs, maxFlows) => {
       const local = {
         after: (fn: () => void) => cleanups.push(fn),
       } as unknown as TestContext;
@@ -147,6 +149,7 @@ test('12: property: random flows with random end paths leave no live count, and 
       try {
         const { policy, table, lease, leases, net, clock } = setup(local, maxFlows);
         const live: { flow: Flow; spec: (typeof specs)[number] }[] = [];
+        const cutSeen = new Set<Flow>();
         for (const spec of specs) {
           const dst = DSTS[spec.dst];
           let flow: Flow;
@@ -166,6 +169,7 @@ test('12: property: random flows with random end paths leave no live count, and 
           flow.pinned({ egress, target: TARGETS[spec.dst], localAddress: egress.source, attempts: '' });
           for (let i = 0; i < spec.leases; i++) flow.hold(lease(dst, TARGETS[spec.dst], egress));
           flow.onCut((err) => {
+            cutSeen.add(flow);
             if (spec.endOnCut) flow.end('client left', err);
           });
           live.push({ flow, spec });
@@ -188,11 +192,15 @@ test('12: property: random flows with random end paths leave no live count, and 
               flow.end('client left');
               flow.hold(lease(dst, TARGETS[spec.dst], EGRESS[spec.egress]));
               break;
-            case 'cut':
-              net([loopback(), if1({ carrier: false }), if2()]);
+            case 'cut': {
+              // every live flow pinned to if1 is cut after the grace
+              const onIf1 = live.filter((l) => !l.flow.ended && l.flow.interface === 'if1').map((l) => l.flow);
+              await net([loopback(), if1({ carrier: false }), if2()]);
               clock.advance(GRACE);
-              net([loopback(), if1(), if2()]);
+              for (const f of onIf1) assert.ok(cutSeen.has(f), `flow #${f.id} on if1 was cut`);
+              await net([loopback(), if1(), if2()]);
               break;
+            }
             case 'shutdown':
               for (const f of table.list()) f.cut(new Error('holdfast is shutting down'), 'shutdown');
               break;
