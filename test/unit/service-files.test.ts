@@ -28,6 +28,7 @@ test('startArgs: --system-proxy, its mode and --policy-routing pass through; man
     'start', '--config', '/etc/hf.yaml', '--listen', '[::1]:1090', '--system-proxy', '--system-proxy-mode', 'pac', '--policy-routing',
   ]);
   assert.deepEqual(startArgs({ ...base, systemProxyMode: 'pac' }), ['start'], 'no mode without --system-proxy');
+  assert.deepEqual(startArgs({ ...base, mptcp: true }), ['start', '--mptcp'], '--mptcp passes through');
   assert.match(systemdUnit({ ...base, env: { XDG_CURRENT_DESKTOP: 'KDE' } }), /^Environment=XDG_CURRENT_DESKTOP=KDE$/m);
   assert.match(launchdPlist({ ...base, config: '/a&b<c>.yaml' }), /<string>\/a&amp;b&lt;c&gt;\.yaml<\/string>/);
 });
