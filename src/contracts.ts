@@ -193,6 +193,8 @@ export interface FlowInfo {
   readonly startedAt: number;
   readonly bytesUp: number;
   readonly bytesDown: number;
+  /** times the HTTP forwarder resumed this download on a new connection (absent: never) */
+  readonly resumed?: number;
 }
 
 export interface Clock {

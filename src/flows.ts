@@ -71,6 +71,8 @@ export class Flow {
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
   datagramsUp?: number;
   datagramsDown?: number;
+  /** times the upstream was resumed on a new connection (the HTTP forwarder's Range requests) */
+  resumed = 0;
   #rootLog: Logger;
   #log: Logger | undefined;
   #table: FlowTable;
@@ -151,6 +153,30 @@ export class Flow {
   }
 
   /**
+   * The upstream moved: a new connection on `r.egress` continues this flow (the HTTP forwarder
+   * resumed a download at `offset`). Clears a cut in progress, gives back what the flow held and
+   * holds `lease` instead; one 'flow resumed' line.
+   */
+  moved(r: Pick<DialResult, 'egress' | 'target' | 'localAddress'>, lease: Lease, offset: number): void {
+    if (this.#ended) {
+      lease.release();
+      return;
+    }
+    const from = this.interface;
+    this.#cutReason = undefined;
+    this.#cutAs = 'cut';
+    const leases = this.#leases;
+    this.#leases = [lease];
+    if (leases) for (const l of leases) l.release();
+    this.ip = r.target.ip;
+    this.interface = r.egress.ifname;
+    this.localAddress = r.localAddress;
+    this.placedBy = r.egress.placedBy;
+    this.resumed++;
+    this.#line({ from, to: r.egress.ifname, ip: r.target.ip, src: r.localAddress, offset, resumed: this.resumed }, 'flow resumed');
+  }
+
+  /**
    * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
    * false if the flow was already ended or cut. `as` is the reason the end reports: 'cut' (the
    * interface was lost) or 'shutdown' (holdfast stops; no code).
@@ -213,6 +239,7 @@ export class Flow {
       startedAt: this.startedAt,
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
+      ...(this.resumed > 0 ? { resumed: this.resumed } : {}),
       ...(this.datagramsUp !== undefined ? { datagramsUp: this.datagramsUp, datagramsDown: this.datagramsDown } : {}),
     };
   }
