@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { parseConfig } from '../../src/config.js';
 import { run } from '../helpers/proc.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 
@@ -245,3 +246,16 @@ for (const [what, again] of [
     assert.deepEqual(forwardOf(p), { resumes: 0, resumeFailures: 1 });
   });
 }
+
+test('forward.resume.attempts reloads (SIGHUP): 0 then 2, and the next download is resumed', async (t) => {
+  const p = await startProxy(t, { forward: { resume: { attempts: 0 } } });
+  const o = await origin(t, { again: 'honest' });
+  assertCutPrefix(await download(t, p, o.port));
+  assert.equal(o.seen.length, 1);
+  await p.hf.reload(parseConfig({ listen: [`127.0.0.1:${p.port}`], log: { level: 'debug' }, forward: { resume: { attempts: 2 } } }, 'test'));
+  const got = await download(t, p, o.port);
+  assert.equal(got.code, 0, got.stderr);
+  assert.equal(sha(got.body), sha(A));
+  assert.equal(o.seen.length, 3, 'the second download was resumed by a Range request');
+  assert.deepEqual(forwardOf(p), { resumes: 1, resumeFailures: 0 });
+});
