@@ -27,7 +27,8 @@ type Again =
   | 'changed' // the file changed: If-Range no longer matches, 200 with the new bytes and ETag
   | 'changed-206' // a broken origin: 206 of the new file with its new ETag, If-Range ignored
   | 'wrong-range' // a 206 that starts at 0
-  | 'dies-again'; // a 206 that also drops mid-body (the next one is honest)
+  | 'dies-again' // a 206 that also drops mid-body (the next one is honest)
+  | 'gone'; // the origin stops listening after the first request: the new dial is refused
 
 interface OriginOptions {
   again: Again;
@@ -59,6 +60,7 @@ async function origin(t: TestContext, o: OriginOptions) {
     seen.push({ range: req.headers.range, ifRange: String(req.headers['if-range'] ?? '') || undefined });
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (!range) {
+      if (o.again === 'gone') server.close();
       res.writeHead(200, {
         'content-length': String(SIZE),
         ...(o.acceptRanges === false ? {} : { 'accept-ranges': 'bytes' }),
@@ -94,6 +96,9 @@ async function origin(t: TestContext, o: OriginOptions) {
         return;
       case 'wrong-range':
         res.end(partial(A, validatorHeaders(), 0));
+        return;
+      case 'gone':
+        res.writeHead(500).end();
         return;
       case 'dies-again': {
         const body = partial(A, validatorHeaders());
@@ -166,6 +171,9 @@ test('a download whose upstream drops mid-body continues by Range + If-Range: th
   assert.equal(close[0].reason, 'done');
   assert.equal(close[0].bytesDown, SIZE);
   assert.deepEqual(forwardOf(p), { resumes: 1, resumeFailures: 0 });
+  const metrics = await fetch(`${p.url}/metrics`).then((r) => r.text());
+  assert.match(metrics, /^holdfast_forward_resumes_total 1$/m);
+  assert.match(metrics, /^holdfast_forward_resume_failures_total 0$/m);
 });
 
 test('Last-Modified (no ETag) is the validator: If-Range carries the date, and the download completes', async (t) => {
@@ -244,8 +252,23 @@ for (const [what, again] of [
     assert.equal(close[0].code, 'HF_RESUME_REFUSED');
     assert.equal(p.logs.byMsg('flow resume failed').length, 1);
     assert.deepEqual(forwardOf(p), { resumes: 0, resumeFailures: 1 });
+    const metrics = await fetch(`${p.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^holdfast_forward_resume_failures_total 1$/m);
   });
 }
+
+test('a resume whose new dial fails cuts the client as before, counted as a failure', async (t) => {
+  const p = await startProxy(t);
+  const o = await origin(t, { again: 'gone' });
+  const got = await download(t, p, o.port);
+  assertCutPrefix(got);
+  assert.equal(o.seen.length, 1, 'nothing listens for the Range request');
+  await flowsDrained(p.hf);
+  const close = p.logs.byMsg('flow close');
+  assert.equal(close[0].reason, 'upstream error');
+  assert.equal(close[0].code, 'HF_REFUSED');
+  assert.deepEqual(forwardOf(p), { resumes: 0, resumeFailures: 1 });
+});
 
 test('forward.resume.attempts reloads (SIGHUP): 0 then 2, and the next download is resumed', async (t) => {
   const p = await startProxy(t, { forward: { resume: { attempts: 0 } } });
