@@ -83,6 +83,11 @@ test('14: a forwarded download survives if1 losing carrier by a Range request th
     const [ok, changed, plain] = results;
     for (const r of results) t.diagnostic(`${r.tag}: curl exit ${r.code}, ${r.bytes}/${bytes} B, ended ${r.endedAt - lossAt} ms after the loss: ${r.stderr.trim()}`);
     const again = requestsOf(server, 'resume');
+    const cutLine = hf.logs().find((l) => l.msg === 'egress cut' && l.egress === 'if1');
+    t.diagnostic(
+      `if1 lost at +0; "egress cut" at +${cutLine ? cutLine.time - lossAt : '?'} ms (grace ${GRACE_MS} ms); "flow resumed" at +${resumed.time - lossAt} ms ` +
+        `(${cutLine ? resumed.time - cutLine.time : '?'} ms after the cut: new dial on if2 + the 206's head)`,
+    );
     t.diagnostic(`resumed: ${JSON.stringify(resumed)}; requests: ${JSON.stringify(again.map((e) => ({ peer: e.peer, range: e.range })))}`);
 
     // 1. the download with Range support: intact, the rest asked for from net2
