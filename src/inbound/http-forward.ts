@@ -28,6 +28,8 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
    * connection serves again only requests placed on its interface.
    */
   const pools = new Map<string, { egress: Egress; byOrigin: Map<string, Set<Client>> }>();
+  /** close() ran: a resume in progress must not add a connection to the pools */
+  let closed = false;
   const keyOf = (egress: Egress) => `${egress.ifname}|${egress.source}`;
 
   /** A free keep-alive connection of `egress` to `origin`, if the pool has one. */
@@ -146,6 +148,11 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         async reopen(signal) {
           const again = await ctx.connector.openOrReuse(dst, signal, () => undefined);
           if ('reused' in again) throw new Error('unreachable: reuse refused');
+          if (closed) {
+            // holdfast is stopping: no new pooled connection
+            again.socket.destroy();
+            throw new EgressLostError('not resumed: holdfast is stopping');
+          }
           const o = originOf(again.target, dst.port);
           const { client: c, drop } = adopt(again, o);
           return { client: c, origin: o, placed: again, drop, lease: () => ctx.connector.lease(dst, again) };
@@ -366,6 +373,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
   return {
     forward,
     async close() {
+      closed = true;
       const all = [...pools.values()].flatMap((p) => [...p.byOrigin.values()].flatMap((s) => [...s]));
       pools.clear();
       await Promise.all(all.map((c) => c.destroy(null).catch(() => {})));
