@@ -184,6 +184,11 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     bindCounters: newBindCounters(),
   };
   ctx.socks5 = socks5;
+  const forward: NonNullable<InboundContext['forward']> = {
+    resumeAttempts: cfg.forward.resume.attempts,
+    counters: { resumes: 0, resumeFailures: 0 },
+  };
+  ctx.forward = forward;
   const http = createHttpInbound(ctx, { maxHeaderBytes: cfg.limits.maxHeaderBytes, local, isSelf });
   /** The sampler's status as new flows see the host: roles counted in `best`, each interface's role. */
   const withRoles = (s: StatusJson): StatusJson => {
@@ -205,9 +210,10 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     ...withRoles(stats.status()),
     socks5: { udp: socks5.udpCounters, bind: socks5.bindCounters },
     refusals: { ...counters },
+    forward: { ...forward.counters },
   });
   local.set('/status', (_req, res) => sendJson(res, status()));
-  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }), (family) => policy.bestForNewFlows(family));
+  const metrics = createMetrics(stats, dialer.binder, () => ({ ...counters }), (family) => policy.bestForNewFlows(family), () => forward.counters);
   local.set('/metrics', metrics.handle);
   const dashboard = createDashboard(stats, withRoles); // GET /, /events, /assets/uplot.{js,css}
   for (const [path, handler] of dashboard.routes) local.set(path, handler);
@@ -225,6 +231,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     ctx.relay = { afterBytes: offloadAfterBytes(next.relay.offloadAfter), engine: ctx.relay?.engine };
     socks5.udpIdleTimeoutMs = next.udp.idleTimeout;
     socks5.bindAcceptTimeoutMs = next.bind.acceptTimeout;
+    forward.resumeAttempts = next.forward.resume.attempts;
     dialSettings.timeoutMs = next.dial.timeout;
     dialSettings.keepAliveMs = next.dial.keepAlive;
     dialSettings.mptcp = next.mptcp === 'on';

@@ -227,6 +227,17 @@ export const configSchema = z
         offloadAfter: byteSize.default(1_048_576),
       })
       .default({ offloadAfter: 1_048_576 }),
+    /** the plain-HTTP forwarder (absolute-form requests) */
+    forward: z
+      .strictObject({
+        resume: z
+          .strictObject({
+            /** Range requests per GET response whose upstream dies mid-body (0 = cut as before) */
+            attempts: z.number().int().min(0).max(10).default(2),
+          })
+          .default({ attempts: 2 }),
+      })
+      .default({ resume: { attempts: 2 } }),
     shutdown: z
       .strictObject({
         /** on SIGTERM/SIGINT, let flows finish for this long, then cut the rest */

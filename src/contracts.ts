@@ -213,6 +213,8 @@ export interface FlowInfo {
   readonly subflows?: readonly string[];
   /** the interface the flow was pinned to before its MPTCP connection moved off it */
   readonly movedFrom?: string | null;
+  /** times the HTTP forwarder resumed this download on a new connection (absent: never) */
+  readonly resumed?: number;
 }
 
 export interface Clock {

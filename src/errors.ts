@@ -18,6 +18,8 @@ export const HfCode = {
   EGRESS_LOST: 'HF_EGRESS_LOST',
   LIMIT: 'HF_LIMIT',
   INTERNAL: 'HF_INTERNAL',
+  /** the forwarder's Range request did not continue the same representation (not a 206 of the missing range with the same validator) */
+  RESUME_REFUSED: 'HF_RESUME_REFUSED',
 } as const;
 export type HfCode = (typeof HfCode)[keyof typeof HfCode];
 
@@ -67,6 +69,7 @@ export const codeTable = {
   HF_EGRESS_LOST: { socks: Reply.GENERAL_FAILURE, http: 502 },
   HF_LIMIT: { socks: Reply.GENERAL_FAILURE, http: 503 },
   HF_INTERNAL: { socks: Reply.GENERAL_FAILURE, http: 502 },
+  HF_RESUME_REFUSED: { socks: Reply.GENERAL_FAILURE, http: 502 },
 } as const satisfies Record<HfCode, { socks: Reply; http: number }>;
 
 export class HoldfastError extends Error {
@@ -106,6 +109,7 @@ export class DialTimeoutError extends coded(HfCode.DIAL_TIMEOUT) {}
 export class CommandUnsupportedError extends coded(HfCode.CMD_UNSUPPORTED) {}
 export class EgressLostError extends coded(HfCode.EGRESS_LOST) {}
 export class LimitError extends coded(HfCode.LIMIT) {}
+export class ResumeRefusedError extends coded(HfCode.RESUME_REFUSED) {}
 /** Every attempt of a dial failed; `attempts` reads "wlan0 10.1.1.2: HF_REFUSED; eth0 ...". */
 export class EgressUnreachableError extends HoldfastError {
   readonly attempts: string;

@@ -63,6 +63,8 @@ export class Flow {
   /** extra per-kind counters (UDP datagrams), shown in /status when set */
   datagramsUp?: number;
   datagramsDown?: number;
+  /** times the upstream was resumed on a new connection (the HTTP forwarder's Range requests) */
+  resumed = 0;
   /** the interface this flow was pinned to before its MPTCP connection moved off it */
   movedFrom: string | null = null;
   /** an MPTCP upstream's subflows (set by pinned() when the dialer made one) */
@@ -165,6 +167,30 @@ export class Flow {
   }
 
   /**
+   * The upstream was resumed: a new connection on `r.egress` continues this flow (the HTTP
+   * forwarder resumed a download at `offset`). Clears a cut in progress, gives back what the flow
+   * held and holds `lease` instead; one 'flow resumed' line.
+   */
+  resumedOn(r: Pick<DialResult, 'egress' | 'target' | 'localAddress'>, lease: Lease, offset: number): void {
+    if (this.#ended) {
+      lease.release();
+      return;
+    }
+    const from = this.interface;
+    this.#cutReason = undefined;
+    this.#cutAs = 'cut';
+    const leases = this.#leases;
+    this.#leases = [lease];
+    if (leases) for (const l of leases) l.release();
+    this.ip = r.target.ip;
+    this.interface = r.egress.ifname;
+    this.localAddress = r.localAddress;
+    this.placedBy = r.egress.placedBy;
+    this.resumed++;
+    this.#line({ from, to: r.egress.ifname, ip: r.target.ip, src: r.localAddress, offset, resumed: this.resumed }, 'flow resumed');
+  }
+
+  /**
    * Cut now: an error reply where one can still be sent, else a reset. Safe to repeat: returns
    * false if the flow was already ended or cut. `as` is the reason the end reports: 'cut' (the
    * interface was lost) or 'shutdown' (holdfast stops; no code).
@@ -204,6 +230,7 @@ export class Flow {
         ...(this.interface === null ? { dst: this.destination } : {}),
         bytesUp: this.bytesUp,
         bytesDown: this.bytesDown,
+      ...(this.resumed > 0 ? { resumed: this.resumed } : {}),
         durationMs: this.endedAt - this.startedAt,
       },
       'flow close',

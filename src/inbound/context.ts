@@ -53,6 +53,21 @@ export function newInboundCounters(): InboundCounters {
   };
 }
 
+/** The HTTP forwarder's resumed downloads, for /status and /metrics. */
+export interface ForwardCounters {
+  /** downloads continued on a new connection by a Range request after their upstream died */
+  resumes: number;
+  /** resumes tried that did not splice (no 206 with the same range and validator, a dial failure): the client was cut */
+  resumeFailures: number;
+}
+
+/** The HTTP forwarder's settings (read per request: a reload applies to new requests). */
+export interface ForwardSettings {
+  /** Range requests per response after its upstream dies mid-body (0 = cut as before) */
+  resumeAttempts: number;
+  readonly counters: ForwardCounters;
+}
+
 /**
  * What an inbound handler is given. The settings fields are read when a connection arrives, so a
  * reload (SIGHUP) that replaces them applies to new connections and leaves live flows alone.
@@ -75,6 +90,8 @@ export interface InboundContext {
   readonly fdExhausted?: FdExhaustion;
   /** is this client address:port the local end of one of holdfast's own upstream sockets (a loop)? */
   readonly isOwnDial?: (ip: string | undefined, port: number | undefined, localIp: string | undefined, localPort: number | undefined) => boolean;
+  /** the HTTP forwarder's resume settings; without it, a download whose upstream dies is cut */
+  readonly forward?: ForwardSettings;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */
   readonly socks5?: Socks5Extras;
 }

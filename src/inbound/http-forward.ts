@@ -6,10 +6,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import { Client, type Dispatcher } from 'undici';
-import type { CloseReason, Destination, DialResult, Egress, Target } from '../contracts.js';
+import type { CloseReason, Destination, DialResult, Egress, Lease, Target } from '../contracts.js';
 import type { Flow } from '../flows.js';
-import { LoopError, toHttpStatus } from '../errors.js';
+import { EgressLostError, LoopError, ResumeRefusedError, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
+import { resumableOf, resumeHeaders, spliceRefusal, type Headers, type Resumable } from './http-resume.js';
 import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError, withoutHost } from './http-text.js';
 
 export interface HttpForwarder {
@@ -27,6 +28,8 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
    * connection serves again only requests placed on its interface.
    */
   const pools = new Map<string, { egress: Egress; byOrigin: Map<string, Set<Client>> }>();
+  /** close() ran: a resume in progress must not add a connection to the pools */
+  let closed = false;
   const keyOf = (egress: Egress) => `${egress.ifname}|${egress.source}`;
 
   /** A free keep-alive connection of `egress` to `origin`, if the pool has one. */
@@ -100,7 +103,11 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       socket.removeListener('close', onClientGone);
       flow.end(reason, err);
     };
+    // the upstream of the response being streamed (one per attempt) and how to resume it
+    let body: ReturnType<typeof relayBody> | undefined;
     flow.onCut((err) => {
+      // a download that can continue elsewhere: drop only its upstream (the relay resumes)
+      if (body?.resumable(err)) return;
       ac.abort(err);
       if (res.headersSent) req.socket.resetAndDestroy();
     });
@@ -133,25 +140,40 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       // the absolute-form target decides the Host the origin sees (RFC 9112 3.2.2), whatever the client's header said
       const headers = withoutHost(forwardableHeaders(req.rawHeaders));
       headers.push('host', url.host, 'via', `${req.httpVersion} holdfast`);
-      await forwardTo(
-        conn,
-        {
-          origin,
-          path: url.pathname + url.search,
-          method: req.method as 'GET',
-          headers,
-          body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+      const path = url.pathname + url.search;
+      const resumeAttempts = !hasBody && req.method === 'GET' ? (ctx.forward?.resumeAttempts ?? 0) : 0;
+      body = relayBody(res, flow, ac.signal, resumeAttempts, {
+        // a new dial (never a pooled connection: the old one's interface may be dead) on the
+        // interface the policy picks now
+        async reopen(signal) {
+          const again = await ctx.connector.openOrReuse(dst, signal, () => undefined);
+          if ('reused' in again) throw new Error('unreachable: reuse refused');
+          if (closed) {
+            // holdfast is stopping: no new pooled connection
+            again.socket.destroy();
+            throw new EgressLostError('not resumed: holdfast is stopping');
+          }
+          const o = originOf(again.target, dst.port);
+          const { client: c, drop } = adopt(again, o);
+          return { client: c, origin: o, placed: again, drop, lease: () => ctx.connector.lease(dst, again) };
         },
-        res,
-        flow,
-        ac.signal,
-        // the upstream failed mid-response (the client's connection is destroyed)
-        (err) => {
+        path,
+        headers,
+        // the upstream failed mid-response, for good (the client's connection is destroyed)
+        onLateError(err) {
           if (!ac.signal.aborted) finish('upstream error', err);
         },
-      );
+      });
+      await body.start(conn, {
+        origin,
+        path,
+        method: req.method as 'GET',
+        headers,
+        body: hasBody ? Readable.from(countUp(req, flow), { objectMode: false }) : null,
+      });
       // the server answered: the flow holds its placement until it ends, however it ends
-      flow.hold(ctx.connector.lease(dst, up));
+      // (a resumed download moves it: Flow.moved)
+      if (body.moves === 0) flow.hold(ctx.connector.lease(dst, up));
       if (res.writableFinished) finish('done');
       else res.once('finish', () => finish('done'));
     } catch (err) {
@@ -179,62 +201,179 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     }
   }
 
+  interface Reopened {
+    client: Client;
+    origin: string;
+    placed: Pick<DialResult, 'egress' | 'target' | 'localAddress'>;
+    /** the request failed before the Client took the socket: destroy both */
+    drop(): void;
+    lease(): Lease;
+  }
+
+  interface RelayPlan {
+    reopen(signal: AbortSignal): Promise<Reopened>;
+    path: string;
+    /** the request's headers as first sent (flat name, value list) */
+    headers: string[];
+    onLateError(err: Error): void;
+  }
+
   /**
-   * Send one request through `client` and stream the response into `res`, chunk by chunk, with
-   * backpressure (undici's dispatch handler: no intermediate stream). Resolves once the response
-   * head was written to the client; rejects if the request failed before that (the caller then
-   * answers 502/504). A failure after the head destroys the client connection.
+   * Stream one response into `res`, chunk by chunk, with backpressure (undici's dispatch
+   * handler: no intermediate stream). `start` resolves once the response head was written to the
+   * client and rejects if the request failed before that (the caller then answers 502/504). If
+   * the upstream dies mid-body and the response can be resumed (see resumableOf), up to
+   * `attempts` Range requests on new connections continue it; only a 206 of exactly the missing
+   * range with the same validator is spliced in. Any other failure after the head destroys the
+   * client connection.
    */
-  function forwardTo(
-    client: Dispatcher,
-    opts: Dispatcher.DispatchOptions,
-    res: ServerResponse,
-    flow: { bytesDown: number },
-    signal: AbortSignal,
-    onLateError: (err: Error) => void,
-  ): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | undefined;
-      let started = false;
-      const onAbort = () => controller?.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      const cleanup = () => signal.removeEventListener('abort', onAbort);
-      res.on('drain', () => controller?.resume());
-      // a client that leaves aborts `signal` (see forward)
-      client.dispatch(opts, {
-        onRequestStart(c) {
-          controller = c;
-          if (signal.aborted) onAbort();
-        },
-        onResponseStart(_c, statusCode, headers) {
-          if (statusCode < 200) return; // informational: Node's server speaks for itself
-          started = true;
-          res.sendDate = false;
-          res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[] | undefined>));
-          resolve();
-        },
-        onResponseData(c, chunk) {
-          flow.bytesDown += chunk.length;
-          if (!res.write(chunk)) c.pause();
-        },
-        onResponseEnd() {
-          cleanup();
-          res.end();
-        },
-        onResponseError(_c, err) {
-          cleanup();
-          if (started) {
-            onLateError(err);
-            res.destroy();
-          } else reject(err);
-        },
-      });
-    });
+  function relayBody(res: ServerResponse, flow: Flow, signal: AbortSignal, attempts: number, plan: RelayPlan) {
+    let controller: Dispatcher.DispatchController | undefined;
+    let resume: Resumable | undefined;
+    /** body bytes written to the client */
+    let sent = 0;
+    let moves = 0;
+    let resuming = false;
+    let done = false;
+    const onAbort = () => controller?.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const cleanup = () => signal.removeEventListener('abort', onAbort);
+    res.on('drain', () => controller?.resume());
+
+    const fail = (err: Error) => {
+      done = true;
+      cleanup();
+      plan.onLateError(err);
+      res.destroy();
+    };
+
+    const stream = (c: Dispatcher.DispatchController, chunk: Buffer) => {
+      sent += chunk.length;
+      flow.bytesDown += chunk.length;
+      if (!res.write(chunk)) c.pause();
+    };
+
+    /** The upstream died after the head: resume if allowed, else cut the client. */
+    const lost = (err: Error) => {
+      if (done) return;
+      if (signal.aborted || !resume || attempts <= 0 || sent >= resume.length) return fail(err);
+      attempts--;
+      resuming = true;
+      void again(err);
+    };
+
+    const again = async (cause: Error) => {
+      const r = resume!;
+      const offset = sent;
+      const from = flow.interface;
+      let up: Reopened | undefined;
+      try {
+        up = await plan.reopen(signal);
+        const u = up;
+        const headers = resumeHeaders(plan.headers, r, offset);
+        await new Promise<void>((resolve, reject) => {
+          u.client.dispatch(
+            { origin: u.origin, path: plan.path, method: 'GET', headers, body: null },
+            {
+              onRequestStart(c) {
+                controller = c;
+                if (signal.aborted) onAbort();
+              },
+              onResponseStart(c, statusCode, h) {
+                if (statusCode < 200) return;
+                const why = spliceRefusal(statusCode, h as Headers, r, offset);
+                if (why) {
+                  c.abort(new ResumeRefusedError(`resume refused: ${why}`));
+                  return;
+                }
+                resuming = false;
+                moves++;
+                ctx.forward!.counters.resumes++;
+                flow.resumedOn(u.placed, u.lease(), offset);
+                resolve();
+              },
+              onResponseData(c, chunk) {
+                stream(c, chunk);
+              },
+              onResponseEnd() {
+                done = true;
+                cleanup();
+                res.end();
+              },
+              onResponseError(_c, err) {
+                if (resuming) reject(err);
+                else lost(err);
+              },
+            },
+          );
+        });
+      } catch (err) {
+        up?.drop();
+        resuming = false;
+        if (signal.aborted) return fail(err as Error);
+        ctx.forward!.counters.resumeFailures++;
+        flow.log.warn({ from, offset, cause: cause.message, err: (err as Error).message }, 'flow resume failed');
+        // the client is cut: the flow ends as 'cut' if its interface was lost, else 'upstream error'
+        return fail(err as Error);
+      }
+    };
+
+    return {
+      get moves() {
+        return moves;
+      },
+      /**
+       * The flow is being cut (its interface lost): true if the download continues elsewhere
+       * (its upstream is dropped and a resume begins), false if it must be cut as before.
+       */
+      resumable(err: Error): boolean {
+        // only the loss of the interface (a shutdown cuts for good)
+        if (!(err instanceof EgressLostError) || done || !resume || attempts <= 0 || signal.aborted) return false;
+        if (resuming) return true; // a resume already under way decides
+        controller?.abort(err);
+        return true;
+      },
+      start(client: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<void> {
+        return new Promise((resolve, reject) => {
+          let started = false;
+          client.dispatch(opts, {
+            onRequestStart(c) {
+              controller = c;
+              if (signal.aborted) onAbort();
+            },
+            onResponseStart(_c, statusCode, headers) {
+              if (statusCode < 200) return; // informational: Node's server speaks for itself
+              started = true;
+              if (attempts > 0 && opts.method === 'GET') resume = resumableOf(statusCode, headers as Headers);
+              res.sendDate = false;
+              res.writeHead(statusCode, responseHeaders(headers as Headers));
+              resolve();
+            },
+            onResponseData(c, chunk) {
+              stream(c, chunk);
+            },
+            onResponseEnd() {
+              done = true;
+              cleanup();
+              res.end();
+            },
+            onResponseError(_c, err) {
+              if (started) lost(err);
+              else {
+                cleanup();
+                reject(err);
+              }
+            },
+          });
+        });
+      },
+    };
   }
 
   return {
     forward,
     async close() {
+      closed = true;
       const all = [...pools.values()].flatMap((p) => [...p.byOrigin.values()].flatMap((s) => [...s]));
       pools.clear();
       await Promise.all(all.map((c) => c.destroy(null).catch(() => {})));

@@ -39,6 +39,7 @@ export function createMetrics(
   binder: 'device' | 'source',
   refusals?: () => Readonly<Record<string, number>>,
   best?: (family: 4 | 6) => string | undefined,
+  forward?: () => { readonly resumes: number; readonly resumeFailures: number },
 ): Metrics {
   const registry = new Registry();
   const registers = [registry];
@@ -177,6 +178,26 @@ export function createMetrics(
       collect() {
         this.reset();
         for (const [reason, n] of Object.entries(refusals())) this.inc({ reason }, n);
+      },
+    });
+  }
+  if (forward) {
+    new Counter({
+      name: 'holdfast_forward_resumes_total',
+      help: 'Plain-HTTP downloads continued on a new connection (Range, If-Range) after their upstream died mid-body',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(forward().resumes);
+      },
+    });
+    new Counter({
+      name: 'holdfast_forward_resume_failures_total',
+      help: 'Resumes tried that did not splice (no 206 of the same range and validator, or no new connection): the client was cut',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(forward().resumeFailures);
       },
     });
   }

@@ -70,6 +70,8 @@ export interface StatusFlow {
   startedAt: number;
   bytesUp: number;
   bytesDown: number;
+  /** times the forwarder resumed this download on a new connection */
+  resumed?: number;
 }
 
 export interface StatusInterface {
@@ -85,6 +87,7 @@ export interface Status {
   interfaces: StatusInterface[];
   flows: StatusFlow[];
   totals?: { opened: number; cut: number; live: number };
+  forward?: { resumes: number; resumeFailures: number };
 }
 
 export interface LogLine {

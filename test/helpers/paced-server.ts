@@ -8,6 +8,11 @@
 //   {"event":"end", ...the request record, bytesSent, done, aborted, endedAt}
 // Endpoints:
 //   GET /download?bytes=N&rate=BYTES_PER_SEC&seed=S&tag=T  N deterministic bytes, paced at rate
+//     &ranges=1   with Accept-Ranges: bytes and a strong ETag; a `Range: bytes=A-` or `bytes=A-B`
+//                 request gets a 206 of those bytes (paced too) unless its If-Range differs
+//     &changes=1  (with ranges=1) the file changes before any Range request: that request sees
+//                 version 2 (other bytes: seed + 1000, another ETag), so its If-Range no longer
+//                 matches and it gets a 200 of version 2
 //   GET /whoami                                           {"peer","peerPort","local"}
 //   GET /seen                                             every request record so far (JSON list)
 // `peer` is the address the server saw (IPv4-mapped prefix stripped): behind the lab's NAT
@@ -70,6 +75,9 @@ export interface RequestRecord {
   done: boolean;
   aborted: boolean;
   endedAt: number | null;
+  /** the request's Range header, and the status answered (download only) */
+  range?: string | null;
+  status?: number;
 }
 
 export function normalizeIp(ip: string | undefined): string {
@@ -101,6 +109,7 @@ function serve(port: number): void {
       done: false,
       aborted: false,
       endedAt: null,
+      range: req.headers.range ?? null,
     };
     records.push(rec);
     emit('request', rec);
@@ -141,8 +150,26 @@ function serve(port: number): void {
       res.writeHead(400).end();
       return;
     }
-    rec.bytes = bytes;
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes, 'x-peer': rec.peer });
+    const ranges = url.searchParams.get('ranges') === '1';
+    const rangeHeader = req.headers.range ?? null;
+    // version 2 of a `changes` file: what any Range request sees
+    const changed = ranges && url.searchParams.get('changes') === '1' && rangeHeader !== null;
+    const seedNow = changed ? seed + 1000 : seed;
+    const etag = `"s${seedNow}-b${bytes}"`;
+    let first = 0;
+    let last = bytes - 1;
+    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'x-peer': rec.peer };
+    if (ranges) Object.assign(headers, { 'accept-ranges': 'bytes', etag });
+    const m = ranges ? /^bytes=(\d+)-(\d*)$/.exec(rangeHeader ?? '') : null;
+    const ifRange = req.headers['if-range'];
+    if (m && (ifRange === undefined || ifRange === etag) && Number(m[1]) < bytes) {
+      first = Number(m[1]);
+      last = m[2] ? Math.min(Number(m[2]), bytes - 1) : bytes - 1;
+      headers['content-range'] = `bytes ${first}-${last}/${bytes}`;
+      rec.status = 206;
+    } else rec.status = 200;
+    rec.bytes = last - first + 1;
+    res.writeHead(rec.status, { ...headers, 'content-length': last - first + 1 });
     const start = performance.now();
     let k = -1;
     let chunk: Buffer = Buffer.alloc(0);
@@ -151,23 +178,25 @@ function serve(port: number): void {
     const pump = (): void => {
       timer = undefined;
       if (res.destroyed) return;
-      const allowed = Math.min(bytes, Math.floor((rate * (performance.now() - start)) / 1000));
+      const length = last - first + 1;
+      const allowed = Math.min(length, Math.floor((rate * (performance.now() - start)) / 1000));
       while (rec.bytesSent < allowed) {
-        const ck = Math.floor(rec.bytesSent / CHUNK);
+        const pos = first + rec.bytesSent;
+        const ck = Math.floor(pos / CHUNK);
         if (ck !== k) {
           k = ck;
-          chunk = chunkOf(seed, k);
+          chunk = chunkOf(seedNow, k);
         }
-        const from = rec.bytesSent - k * CHUNK;
-        const to = Math.min(CHUNK, allowed - k * CHUNK);
+        const from = pos - k * CHUNK;
+        const to = Math.min(CHUNK, first + allowed - k * CHUNK);
         rec.bytesSent += to - from;
         if (!res.write(chunk.subarray(from, to))) {
-          if (rec.bytesSent >= bytes) break;
+          if (rec.bytesSent >= length) break;
           res.once('drain', pump);
           return;
         }
       }
-      if (rec.bytesSent >= bytes) {
+      if (rec.bytesSent >= length) {
         res.end();
         return;
       }
@@ -239,8 +268,9 @@ export function pacedServerScript(): string {
 }
 
 /** `/download` path for a tagged, paced, deterministic download. */
-export function downloadPath(o: { bytes: number; rate: number; seed: number; tag: string }): string {
-  return `/download?bytes=${o.bytes}&rate=${o.rate}&seed=${o.seed}&tag=${encodeURIComponent(o.tag)}`;
+export function downloadPath(o: { bytes: number; rate: number; seed: number; tag: string; ranges?: boolean; changes?: boolean }): string {
+  const extra = (o.ranges ? '&ranges=1' : '') + (o.changes ? '&changes=1' : '');
+  return `/download?bytes=${o.bytes}&rate=${o.rate}&seed=${o.seed}&tag=${encodeURIComponent(o.tag)}${extra}`;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

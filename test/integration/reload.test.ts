@@ -2,7 +2,8 @@
 // reloaded on a running holdfast and checked on the next flow: dial.timeout, dial.keepAlive
 // (the dialer used to copy both at creation), limits.idleTimeout, limits.maxFlows,
 // limits.maxFlowsPerClient, limits.handshakeTimeout, affinity.mode and affinity.linger,
-// udp.idleTimeout, bind.acceptTimeout and relay.offloadAfter. listen, auth, clients,
+// udp.idleTimeout, bind.acceptTimeout and relay.offloadAfter (forward.resume.attempts in
+// http-resume). listen, auth, clients,
 // limits.maxHeaderBytes and pac are reloaded in their own tests (auth, exposure, limits,
 // pac-http); grace in test/unit/flows.test.ts (FlowTable.configure). fallback.delay needs two
 // interfaces: the connector reads it per flow from the settings object app.ts updates.

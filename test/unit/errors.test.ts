@@ -16,6 +16,7 @@ import {
   HfCode,
   HoldfastError,
   LimitError,
+  ResumeRefusedError,
   NoEgressError,
   NotAllowedError,
   Reply,
@@ -43,6 +44,7 @@ const expected: Record<string, { socks: number; http: number }> = {
   HF_EGRESS_LOST: { socks: 0x01, http: 502 },
   HF_LIMIT: { socks: 0x01, http: 503 },
   HF_INTERNAL: { socks: 0x01, http: 502 },
+  HF_RESUME_REFUSED: { socks: 0x01, http: 502 },
 };
 
 const osError = (code: string) => Object.assign(new Error(`connect ${code}`), { code });
@@ -114,6 +116,7 @@ test('each error class carries its code and its own name', () => {
     [new CommandUnsupportedError('x'), 'HF_CMD_UNSUPPORTED', 'CommandUnsupportedError'],
     [new EgressLostError('x'), 'HF_EGRESS_LOST', 'EgressLostError'],
     [new LimitError('x'), 'HF_LIMIT', 'LimitError'],
+    [new ResumeRefusedError('x'), 'HF_RESUME_REFUSED', 'ResumeRefusedError'],
     [new EgressUnreachableError(HfCode.REFUSED, 'x', 'if1 10.0.1.2: HF_REFUSED'), 'HF_REFUSED', 'EgressUnreachableError'],
   ];
   for (const [err, code, name] of cases) {

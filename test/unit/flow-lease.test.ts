@@ -97,6 +97,61 @@ test('12: a cut flow gives its lease back, whether its handler ends it or not ye
   assert.deepEqual(policy.affinityTable(), { entries: 0, live: 0 });
 });
 
+test("14: a resumed download's flow gives back its old lease, holds the new one, and is no longer cut", async (t) => {
+  const { policy, table, lease, leases, net, clock, sink } = setup(t);
+  const dst = DSTS[0];
+  const a = table.open('http-forward', '127.0.0.1:1', dst);
+  a.pinned({ egress: EGRESS.if1, target: TARGETS[0], localAddress: IF1, attempts: '' });
+  a.hold(lease(dst, TARGETS[0], EGRESS.if1));
+  let cuts = 0;
+  // the forwarder's handler: the upstream is dropped, the flow stays (it will move)
+  a.onCut(() => cuts++);
+  await net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  assert.equal(cuts, 1);
+  assert.equal(a.ended, false);
+  a.resumedOn({ egress: EGRESS.if2, target: TARGETS[0], localAddress: IF2 }, lease(dst, TARGETS[0], EGRESS.if2), 1234);
+  assert.deepEqual(leases.map((l) => l.releases), [1, 0], 'the old placement given back, the new one held');
+  assert.equal(a.interface, 'if2');
+  assert.equal(a.localAddress, IF2);
+  assert.equal(a.resumed, 1);
+  assert.equal(a.toJSON().resumed, 1);
+  assert.equal(a.toJSON().egress, 'if2');
+  const line = sink.lines.find((l) => l.msg === 'flow resumed');
+  assert.ok(line, 'one "flow resumed" line');
+  assert.equal(line.from, 'if1');
+  assert.equal(line.to, 'if2');
+  assert.equal(line.offset, 1234);
+  // the cut was cleared: the flow ends as its handler says, and a later loss of if2 cuts it again
+  await net([loopback(), if1({ carrier: false }), withIface(if2(), { carrier: false })]);
+  clock.advance(GRACE);
+  assert.equal(cuts, 2, 'cut again after its new interface is lost');
+  a.end('upstream error', new Error('x'));
+  assert.equal(a.closeReason, 'cut');
+  assert.deepEqual(leases.map((l) => l.releases), [1, 1]);
+  assert.deepEqual(policy.affinityTable(), { entries: 1, live: 0 });
+});
+
+test('14: a resumed flow that then completes ends as done, not cut', async (t) => {
+  const { table, lease, leases, net, clock } = setup(t);
+  const dst = DSTS[0];
+  const a = table.open('http-forward', '127.0.0.1:1', dst);
+  a.pinned({ egress: EGRESS.if1, target: TARGETS[0], localAddress: IF1, attempts: '' });
+  a.hold(lease(dst, TARGETS[0], EGRESS.if1));
+  a.onCut(() => {});
+  await net([loopback(), if1({ carrier: false }), if2()]);
+  clock.advance(GRACE);
+  a.resumedOn({ egress: EGRESS.if2, target: TARGETS[0], localAddress: IF2 }, lease(dst, TARGETS[0], EGRESS.if2), 1);
+  a.end('done');
+  assert.equal(a.closeReason, 'done');
+  assert.equal(a.closeCode, null);
+  assert.deepEqual(leases.map((l) => l.releases), [1, 1]);
+  // a resume after the end gives the new lease back at once
+  a.resumedOn({ egress: EGRESS.if1, target: TARGETS[0], localAddress: IF1 }, lease(dst, TARGETS[0], EGRESS.if1), 2);
+  assert.deepEqual(leases.map((l) => l.releases), [1, 1, 1]);
+  assert.equal(a.resumed, 1);
+});
+
 test('12: a lease is given back once even if release is called again (policy side)', (t) => {
   const { policy } = setup(t);
   const dst = DSTS[0];
