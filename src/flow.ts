@@ -230,7 +230,7 @@ export class Flow {
         ...(this.interface === null ? { dst: this.destination } : {}),
         bytesUp: this.bytesUp,
         bytesDown: this.bytesDown,
-      ...(this.resumed > 0 ? { resumed: this.resumed } : {}),
+        ...(this.resumed > 0 ? { resumed: this.resumed } : {}),
         durationMs: this.endedAt - this.startedAt,
       },
       'flow close',
@@ -254,6 +254,7 @@ export class Flow {
       startedAt: this.startedAt,
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
+      ...(this.resumed > 0 ? { resumed: this.resumed } : {}),
       ...(this.datagramsUp !== undefined ? { datagramsUp: this.datagramsUp, datagramsDown: this.datagramsDown } : {}),
       ...this.#mptcpView(),
     };
