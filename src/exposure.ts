@@ -3,7 +3,7 @@
 import { BlockList, isIP } from 'node:net';
 import { ConfigError, formatHostPort, type Config } from './config.js';
 import type { Listener } from './inbound/listen.js';
-import { isLoopbackIp } from './net/addr.js';
+import { isLoopbackIp, unmap } from './net/addr.js';
 
 export function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::';
@@ -74,8 +74,8 @@ export function clientFilter(cidrs: readonly string[]): (ip: string) => boolean 
     else list.addSubnet(ip, Number(len), type);
   }
   return (ip) => {
-    const v4mapped = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : undefined;
-    if (v4mapped) return list.check(v4mapped, 'ipv4');
+    const v4 = unmap(ip);
+    if (v4 !== ip) return list.check(v4, 'ipv4');
     return list.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
   };
 }

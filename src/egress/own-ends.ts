@@ -5,6 +5,7 @@
 // flow's relay, and so only after the dial that made it resolved and was recorded here.
 import type { Socket } from 'node:net';
 import type { Dialer } from '../contracts.js';
+import { unmap } from '../net/addr.js';
 
 export interface OwnEnds {
   /** the dialer, recording each socket it returns until that socket closes */
@@ -20,9 +21,7 @@ export interface OwnEnds {
 }
 
 function end(ip: string | undefined, port: number | undefined): string {
-  const a = ip ?? '';
-  const u = a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-  return `${u.toLowerCase()}|${port ?? 0}`;
+  return `${unmap(ip ?? '').toLowerCase()}|${port ?? 0}`;
 }
 
 /** from -> to, as the upstream socket sees it */
