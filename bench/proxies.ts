@@ -151,8 +151,11 @@ const SPECS: Spec[] = [
     speaks: { socks5: true, connect: true, forward: true },
     // HOLDFAST_BENCH_MPTCP=1: upstream sockets as MPTCP (the bench's servers are TCP: the fallback
     // path, what most servers give). Run inside `unshare -n` so no MPTCP endpoint is touched.
+    // HOLDFAST_BENCH_NODE_ARGS: extra node flags for holdfast only, split on spaces (profiling:
+    // `--cpu-prof --cpu-prof-dir=/tmp/prof`; the profile is written when the bench stops it).
     argv: (_dir, port) => [
       process.execPath,
+      ...(process.env.HOLDFAST_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
       holdfastCli(),
       'start',
       '--listen',
