@@ -17,6 +17,7 @@ interface Profile {
   endTime: number;
 }
 
+process.stdout.on('error', () => process.exit(0)); // piped into head
 const [file, nArg] = process.argv.slice(2);
 if (file === undefined) {
   process.stderr.write('usage: node dist/bench/prof-top.js FILE.cpuprofile [N]\n');

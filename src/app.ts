@@ -25,7 +25,7 @@ import { watchFdExhaustion } from './inbound/fd-exhaustion.js';
 import { loadAddon } from './native.js';
 import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
-import { createSourceFinder } from './net/route.js';
+import { cachedSourceFinder, createSourceFinder } from './net/route.js';
 import { createDashboard } from './observe/dashboard.js';
 import { createMetrics } from './observe/metrics.js';
 import { Stats } from './observe/stats.js';
@@ -121,7 +121,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const roles = new RoleBook(roleSettings(cfg), facts);
   const policy = new Policy(
     monitor,
-    createSourceFinder(addon),
+    // the kernel's choice per destination, asked again after any netlink event the monitor hears
+    cachedSourceFinder(createSourceFinder(addon), { epoch: () => monitor.epoch }),
     { affinity: { mode: cfg.affinity.mode, lingerMs: cfg.affinity.linger }, roles, rules: compileRules(cfg.rules) },
     clock,
   );

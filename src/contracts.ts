@@ -63,6 +63,13 @@ export interface NetMonitor {
    * up to 1 s late). The monitor owns the timer. Returns the release function (safe to repeat).
    */
   watchClosely(): () => void;
+  /**
+   * Counts what the monitor heard: every netlink event (link, address, route, rule), and every
+   * change it read. A kernel route choice learned at one value holds while the value stays the
+   * same (the policy's cache of those choices); absent where nothing is watched, and then
+   * nothing is cached.
+   */
+  readonly epoch?: number;
   close(): void;
 }
 

@@ -181,6 +181,37 @@ export function blamesPath(err: unknown): boolean {
   );
 }
 
+/** The flow's abort, told as the race tells it: the attempt stopped, with the reason's code. */
+function stopped(target: Target, egress: Egress, reason: unknown): EgressUnreachableError {
+  return new EgressUnreachableError(
+    hfCodeOf(reason),
+    `${describeAttempt(target, egress)} stopped: ${(reason as Error)?.message ?? 'aborted'}`,
+    '',
+    reason,
+  );
+}
+
+/**
+ * One candidate (the common case): the dial itself, without a race's timers and controllers,
+ * with the outcomes a race of one has: its own error, or `stopped` when the flow aborted it.
+ */
+async function dialAlone(
+  dialer: Dialer,
+  target: Target,
+  egress: Egress,
+  signal: AbortSignal | undefined,
+  onFailed: ((egress: Egress, err: unknown) => void) | undefined,
+): Promise<AcrossResult> {
+  if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
+  try {
+    return { socket: await dialer.dial(target, egress, signal), egress, attempts: '' };
+  } catch (err) {
+    if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
+    onFailed?.(egress, err);
+    throw err;
+  }
+}
+
 export interface AcrossResult {
   readonly socket: Socket;
   readonly egress: Egress;
@@ -202,6 +233,7 @@ export async function dialAcross(
   signal?: AbortSignal,
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
+  if (candidates.length === 1) return dialAlone(dialer, target, candidates[0], signal, onFailed);
   const describe = (fs: readonly { item: Egress; err: unknown }[]) =>
     fs.map((f) => `${f.item.ifname} ${f.item.source}: ${hfCodeOf(f.err)}`).join('; ');
   // attempts still silent when another won: they lost too, and the flow's attempts name them
@@ -223,15 +255,14 @@ export async function dialAcross(
   } catch (err) {
     if (!(err instanceof RaceLost)) throw err;
     const lost = err as RaceLost<Egress>;
-    // a lone attempt keeps its own error; a race reports every attempt
-    if (candidates.length === 1 && lost.failures.length === 1) throw lost.last;
+    // (a lone attempt, which keeps its own error, went through dialAlone) a race reports every attempt
     if (candidates.length === 0) {
       throw new EgressUnreachableError(HfCode.NO_EGRESS, `no interface to try for ${target.ip}`, '');
     }
     const attempts = describe(lost.failures);
     throw new EgressUnreachableError(
       hfCodeOf(lost.last),
-      `${describeAttempt(target, candidates[0])}${candidates.length > 1 ? ` and ${candidates.length - 1} fallback(s)` : ''} ${
+      `${describeAttempt(target, candidates[0])} and ${candidates.length - 1} fallback(s) ${
         lost.failures.length ? `failed: ${attempts}` : `stopped: ${(lost.last as Error)?.message ?? 'aborted'}`
       }`,
       attempts,

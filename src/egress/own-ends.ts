@@ -4,8 +4,8 @@
 // bounded: the listener refuses it at its first byte, which can only come through the outer
 // flow's relay, and so only after the dial that made it resolved and was recorded here.
 import type { Socket } from 'node:net';
-import type { Dialer } from '../contracts.js';
-import { unmap } from '../net/addr.js';
+import type { Dialer, Target } from '../contracts.js';
+import { stripZone, unmap } from '../net/addr.js';
 
 export interface OwnEnds {
   /** the dialer, recording each socket it returns until that socket closes */
@@ -31,9 +31,11 @@ function pairKey(fromIp: string | undefined, fromPort: number | undefined, toIp:
 
 export function trackOwnEnds(inner: Dialer): OwnEnds {
   const live = new Map<string, Socket>();
-  const record = (s: Socket) => {
-    if (s.localPort === undefined || s.remotePort === undefined) return;
-    const key = pairKey(s.localAddress, s.localPort, s.remoteAddress, s.remotePort);
+  // the far end is the target the socket was connected to (no getpeername per flow); a client's
+  // remoteAddress never carries a zone, so neither does the key
+  const record = (s: Socket, to: Target) => {
+    if (s.localPort === undefined) return;
+    const key = pairKey(s.localAddress, s.localPort, stripZone(to.ip), to.port);
     live.set(key, s);
     s.once('close', () => {
       if (live.get(key) === s) live.delete(key);
@@ -45,7 +47,7 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
       ...(inner.subflowsOf ? { subflowsOf: inner.subflowsOf } : {}),
       dial: (target, egress, signal) =>
         inner.dial(target, egress, signal).then((s) => {
-          record(s);
+          record(s, target);
           return s;
         }),
     },

@@ -92,13 +92,13 @@ export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbou
         if (ctx.fdExhausted?.(err, 'accept')) return;
         ctx.log.error({ err }, 'listener error');
       });
+      // read once: a listening socket's address never changes, and isSelf asks on every flow
+      const a = server.address();
+      const bound: ListenAddress = a && typeof a === 'object' ? { host: a.address, port: a.port } : addr;
       resolve({
         address: addr,
         server,
-        bound() {
-          const a = server.address();
-          return a && typeof a === 'object' ? { host: a.address, port: a.port } : addr;
-        },
+        bound: () => bound,
         close: () =>
           new Promise<void>((r) => {
             server.close(() => r());

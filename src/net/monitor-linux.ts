@@ -192,7 +192,7 @@ export function createLinuxReader(): StateReader {
  */
 export const MONITOR_SCRIPT = [
   'command -v ip >/dev/null 2>&1 || exit 127',
-  'ip -o monitor link address route &',
+  'ip -o monitor link address route rule &',
   'p=$!',
   // the reader gets the pipe through fd 3 (an async list's stdin is /dev/null)
   'exec 3<&0',
@@ -206,10 +206,11 @@ export const MONITOR_SCRIPT = [
 ].join('\n');
 
 /**
- * Watch netlink events through `ip -o monitor link address route`; call `poke` on each.
- * Returns a stop function. Without iproute2, the monitor's poll is the only source.
+ * Watch netlink events through `ip -o monitor link address route rule`; call `poke` on each.
+ * `onWatching(true)` once `ip` runs, `(false)` when it stops (events may be missed until it is
+ * back). Returns a stop function. Without iproute2, the monitor's poll is the only source.
  */
-export function watchLinux(poke: () => void): () => void {
+export function watchLinux(poke: () => void, onWatching: (watching: boolean) => void = () => {}): () => void {
   let stopped = false;
   let child: ReturnType<typeof spawn> | undefined;
   let restart: NodeJS.Timeout | undefined;
@@ -224,11 +225,14 @@ export function watchLinux(poke: () => void): () => void {
     }
     child.on('error', () => {
       child = undefined; // no iproute2: polling only
+      onWatching(false);
     });
+    child.on('spawn', () => onWatching(true));
     child.stdout?.on('data', poke);
     child.stdin?.on('error', () => {}); // EPIPE if the sh is already gone
     child.on('exit', (code) => {
       child = undefined;
+      onWatching(false);
       if (code === 127) return; // no iproute2: polling only
       if (!stopped) {
         restart = setTimeout(start, 1000);

@@ -121,6 +121,9 @@ export class Monitor implements NetMonitor {
   #debounceMs: number;
   #stopWatch: (() => void) | undefined;
   #closed = false;
+  #epoch = 0;
+  /** events are being watched (ip monitor runs); without them only the poll sees a change */
+  #watching = false;
 
   constructor(opts: MonitorOptions = {}) {
     this.#reader = opts.reader ?? createLinuxReader();
@@ -132,7 +135,19 @@ export class Monitor implements NetMonitor {
       this.#poll = setInterval(() => this.#reread(), pollMs);
       this.#poll.unref();
     }
-    if (opts.watch !== false && !opts.reader) this.#stopWatch = watchLinux(() => this.poke());
+    if (opts.watch !== false && !opts.reader) {
+      this.#stopWatch = watchLinux(
+        () => this.poke(),
+        (watching) => {
+          this.#watching = watching;
+          this.#epoch++; // events may have been missed around a start or a stop
+        },
+      );
+    }
+  }
+
+  get epoch(): number | undefined {
+    return this.#watching && !this.#closed ? this.#epoch : undefined;
   }
 
   current(): NetSnapshot {
@@ -146,6 +161,7 @@ export class Monitor implements NetMonitor {
 
   /** Something changed (an event): re-read after the debounce. */
   poke(): void {
+    this.#epoch++; // at once, before the debounce: a cached route choice is stale from now
     if (this.#closed || this.#debounce) return;
     this.#debounce = setTimeout(() => {
       this.#debounce = undefined;
@@ -194,6 +210,7 @@ export class Monitor implements NetMonitor {
     const next = freeze(interfaces, prev.generation + 1);
     const diff = diffSnapshots(prev, next);
     if (diff.changed.length === 0 && !diff.routes) return;
+    this.#epoch++;
     this.#snap = next;
     // tell the listeners on a later tick, never inside the caller's stack (a new flow's placement
     // reads the host through readNow; the flow table's cuts must not run in the middle of it)

@@ -1,8 +1,9 @@
 // One small function for one hard question: which interface would the kernel use for this
 // destination now? A throwaway connected UDP socket makes the kernel run its full route lookup
 // (specific routes, VPNs, policy rules) and reveal the source address it picked, as Dante's
-// getoutaddr() does; the address names the interface. No filtering, no cache: carrier,
-// exclusions and affinity belong to the policy.
+// getoutaddr() does; the address names the interface. No filtering here: carrier, exclusions
+// and affinity belong to the policy. The answers may be cached (cachedSourceFinder) for as long
+// as the monitor hears nothing from the kernel.
 import { createSocket } from 'node:dgram';
 import type { NetSnapshot, RouteChoice, Target } from '../contracts.js';
 import type { NativeAddon } from '../native.js';
@@ -33,6 +34,55 @@ export function createSourceFinder(addon: NativeAddon | undefined): SourceFinder
         resolve(addr);
       });
     });
+}
+
+export interface SourceCacheOptions {
+  /**
+   * The monitor's epoch: an answer holds while this returns the value it was learned at.
+   * `undefined` (nothing watched) means no caching.
+   */
+  readonly epoch: () => number | undefined;
+  /** an answer is asked again after this long anyway (what no event reports, e.g. nft marks) */
+  readonly maxAgeMs?: number;
+  /** at most this many destinations (then the cache starts over) */
+  readonly maxEntries?: number;
+  readonly now?: () => number;
+}
+
+/**
+ * `find`, remembering each destination's answer until the monitor hears any link, address,
+ * route or rule event (or `maxAgeMs` passes): a new flow to a known destination skips the probe.
+ * Errors are never cached. The one cost: a flow that starts in the moment between a route change
+ * and the monitor hearing of it goes where the old route pointed (a flow that started a moment
+ * earlier would have too).
+ */
+export function cachedSourceFinder(find: SourceFinder, o: SourceCacheOptions): SourceFinder {
+  const maxAgeMs = o.maxAgeMs ?? 1000;
+  const maxEntries = o.maxEntries ?? 4096;
+  const now = o.now ?? (() => performance.now());
+  const known = new Map<string, { source: string; at: number }>();
+  let seenEpoch: number | undefined;
+  const learn = (key: string, source: string, at: number): string => {
+    if (known.size >= maxEntries) known.clear();
+    known.set(key, { source, at });
+    return source;
+  };
+  return (family, ip) => {
+    const epoch = o.epoch();
+    if (epoch === undefined) return find(family, ip);
+    if (epoch !== seenEpoch) {
+      known.clear(); // every answer is older than this event
+      seenEpoch = epoch;
+    }
+    const key = family === 6 ? `6 ${ip}` : ip;
+    const t = now();
+    const hit = known.get(key);
+    if (hit !== undefined && t - hit.at < maxAgeMs) return hit.source;
+    const s = find(family, ip);
+    if (typeof s === 'string') return learn(key, s, t);
+    // an answer that arrives after another event is not kept
+    return s.then((source) => (o.epoch() === epoch && seenEpoch === epoch ? learn(key, source, t) : source));
+  };
 }
 
 /**

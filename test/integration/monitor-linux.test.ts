@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import { createLinuxReader } from '../../src/net/monitor-linux.js';
 import { Monitor } from '../../src/net/monitor.js';
+import { cachedSourceFinder, createSourceFinder } from '../../src/net/route.js';
 import { sandboxSkip } from '../helpers/sandbox.js';
 
 const skip = sandboxSkip();
@@ -102,4 +103,68 @@ test('the monitor announces a carrier loss and an address change, once each', { 
   const before = seen.length;
   monitor.readNow();
   assert.equal(seen.length, before);
+});
+
+test('the epoch moves at once on a route or rule event the snapshot does not show, and a cached route choice follows it', { skip }, async (t) => {
+  ip('link', 'add', 'hfmon6', 'type', 'veth', 'peer', 'name', 'hfmon7');
+  t.after(() => ip('link', 'del', 'hfmon6'));
+  ip('link', 'add', 'hfmon8', 'type', 'veth', 'peer', 'name', 'hfmon9');
+  t.after(() => ip('link', 'del', 'hfmon8'));
+  ip('addr', 'add', '192.0.2.60/24', 'dev', 'hfmon6');
+  ip('addr', 'add', '198.51.100.80/24', 'dev', 'hfmon8');
+  for (const l of ['hfmon6', 'hfmon7', 'hfmon8', 'hfmon9']) ip('link', 'set', l, 'up');
+  // debounce far away: the epoch must move on the event itself, not on the re-read after it
+  const monitor = new Monitor({ pollMs: 0, probeMs: 0, debounceMs: 60_000 });
+  t.after(() => monitor.close());
+  const waitFor = async (pred: () => boolean, what: string, nudge?: () => void) => {
+    const deadline = Date.now() + 5000;
+    while (!pred()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      nudge?.();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  /** the links' own late events (IPv6 link-local addresses and routes) must not pass for ours */
+  const quiet = async () => {
+    const deadline = Date.now() + 10_000;
+    for (let e = monitor.epoch; ; ) {
+      await new Promise((r) => setTimeout(r, 400));
+      if (monitor.epoch === e) return;
+      if (Date.now() > deadline) throw new Error('the links never went quiet');
+      e = monitor.epoch;
+    }
+  };
+  await waitFor(() => monitor.epoch !== undefined, 'ip monitor to run');
+  // `ip` subscribes a moment after it starts: nudge with an address change until one is heard
+  let n = 0;
+  const first = monitor.epoch!;
+  await waitFor(() => monitor.epoch !== first, 'a first event', () => ip('addr', 'replace', `192.0.2.${100 + (n++ % 50)}/32`, 'dev', 'hfmon6'));
+
+  const inner = createSourceFinder(undefined); // the UDP probe (the addon's does the same in C)
+  let probes = 0;
+  const find = cachedSourceFinder((f, a) => (probes++, inner(f, a)), { epoch: () => monitor.epoch, maxAgeMs: 60_000 });
+  await quiet();
+  ip('route', 'add', '203.0.113.0/24', 'dev', 'hfmon6');
+  t.after(() => ip('route', 'flush', '203.0.113.0/24'));
+  const snap = monitor.current();
+  let e = monitor.epoch!;
+  await waitFor(() => monitor.epoch !== e, 'the route event');
+  assert.equal(monitor.current(), snap, 'a specific route is no change of the snapshot (no re-read yet either)');
+  assert.equal(await find(4, '203.0.113.7'), '192.0.2.60');
+  assert.equal(await find(4, '203.0.113.7'), '192.0.2.60');
+  assert.equal(probes, 1, 'cached while nothing was heard');
+
+  await quiet();
+  e = monitor.epoch!;
+  ip('route', 'replace', '203.0.113.0/24', 'dev', 'hfmon8');
+  await waitFor(() => monitor.epoch !== e, 'the route replacement');
+  assert.equal(await find(4, '203.0.113.7'), '198.51.100.80', 'the new route, not the cached answer');
+  assert.equal(probes, 2);
+
+  // a policy rule (VPN clients add these) is heard too
+  await quiet();
+  e = monitor.epoch!;
+  ip('rule', 'add', 'to', '203.0.113.0/24', 'lookup', '4243', 'priority', '4243');
+  t.after(() => ip('rule', 'del', 'priority', '4243'));
+  await waitFor(() => monitor.epoch !== e, 'the rule event');
 });
