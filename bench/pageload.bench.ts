@@ -66,10 +66,10 @@ function readResponse(sock: Socket, timeoutMs: number): Promise<number> {
       if (err !== undefined) reject(err);
       else resolve(lastByteAt);
     };
-    const timer = setTimeout(
-      () => settle(new Error(lastByteAt > 0 && body >= want ? `no close after the response in ${timeoutMs} ms` : `no whole response in ${timeoutMs} ms (${body} body bytes)`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      const whole = want >= 0 && body === want;
+      settle(new Error(whole ? `no close after the response in ${timeoutMs} ms` : `no whole response in ${timeoutMs} ms (${body} body bytes)`));
+    }, timeoutMs);
     const onBody = (n: number): void => {
       body += n;
       lastByteAt = performance.now();
