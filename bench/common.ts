@@ -12,6 +12,9 @@ export interface Settings {
   rateFlowBytes: number;
   rtts: number;
   newConns: number;
+  /** pageload: page loads per contender per round, and the flows each starts at once. */
+  pageLoads: number;
+  pageFlows: number;
   tunnels: number;
 }
 

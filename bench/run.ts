@@ -1,6 +1,6 @@
 // `npm run bench`: holdfast against Dante, microsocks and tinyproxy (and a bare Node relay as
 // the floor), all on loopback. See bench/README.md.
-//   node dist/bench/run.js [--quick] [--only=bulk,rate,latency,memory] [--rounds=N]
+//   node dist/bench/run.js [--quick] [--only=bulk,rate,latency,pageload,memory] [--rounds=N]
 //                          [--proxies=dante,microsocks,tinyproxy,holdfast,node-floor] [--keep]
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -11,19 +11,20 @@ import { bulk } from './bulk.bench.js';
 import type { Ctx, Settings } from './common.js';
 import { latency } from './latency.bench.js';
 import { memory } from './memory.bench.js';
+import { pageload } from './pageload.bench.js';
 import { killAllNow, logTail, NOFILE, startProcess, stopAll } from './procs.js';
 import { startProxies, type ProxyName } from './proxies.js';
 import { rate } from './rate.bench.js';
 import { renderTable, type Row } from './stats.js';
 
-const SCENARIOS = { bulk, rate, latency, memory } as const;
+const SCENARIOS = { bulk, rate, latency, pageload, memory } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const ALL_PROXIES: readonly ProxyName[] = ['dante', 'microsocks', 'tinyproxy', 'node-floor', 'holdfast'];
 
 function usage(msg?: string): never {
   if (msg !== undefined) process.stderr.write(`${msg}\n`);
   process.stderr.write(
-    'usage: node dist/bench/run.js [--quick] [--only=bulk,rate,latency,memory] [--rounds=N]\n' +
+    'usage: node dist/bench/run.js [--quick] [--only=bulk,rate,latency,pageload,memory] [--rounds=N]\n' +
       `       [--proxies=${ALL_PROXIES.join(',')}] [--keep]\n`,
   );
   process.exit(msg === undefined ? 0 : 2);
@@ -50,8 +51,8 @@ function parseArgs(argv: readonly string[]): { settings: Settings; only: Scenari
     } else usage(`unknown argument: ${a}`);
   }
   const settings: Settings = quick
-    ? { quick, rounds: rounds ?? 3, bulkBytes: 256 * 2 ** 20, rateSeconds: 1, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 300, newConns: 50, tunnels: 2000 }
-    : { quick, rounds: rounds ?? 5, bulkBytes: 2 ** 30, rateSeconds: 3, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 1000, newConns: 200, tunnels: 10_000 };
+    ? { quick, rounds: rounds ?? 3, bulkBytes: 256 * 2 ** 20, rateSeconds: 1, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 300, newConns: 50, pageLoads: 5, pageFlows: 50, tunnels: 2000 }
+    : { quick, rounds: rounds ?? 5, bulkBytes: 2 ** 30, rateSeconds: 3, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 1000, newConns: 200, pageLoads: 20, pageFlows: 50, tunnels: 10_000 };
   return { settings, only, proxies, keep };
 }
 
