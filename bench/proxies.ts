@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { logTail, startProcess, stopProcess, waitListening, type Managed } from './procs.js';
 
-export type ProxyName = 'dante' | 'microsocks' | 'tinyproxy' | 'holdfast' | 'node-floor';
+export type ProxyName = 'dante' | 'microsocks' | 'tinyproxy' | 'holdfast' | 'holdfast-base' | 'node-floor';
 
 export interface Speaks {
   socks5: boolean;
@@ -146,17 +146,24 @@ const SPECS: Spec[] = [
     argv: (_dir, port) => [process.execPath, new URL('./floor-relay.js', import.meta.url).pathname, String(port)],
     version: () => `node ${process.version} stream.pipeline`,
   },
-  {
-    name: 'holdfast',
+  holdfastSpec('holdfast', holdfastCli),
+  // another build of holdfast (HOLDFAST_BENCH_BASE=/path/to/dist/src/cli.js, e.g. a worktree of
+  // the commit before a change), measured in the same rounds: a before/after on the same machine
+  holdfastSpec('holdfast-base', () => process.env.HOLDFAST_BENCH_BASE ?? ''),
+];
+
+function holdfastSpec(name: 'holdfast' | 'holdfast-base', cli: () => string): Spec {
+  return {
+    name,
     speaks: { socks5: true, connect: true, forward: true },
     // HOLDFAST_BENCH_MPTCP=1: upstream sockets as MPTCP (the bench's servers are TCP: the fallback
     // path, what most servers give). Run inside `unshare -n` so no MPTCP endpoint is touched.
-    // HOLDFAST_BENCH_NODE_ARGS: extra node flags for holdfast only, split on spaces (profiling:
-    // `--cpu-prof --cpu-prof-dir=/tmp/prof`; the profile is written when the bench stops it).
+    // HOLDFAST_BENCH_NODE_ARGS: extra node flags, split on spaces (profiling: `--cpu-prof
+    // --cpu-prof-dir=/tmp/prof`; the profile is written when the bench stops holdfast).
     argv: (_dir, port) => [
       process.execPath,
       ...(process.env.HOLDFAST_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
-      holdfastCli(),
+      cli(),
       'start',
       '--listen',
       `127.0.0.1:${port}`,
@@ -164,10 +171,11 @@ const SPECS: Spec[] = [
       'warn',
       ...(process.env.HOLDFAST_BENCH_MPTCP === '1' ? ['--mptcp'] : []),
     ],
-    version: () => `holdfast (node ${process.version})`,
-    unavailable: () => (existsSync(holdfastCli()) ? undefined : `${holdfastCli()} not built yet`),
-  },
-];
+    version: () => `${name} ${cli()} (node ${process.version})`,
+    unavailable: () =>
+      cli() === '' ? 'HOLDFAST_BENCH_BASE is not set' : existsSync(cli()) ? undefined : `${cli()} not built yet`,
+  };
+}
 
 function holdfastCli(): string {
   return new URL('../src/cli.js', import.meta.url).pathname;

@@ -1,7 +1,8 @@
 // `npm run bench`: holdfast against Dante, microsocks and tinyproxy (and a bare Node relay as
 // the floor), all on loopback. See bench/README.md.
 //   node dist/bench/run.js [--quick] [--only=bulk,rate,latency,pageload,memory] [--rounds=N]
-//                          [--proxies=dante,microsocks,tinyproxy,holdfast,node-floor] [--keep]
+//                          [--proxies=dante,microsocks,tinyproxy,node-floor,holdfast-base,holdfast] [--keep]
+//   HOLDFAST_BENCH_BASE=/other/dist/src/cli.js adds holdfast-base: another build, same rounds
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, release, tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import { renderTable, type Row } from './stats.js';
 
 const SCENARIOS = { bulk, rate, latency, pageload, memory } as const;
 type ScenarioName = keyof typeof SCENARIOS;
-const ALL_PROXIES: readonly ProxyName[] = ['dante', 'microsocks', 'tinyproxy', 'node-floor', 'holdfast'];
+const ALL_PROXIES: readonly ProxyName[] = ['dante', 'microsocks', 'tinyproxy', 'node-floor', 'holdfast-base', 'holdfast'];
 
 function usage(msg?: string): never {
   if (msg !== undefined) process.stderr.write(`${msg}\n`);
@@ -35,7 +36,8 @@ function parseArgs(argv: readonly string[]): { settings: Settings; only: Scenari
   let keep = false;
   let rounds: number | undefined;
   let only: ScenarioName[] = Object.keys(SCENARIOS) as ScenarioName[];
-  let proxies = new Set<ProxyName>(ALL_PROXIES);
+  // holdfast-base (another build, for a before/after in the same rounds) only when it is named
+  let proxies = new Set<ProxyName>(ALL_PROXIES.filter((p) => p !== 'holdfast-base' || process.env.HOLDFAST_BENCH_BASE));
   for (const a of argv) {
     const [k, v] = a.split('=', 2);
     if (k === '--quick') quick = true;
