@@ -1,6 +1,6 @@
 /*
  * holdfast_native: the two things Node cannot do by itself.
- *   openBound(family, kind, ifname[, source]) -> fd
+ *   openBound(family, kind, ifname[, source[, keepAliveSecs]]) -> fd
  *                                           a non-blocking socket bound to a device
  *                                           (SO_BINDTODEVICE on Linux, IP_BOUND_IF on macOS),
  *                                           and, if `source` is given, to that address (port 0):
@@ -10,6 +10,10 @@
  *                                           where the kernel has none, socket() fails
  *                                           (EPROTONOSUPPORT, ENOPROTOOPT, EINVAL) and the
  *                                           caller falls back to kind 0
+ *                                           keepAliveSecs (a stream socket the dialer will
+ *                                           connect): TCP_NODELAY, and if > 0 SO_KEEPALIVE with
+ *                                           TCP_KEEPIDLE (what Node's setNoDelay/setKeepAlive
+ *                                           would set after the connect, set here in one call)
  *   mptcpSubflows(fd) -> [{local, remote}] | null
  *                                           the subflows of a connected MPTCP socket
  *                                           (MPTCP_SUBFLOW_ADDRS); null for plain TCP or an
@@ -25,6 +29,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -96,12 +101,13 @@ static int bind_source(int fd, int af, const char *src_in, const char *ifname) {
   return bind(fd, (struct sockaddr *)&ss, sl) == 0 ? 0 : errno;
 }
 
-/* openBound(family: 4|6, kind: 0 tcp | 1 udp | 2 mptcp, ifname: string, source?: string) -> fd */
+/* openBound(family: 4|6, kind: 0 tcp | 1 udp | 2 mptcp, ifname: string, source?: string | null,
+             keepAliveSecs?: number) -> fd */
 static napi_value open_bound(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname[, source])");
+  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname[, source[, keepAliveSecs]])");
   int af;
   if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
   int32_t kind = 0;
@@ -177,6 +183,25 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
       if (e != 0) {
         close(fd);
         return e < 0 ? throw_type(env, "source must be an IP address of the family") : throw_errno(env, e, "bind");
+      }
+    }
+  }
+  if (argc >= 5 && kind != 1) {
+    napi_valuetype t;
+    int32_t secs = 0;
+    if (napi_typeof(env, argv[4], &t) == napi_ok && t == napi_number &&
+        napi_get_value_int32(env, argv[4], &secs) == napi_ok && secs >= 0) {
+      /* as Node's setNoDelay/setKeepAlive: failures are ignored (an MPTCP socket on an older
+         kernel may not take every option; the connection works without) */
+      int one = 1;
+      (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (secs > 0) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+#if defined(TCP_KEEPIDLE)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
+#elif defined(TCP_KEEPALIVE)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs);
+#endif
       }
     }
   }

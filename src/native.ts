@@ -8,7 +8,11 @@ export interface NativeAddon {
    * (port 0) if given; returns its fd. Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where
    * the kernel has no MPTCP (or net.mptcp.enabled=0).
    */
-  openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string): number;
+  /**
+   * `keepAliveSecs` (stream sockets): TCP_NODELAY, and if > 0 SO_KEEPALIVE + TCP_KEEPIDLE, set
+   * before the connect (what setNoDelay/setKeepAlive would set after it)
+   */
+  openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, keepAliveSecs?: number): number;
   /**
    * The subflows of a connected MPTCP socket (local and remote address of each), or null for a
    * plain TCP socket or an MPTCP one that fell back to TCP. Absent in an addon built before it.

@@ -64,12 +64,16 @@ export function createDialer(
       throw err;
     }
   };
+  // With the addon, TCP_NODELAY and keepalive are set on the new socket in the same call (one
+  // crossing into C instead of two after the connect); keepalive as Node 20's libuv sets it:
+  // SO_KEEPALIVE and TCP_KEEPIDLE (dial.keepAlive, whole seconds), the kernel's interval and count.
+  const keepAliveSecs = () => (opts.keepAliveMs > 0 ? Math.max(1, Math.floor(opts.keepAliveMs / 1000)) : 0);
   const makeSocket: (egress: Egress) => Socket = addon
     ? (egress) => {
         if (opts.mptcp && mptcpUsable) {
           let fd: number | undefined;
           try {
-            fd = addon.openBound(egress.family, 2, egress.ifname);
+            fd = addon.openBound(egress.family, 2, egress.ifname, null, keepAliveSecs());
           } catch (err) {
             const code = (err as NodeJS.ErrnoException).code ?? '';
             // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
@@ -82,7 +86,7 @@ export function createDialer(
             return s;
           }
         }
-        return adopt(addon.openBound(egress.family, 0, egress.ifname));
+        return adopt(addon.openBound(egress.family, 0, egress.ifname, null, keepAliveSecs()));
       }
     : () => {
         if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
@@ -145,8 +149,10 @@ export function createDialer(
           ),
         );
       const onConnect = () => {
-        socket.setNoDelay(true);
-        if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
+        if (!addon) {
+          socket.setNoDelay(true);
+          if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
+        }
         settle(undefined);
       };
       const onAbort = () => settle(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));

@@ -7,15 +7,25 @@ import type { Socket } from 'node:net';
 import type { Dialer, Target } from '../contracts.js';
 import { stripZone, unmap } from '../net/addr.js';
 
+/** A connection's two ends, read as a net.Socket gives them (its getters ask the kernel). */
+export interface ConnectionEnds {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+}
+
 export interface OwnEnds {
   /** the dialer, recording each socket it returns until that socket closes */
   readonly dialer: Dialer;
   /**
-   * Is a connection from ip:port to localIp:localPort the other end of one of our live upstream
-   * sockets? The whole pair is compared: Linux lets sockets connected to different destinations
-   * share a local port, so a client may well use a port one of ours uses too.
+   * Is this connection (from its remote end to its local end) the other end of one of our live
+   * upstream sockets? The whole pair is compared: Linux lets sockets connected to different
+   * destinations share a local port, so a client may well use a port one of ours uses too. The
+   * client's port is looked at first: its local end (a getsockname) is read only when that port
+   * is one of ours.
    */
-  has(ip: string | undefined, port: number | undefined, localIp: string | undefined, localPort: number | undefined): boolean;
+  has(c: ConnectionEnds): boolean;
   /** how many are recorded (for tests) */
   readonly size: number;
 }
@@ -31,14 +41,21 @@ function pairKey(fromIp: string | undefined, fromPort: number | undefined, toIp:
 
 export function trackOwnEnds(inner: Dialer): OwnEnds {
   const live = new Map<string, Socket>();
+  /** how many live upstream sockets use each local port */
+  const ports = new Map<number, number>();
   // the far end is the target the socket was connected to (no getpeername per flow); a client's
   // remoteAddress never carries a zone, so neither does the key
   const record = (s: Socket, to: Target) => {
     if (s.localPort === undefined) return;
-    const key = pairKey(s.localAddress, s.localPort, stripZone(to.ip), to.port);
+    const port = s.localPort;
+    const key = pairKey(s.localAddress, port, stripZone(to.ip), to.port);
     live.set(key, s);
+    ports.set(port, (ports.get(port) ?? 0) + 1);
     s.once('close', () => {
       if (live.get(key) === s) live.delete(key);
+      const n = (ports.get(port) ?? 1) - 1;
+      if (n > 0) ports.set(port, n);
+      else ports.delete(port);
     });
   };
   return {
@@ -51,7 +68,11 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
           return s;
         }),
     },
-    has: (ip, port, localIp, localPort) => live.has(pairKey(ip, port, localIp, localPort)),
+    has: (c) => {
+      const port = c.remotePort;
+      if (port === undefined || !ports.has(port)) return false;
+      return live.has(pairKey(c.remoteAddress, port, c.localAddress, c.localPort));
+    },
     get size() {
       return live.size;
     },

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth.js';
 import type { EgressPolicy } from '../contracts.js';
 import type { Connector } from '../egress/connector.js';
+import type { ConnectionEnds } from '../egress/own-ends.js';
 import type { PinnedSockets } from '../egress/dial-udp.js';
 import type { FlowTable } from '../flows.js';
 import type { RelayOffload } from '../relay.js';
@@ -88,8 +89,8 @@ export interface InboundContext {
   allowClient(ip: string): boolean;
   /** count (and log once per burst) an accept or dial that failed for want of file descriptors */
   readonly fdExhausted?: FdExhaustion;
-  /** is this client address:port the local end of one of holdfast's own upstream sockets (a loop)? */
-  readonly isOwnDial?: (ip: string | undefined, port: number | undefined, localIp: string | undefined, localPort: number | undefined) => boolean;
+  /** is this client connection the other end of one of holdfast's own upstream sockets (a loop)? */
+  readonly isOwnDial?: (client: ConnectionEnds) => boolean;
   /** the HTTP forwarder's resume settings; without it, a download whose upstream dies is cut */
   readonly forward?: ForwardSettings;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */

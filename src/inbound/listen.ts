@@ -54,7 +54,7 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
     socket.removeListener('end', onEnd);
     // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte
     // comes through the outer flow's relay, so its dial is known by now)
-    if (ctx.isOwnDial?.(socket.remoteAddress, socket.remotePort, socket.localAddress, socket.localPort)) {
+    if (ctx.isOwnDial?.(socket)) {
       ctx.counters.loopRefusals++;
       ctx.log.info({ client: peerOf(socket) }, 'loop refused');
       socket.destroy();

@@ -363,9 +363,17 @@ function formatIPv6(b: Uint8Array, off: number): string {
   return new ipaddr.IPv6(Array.from(b.subarray(off, off + 16))).toRFC5952String();
 }
 
+/** The last IPv4 text read and its bytes: every reply on one interface names the same address. */
+let lastV4: { text: string; bytes: readonly number[] } = { text: '0.0.0.0', bytes: [0, 0, 0, 0] };
+
 /** IPv4 (strict dotted quad, as net.isIPv4) or IPv6 text ('%zone' dropped) as bytes, or undefined. */
-function ipBytes(text: string, v6: boolean): number[] | undefined {
-  if (!v6) return isIPv4(text) ? text.split('.').map(Number) : undefined;
+function ipBytes(text: string, v6: boolean): readonly number[] | undefined {
+  if (!v6) {
+    if (text === lastV4.text) return lastV4.bytes;
+    if (!isIPv4(text)) return undefined;
+    lastV4 = { text, bytes: text.split('.').map(Number) };
+    return lastV4.bytes;
+  }
   if (!isIPv6(text)) return undefined;
   const pct = text.indexOf('%');
   // ipaddr.js reads the deprecated IPv4-compatible '::a.b.c.d' as mapped ('::ffff:a.b.c.d'): give
