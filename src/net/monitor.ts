@@ -7,6 +7,13 @@ import { createLinuxReader, watchLinux } from './monitor-linux.js';
 export interface StateReader {
   /** Read the interfaces now (synchronous: a few file reads). */
   read(): NetInterface[];
+  /**
+   * The close watch's cheap look: could an interface of `snap` have gone down, lost its carrier
+   * or gone away? true = re-read everything. A reader without it is re-read on every probe.
+   */
+  linksChanged?(snap: NetSnapshot): boolean;
+  /** Let go of what linksChanged keeps open. */
+  close?(): void;
 }
 
 export interface MonitorOptions {
@@ -179,7 +186,9 @@ export class Monitor implements NetMonitor {
   watchClosely(): () => void {
     if (this.#closed || this.#probeMs <= 0) return () => {};
     if (this.#holds++ === 0) {
-      this.#probe = setInterval(() => this.#reread(), this.#probeMs);
+      this.#probe = setInterval(() => {
+        if (this.#reader.linksChanged?.(this.#snap) !== false) this.#reread();
+      }, this.#probeMs);
       this.#probe.unref();
     }
     let released = false;
@@ -236,6 +245,7 @@ export class Monitor implements NetMonitor {
     this.#probe = undefined;
     this.#pending = [];
     this.#stopWatch?.();
+    this.#reader.close?.();
     this.#listeners.clear();
   }
 }

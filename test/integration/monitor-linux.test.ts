@@ -2,6 +2,7 @@
 // of our own, routes in the main table and in a policy table.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { createLinuxReader } from '../../src/net/monitor-linux.js';
 import { Monitor } from '../../src/net/monitor.js';
@@ -167,4 +168,42 @@ test('the epoch moves at once on a route or rule event the snapshot does not sho
   ip('rule', 'add', 'to', '203.0.113.0/24', 'lookup', '4243', 'priority', '4243');
   t.after(() => ip('rule', 'del', 'priority', '4243'));
   await waitFor(() => monitor.epoch !== e, 'the rule event');
+});
+
+test("the close watch's cheap look: quiet while nothing changed, true on a carrier loss or a link gone; its files closed at the end", { skip }, async (t) => {
+  ip('link', 'add', 'hfmon10', 'type', 'veth', 'peer', 'name', 'hfmon11');
+  t.after(() => {
+    try {
+      ip('link', 'del', 'hfmon10');
+    } catch {
+      /* deleted by the test */
+    }
+  });
+  ip('addr', 'add', '192.0.2.110/24', 'dev', 'hfmon10');
+  ip('link', 'set', 'hfmon10', 'up');
+  ip('link', 'set', 'hfmon11', 'up');
+  const reader = createLinuxReader();
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  const snapshot = () => ({ generation: 1, takenAt: Date.now(), interfaces: reader.read() });
+  // carrier comes up asynchronously: read until it shows (kernel state: poll with a deadline)
+  const deadline = Date.now() + 5000;
+  let snap = snapshot();
+  while (!snap.interfaces.find((i) => i.name === 'hfmon10')?.carrier) {
+    if (Date.now() > deadline) throw new Error('hfmon10 never got carrier');
+    await new Promise((r) => setTimeout(r, 20));
+    snap = snapshot();
+  }
+  assert.equal(reader.linksChanged!(snap), false, 'nothing changed');
+  assert.equal(reader.linksChanged!(snap), false, 'and again, on the files kept open');
+  assert.ok(fds() > before, 'the flags and carrier files are kept open');
+  ip('link', 'set', 'hfmon11', 'down'); // the peer goes down: hfmon10 loses carrier at once in sysfs
+  assert.equal(reader.linksChanged!(snap), true, 'the carrier loss is seen');
+  snap = snapshot();
+  assert.equal(snap.interfaces.find((i) => i.name === 'hfmon10')?.carrier, false);
+  assert.equal(reader.linksChanged!(snap), false, 'the new state is quiet again');
+  ip('link', 'del', 'hfmon10');
+  assert.equal(reader.linksChanged!(snap), true, 'a link gone is seen through its open files');
+  reader.close!();
+  assert.equal(fds(), before, 'close() closes what the look kept open');
 });
