@@ -20,22 +20,27 @@ const hopByHop = new Set([
   'expect',
 ]);
 
-/** Flat [name, value, ...] without hop-by-hop headers and those the Connection header names. */
-export function forwardableHeaders(raw: readonly string[]): string[] {
+/**
+ * Flat [name, value, ...] without hop-by-hop headers and those the Connection header names; with
+ * `dropHost`, without Host too (the forwarder sets it from the URL). One pass over the names.
+ */
+export function forwardableHeaders(raw: readonly string[], dropHost = false): string[] {
+  const n = raw.length;
+  const lower: string[] = new Array(n >> 1);
   let named: Set<string> | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i].toLowerCase();
+  for (let i = 0; i < n; i += 2) {
+    const k = (lower[i >> 1] = raw[i].toLowerCase());
     if (k === 'connection' || k === 'proxy-connection') {
       for (const t of raw[i + 1].split(',')) {
-        const n = t.trim().toLowerCase();
-        if (n) (named ??= new Set()).add(n);
+        const name = t.trim().toLowerCase();
+        if (name) (named ??= new Set()).add(name);
       }
     }
   }
   const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i].toLowerCase();
-    if (hopByHop.has(k) || named?.has(k)) continue;
+  for (let i = 0; i < n; i += 2) {
+    const k = lower[i >> 1];
+    if (hopByHop.has(k) || (dropHost && k === 'host') || named?.has(k)) continue;
     out.push(raw[i], raw[i + 1]);
   }
   return out;
@@ -59,13 +64,6 @@ export function countHost(raw: readonly string[]): number {
   let n = 0;
   for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') n++;
   return n;
-}
-
-/** Flat [name, value, ...] without Host (the forwarder sets it from the URL). */
-export function withoutHost(h: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() !== 'host') out.push(h[i], h[i + 1]);
-  return out;
 }
 
 export function hostOf(h: string): string {

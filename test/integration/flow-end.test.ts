@@ -211,6 +211,30 @@ test('12: a forwarded download the client abandons mid-response gives its destin
   assert.deepEqual(p.hf.affinity(), { entries: 0, live: 0 }, 'the destination is released after the linger');
 });
 
+test('forward: a client that leaves mid-response stops the upstream request (the origin sees its connection close)', async (t) => {
+  const p = await start(t);
+  let upstreamClosed!: Promise<unknown>;
+  const srv = await httpServer(t, (req, res) => {
+    upstreamClosed = once(req.socket, 'close');
+    res.writeHead(200, { 'content-length': String(10_000_000) });
+    res.write(Buffer.alloc(64 * 1024));
+    // and nothing more, until the request is aborted
+  });
+  const client = await forwardRaw(p, srv.port);
+  await readN(client, 1024);
+  client.destroy();
+  await ended(p, 'client left');
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the upstream connection stayed open after the client left')), 5000);
+  });
+  try {
+    await Promise.race([upstreamClosed, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+});
+
 test('12: a forwarded response the upstream breaks mid-way: upstream error (a failure, with a code)', async (t) => {
   const p = await start(t);
   const srv = await httpServer(t, (_req, res) => {

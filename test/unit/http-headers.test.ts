@@ -68,6 +68,13 @@ test('forwardableHeaders of nothing is nothing, and the input is not modified', 
   assert.deepEqual(input, copy);
 });
 
+test('forwardableHeaders with dropHost strips every Host (any case) as well as hop-by-hop, in one pass', () => {
+  const input = raw(['Host', 'a.example'], ['Connection', 'close, X-Hop'], ['X-Hop', '1'], ['HOST', 'b.example'], ['Accept', '*/*'], ['Te', 'x']);
+  assert.deepEqual(forwardableHeaders(input, true), raw(['Accept', '*/*']));
+  // without it, Host stays (a plain filter of hop-by-hop headers)
+  assert.deepEqual(forwardableHeaders(input), raw(['Host', 'a.example'], ['HOST', 'b.example'], ['Accept', '*/*']));
+});
+
 // ---------------------------------------------------------------------------------------------
 // parseAuthority
 
