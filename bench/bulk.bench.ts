@@ -3,7 +3,7 @@
 // proxy's CPU seconds per GiB from /proc (what a 2-core box really pays for).
 import { spawn } from 'node:child_process';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, cpuOf, key, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, cpuOf, interleaved, key, type Case, type Ctx } from './common.js';
 import { fmt, median, type Row } from './stats.js';
 
 const CLEAN_ENV: NodeJS.ProcessEnv = Object.fromEntries(
@@ -65,31 +65,14 @@ async function once(ctx: Ctx, c: Case, bytes: number): Promise<Run> {
 export async function bulk(ctx: Ctx): Promise<Row[]> {
   const { rounds, bulkBytes } = ctx.settings;
   const cases = casesFor(ctx, ['socks5', 'connect', 'forward'], true);
-  const runs = new Map<string, Run[]>(cases.map((c) => [key(c), []]));
-  const failed = new Map<string, string>();
   const warm = Math.min(bulkBytes, 64 * 1024 * 1024);
   ctx.log(`bulk: ${cases.length} cases × ${rounds} rounds of ${bulkBytes / 2 ** 20} MiB (warm-up ${warm / 2 ** 20} MiB each)`);
-  for (const c of cases) {
-    try {
-      await once(ctx, c, warm);
-    } catch (e) {
-      failed.set(key(c), (e as Error).message);
-    }
-  }
-  for (let r = 0; r < rounds; r++) {
-    const line: string[] = [];
-    for (const c of cases) {
-      if (failed.has(key(c))) continue;
-      try {
-        const run = await once(ctx, c, bulkBytes);
-        runs.get(key(c))?.push(run);
-        line.push(`${c.proxy}/${c.protocol} ${fmt(run.bytes / run.seconds / 2 ** 20)}`);
-      } catch (e) {
-        failed.set(key(c), (e as Error).message);
-      }
-    }
-    ctx.log(`  round ${r + 1}: ${line.join(', ')} MiB/s`);
-  }
+  const { runs, failed } = await interleaved(ctx, cases, {
+    warm: (c) => once(ctx, c, warm),
+    run: (c) => once(ctx, c, bulkBytes),
+    said: (_c, run) => fmt(run.bytes / run.seconds / 2 ** 20),
+    unit: 'MiB/s',
+  });
   return cases.map((c): Row => {
     const list = runs.get(key(c)) ?? [];
     const scenario = `bulk ${LABEL[c.protocol]}`;

@@ -68,3 +68,45 @@ export function cpuOf(c: Case): number {
 export function key(c: Case): string {
   return `${c.protocol}/${c.proxy}`;
 }
+
+/**
+ * Warm every case up once, then run `rounds` rounds, each running every case once in the same
+ * order (drift hits all alike). A case whose warm-up or run throws drops out with its reason;
+ * each round logs `round N: <what each case did> <unit>`.
+ */
+export async function interleaved<R>(
+  ctx: Ctx,
+  cases: readonly Case[],
+  o: {
+    readonly warm: (c: Case) => Promise<unknown>;
+    readonly run: (c: Case) => Promise<R>;
+    /** how one run reads in the round's log line */
+    readonly said: (c: Case, r: R) => string;
+    readonly unit: string;
+  },
+): Promise<{ runs: Map<string, R[]>; failed: Map<string, string> }> {
+  const runs = new Map<string, R[]>(cases.map((c) => [key(c), []]));
+  const failed = new Map<string, string>();
+  for (const c of cases) {
+    try {
+      await o.warm(c);
+    } catch (e) {
+      failed.set(key(c), (e as Error).message);
+    }
+  }
+  for (let r = 0; r < ctx.settings.rounds; r++) {
+    const line: string[] = [];
+    for (const c of cases) {
+      if (failed.has(key(c))) continue;
+      try {
+        const run = await o.run(c);
+        runs.get(key(c))?.push(run);
+        line.push(`${c.proxy}/${c.protocol} ${o.said(c, run)}`);
+      } catch (e) {
+        failed.set(key(c), (e as Error).message);
+      }
+    }
+    ctx.log(`  round ${r + 1}: ${line.join(', ')} ${o.unit}`);
+  }
+  return { runs, failed };
+}

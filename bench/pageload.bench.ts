@@ -10,7 +10,7 @@
 import type { Socket } from 'node:net';
 import { openTunnel, type Via } from './client.js';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, cpuOf, key, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, cpuOf, interleaved, key, type Case, type Ctx } from './common.js';
 import { fmt, median, percentile, sortedCopy, type Row } from './stats.js';
 
 /** Bytes of each request (padded with a header), and of each response body. */
@@ -153,37 +153,19 @@ async function measure(ctx: Ctx, c: Case, loads: number, flows: number): Promise
 export async function pageload(ctx: Ctx): Promise<Row[]> {
   const { rounds, pageLoads, pageFlows } = ctx.settings;
   const cases = casesFor(ctx, ['socks5', 'connect', 'forward'], true);
-  const runs = new Map<string, Run[]>(cases.map((c) => [key(c), []]));
-  const failed = new Map<string, string>();
   ctx.log(
     `pageload: ${cases.length} cases × ${rounds} rounds of ${pageLoads} page loads, each ${pageFlows} flows at once ` +
       `(${REQUEST_BYTES} B up, ${BODY_BYTES} B body down), ${PAUSE_MS} ms apart`,
   );
-  for (const c of cases) {
-    try {
-      await measure(ctx, c, 1, pageFlows); // warm-up
-    } catch (e) {
-      failed.set(key(c), (e as Error).message);
-    }
-  }
-  for (let r = 0; r < rounds; r++) {
-    const line: string[] = [];
-    for (const c of cases) {
-      if (failed.has(key(c))) continue;
-      try {
-        const run = await measure(ctx, c, pageLoads, pageFlows);
-        runs.get(key(c))?.push(run);
-        const s = sortedCopy(run.ttlb);
-        line.push(
-          `${c.proxy}/${c.protocol} ${fmt(percentile(s, 50) / 1000)}/${fmt(percentile(s, 99) / 1000)}` +
-            (run.errors > 0 ? ` (${run.errors} err)` : ''),
-        );
-      } catch (e) {
-        failed.set(key(c), (e as Error).message);
-      }
-    }
-    ctx.log(`  round ${r + 1}: time to last byte p50/p99 ms: ${line.join(', ')}`);
-  }
+  const { runs, failed } = await interleaved(ctx, cases, {
+    warm: (c) => measure(ctx, c, 1, pageFlows),
+    run: (c) => measure(ctx, c, pageLoads, pageFlows),
+    said: (_c, run) => {
+      const s = sortedCopy(run.ttlb);
+      return `${fmt(percentile(s, 50) / 1000)}/${fmt(percentile(s, 99) / 1000)}${run.errors > 0 ? ` (${run.errors} err)` : ''}`;
+    },
+    unit: 'ms (time to last byte p50/p99)',
+  });
   const rows: Row[] = [];
   for (const m of ['p50', 'p99'] as const) {
     for (const c of cases) {
