@@ -159,10 +159,13 @@ function holdfastSpec(name: 'holdfast' | 'holdfast-base', cli: () => string): Sp
     // HOLDFAST_BENCH_MPTCP=1: upstream sockets as MPTCP (the bench's servers are TCP: the fallback
     // path, what most servers give). Run inside `unshare -n` so no MPTCP endpoint is touched.
     // HOLDFAST_BENCH_NODE_ARGS: extra node flags, split on spaces (profiling: `--cpu-prof
-    // --cpu-prof-dir=/tmp/prof`; the profile is written when the bench stops holdfast).
+    // --cpu-prof-dir=/tmp/prof`; the profile is written when the bench stops holdfast);
+    // HOLDFAST_BENCH_BASE_NODE_ARGS instead for holdfast-base, when set (a flag's own A/B)
     argv: (_dir, port) => [
       process.execPath,
-      ...(process.env.HOLDFAST_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      ...((name === 'holdfast-base' ? process.env.HOLDFAST_BENCH_BASE_NODE_ARGS : undefined) ?? process.env.HOLDFAST_BENCH_NODE_ARGS ?? '')
+        .split(' ')
+        .filter(Boolean),
       cli(),
       'start',
       '--listen',
