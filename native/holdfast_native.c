@@ -12,8 +12,9 @@
  *                                           caller falls back to kind 0
  *                                           keepAliveSecs (a stream socket the dialer will
  *                                           connect): TCP_NODELAY, and if > 0 SO_KEEPALIVE with
- *                                           TCP_KEEPIDLE (what Node's setNoDelay/setKeepAlive
- *                                           would set after the connect, set here in one call)
+ *                                           TCP_KEEPIDLE, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10 (what
+ *                                           Node 22's setNoDelay/setKeepAlive would set after the
+ *                                           connect, set here in one call)
  *   mptcpSubflows(fd) -> [{local, remote}] | null
  *                                           the subflows of a connected MPTCP socket
  *                                           (MPTCP_SUBFLOW_ADDRS); null for plain TCP or an
@@ -201,6 +202,16 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
         (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
 #elif defined(TCP_KEEPALIVE)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs);
+#endif
+        /* then a probe a second, ten unanswered end it: what libuv >= 1.49 (Node 22, 24) sets
+           with the idle, so a dead peer is found alike on every Node (Node 20's libuv left the
+           kernel's 75 s x 9) */
+        int intvl = 1, cnt = 10;
+#if defined(TCP_KEEPINTVL)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+#endif
+#if defined(TCP_KEEPCNT)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 #endif
       }
     }

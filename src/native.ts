@@ -9,8 +9,9 @@ export interface NativeAddon {
    * the kernel has no MPTCP (or net.mptcp.enabled=0).
    */
   /**
-   * `keepAliveSecs` (stream sockets): TCP_NODELAY, and if > 0 SO_KEEPALIVE + TCP_KEEPIDLE, set
-   * before the connect (what setNoDelay/setKeepAlive would set after it)
+   * `keepAliveSecs` (stream sockets): TCP_NODELAY, and if > 0 SO_KEEPALIVE, TCP_KEEPIDLE,
+   * TCP_KEEPINTVL 1 and TCP_KEEPCNT 10, set before the connect (what Node 22's
+   * setNoDelay/setKeepAlive would set after it)
    */
   openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, keepAliveSecs?: number): number;
   /**

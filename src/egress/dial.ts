@@ -65,8 +65,9 @@ export function createDialer(
     }
   };
   // With the addon, TCP_NODELAY and keepalive are set on the new socket in the same call (one
-  // crossing into C instead of two after the connect); keepalive as Node 20's libuv sets it:
-  // SO_KEEPALIVE and TCP_KEEPIDLE (dial.keepAlive, whole seconds), the kernel's interval and count.
+  // crossing into C instead of two after the connect); keepalive as Node 22's libuv sets it:
+  // the first probe after dial.keepAlive idle (whole seconds), then one a second, ten unanswered
+  // end the connection (Node 20's own setKeepAlive leaves the kernel's 75 s x 9 after the idle).
   const keepAliveSecs = () => (opts.keepAliveMs > 0 ? Math.max(1, Math.floor(opts.keepAliveMs / 1000)) : 0);
   const makeSocket: (egress: Egress) => Socket = addon
     ? (egress) => {

@@ -88,6 +88,32 @@ test('12: reload dial.keepAlive: the next upstream socket probes after the new i
   assert.ok(after > 60 && after <= 120, `keepalive ${after} s with dial.keepAlive 120 s after the reload`);
 });
 
+test('dial.keepAlive: an upstream whose peer stops answering ends after the idle and 10 probes a second', { skip: sandboxSkip() }, async (t) => {
+  const p = await start(t, { dial: { keepAlive: 1000 } });
+  // the addon sets the probes' interval and count (Node 20's own setKeepAlive leaves the kernel's
+  // 75 s x 9, which would keep this dead upstream for over 11 minutes)
+  if (p.hf.binder !== 'device') {
+    if (process.env.CI === 'true') throw new Error('CI=true but the native addon is not loaded');
+    t.skip('needs the native addon (npm ci builds it)');
+    return;
+  }
+  const srv = await tcpServer(t, (s) => s.on('error', () => {}));
+  const { socket, reply } = await socksRequest(p.port, 0x01, '127.0.0.1', srv.port);
+  t.after(() => socket.destroy());
+  assert.equal(reply.rep, 0);
+  // from now on the server's side says nothing: its ACKs to the probes are dropped
+  execFileSync('nft', ['-f', '-'], {
+    input: `table inet hfka {\n chain in {\n  type filter hook input priority 0;\n  tcp sport ${srv.port} drop\n }\n}\n`,
+  });
+  t.after(() => execFileSync('nft', ['delete', 'table', 'inet', 'hfka']));
+  const dropped = Date.now();
+  // 1 s idle + 10 probes 1 s apart: ~11 s; the kernel's defaults would be 1 s + 9 x 75 s
+  const close = await p.logs.waitFor((l) => l.msg === 'flow close', 40_000);
+  const after = Date.now() - dropped;
+  assert.ok(after < 40_000, `the dead upstream ended after ${after} ms`);
+  assert.notEqual(close.reason, 'done', `ended by the keepalive, not cleanly: ${JSON.stringify(close)}`);
+});
+
 test('12: reload limits.idleTimeout: the next tunnel ends idle after it', async (t) => {
   const p = await start(t, { limits: { idleTimeout: 0 } });
   const srv = await tcpServer(t, (s) => s.on('error', () => {}));
