@@ -258,11 +258,34 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       res.destroy();
     };
 
-    const stream = (c: Dispatcher.DispatchController, chunk: Buffer) => {
-      sent += chunk.length;
-      flow.bytesDown += chunk.length;
-      if (!res.write(chunk)) c.pause();
-    };
+    /**
+     * The dispatch handler of a request whose body goes to `res` (the first request and each
+     * resume): only what happens at the head and on an error differs between them.
+     */
+    const toClient = (
+      onHead: (c: Dispatcher.DispatchController, statusCode: number, headers: Headers) => void,
+      onError: (err: Error) => void,
+    ): Dispatcher.DispatchHandler => ({
+      onRequestStart(c) {
+        controller = c;
+        if (signal.aborted) onAbort();
+      },
+      onResponseStart(c, statusCode, headers) {
+        if (statusCode >= 200) onHead(c, statusCode, headers as Headers); // informational: Node's server speaks for itself
+      },
+      onResponseData(c, chunk) {
+        sent += chunk.length;
+        flow.bytesDown += chunk.length;
+        if (!res.write(chunk)) c.pause();
+      },
+      onResponseEnd() {
+        done = true;
+        res.end();
+      },
+      onResponseError(_c, err) {
+        onError(err);
+      },
+    });
 
     /** The upstream died after the head: resume if allowed, else cut the client. */
     const lost = (err: Error) => {
@@ -285,14 +308,9 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         await new Promise<void>((resolve, reject) => {
           u.client.dispatch(
             { origin: u.origin, path: plan.path, method: 'GET', headers, body: null },
-            {
-              onRequestStart(c) {
-                controller = c;
-                if (signal.aborted) onAbort();
-              },
-              onResponseStart(c, statusCode, h) {
-                if (statusCode < 200) return;
-                const why = spliceRefusal(statusCode, h as Headers, r, offset);
+            toClient(
+              (c, statusCode, h) => {
+                const why = spliceRefusal(statusCode, h, r, offset);
                 if (why) {
                   c.abort(new ResumeRefusedError(`resume refused: ${why}`));
                   return;
@@ -303,18 +321,8 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
                 flow.resumedOn(u.placed, u.lease(), offset);
                 resolve();
               },
-              onResponseData(c, chunk) {
-                stream(c, chunk);
-              },
-              onResponseEnd() {
-                done = true;
-                res.end();
-              },
-              onResponseError(_c, err) {
-                if (resuming) reject(err);
-                else lost(err);
-              },
-            },
+              (err) => (resuming ? reject(err) : lost(err)),
+            ),
           );
         });
       } catch (err) {
@@ -350,33 +358,19 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       start(client: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<void> {
         return new Promise((resolve, reject) => {
           let started = false;
-          client.dispatch(opts, {
-            onRequestStart(c) {
-              controller = c;
-              if (signal.aborted) onAbort();
-            },
-            onResponseStart(_c, statusCode, headers) {
-              if (statusCode < 200) return; // informational: Node's server speaks for itself
-              started = true;
-              if (attempts > 0 && opts.method === 'GET') resume = resumableOf(statusCode, headers as Headers);
-              res.sendDate = false;
-              res.writeHead(statusCode, responseHeaders(headers as Headers));
-              resolve();
-            },
-            onResponseData(c, chunk) {
-              stream(c, chunk);
-            },
-            onResponseEnd() {
-              done = true;
-              res.end();
-            },
-            onResponseError(_c, err) {
-              if (started) lost(err);
-              else {
-                reject(err);
-              }
-            },
-          });
+          client.dispatch(
+            opts,
+            toClient(
+              (_c, statusCode, headers) => {
+                started = true;
+                if (attempts > 0 && opts.method === 'GET') resume = resumableOf(statusCode, headers);
+                res.sendDate = false;
+                res.writeHead(statusCode, responseHeaders(headers));
+                resolve();
+              },
+              (err) => (started ? lost(err) : reject(err)),
+            ),
+          );
         });
       },
     };
