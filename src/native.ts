@@ -6,12 +6,9 @@ export interface NativeAddon {
   /**
    * A non-blocking socket (kind 0 = TCP, 1 = UDP, 2 = MPTCP) bound to the device, and to `source`
    * (port 0) if given; returns its fd. Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where
-   * the kernel has no MPTCP (or net.mptcp.enabled=0).
-   */
-  /**
-   * `keepAliveSecs` (stream sockets): TCP_NODELAY, and if > 0 SO_KEEPALIVE, TCP_KEEPIDLE,
-   * TCP_KEEPINTVL 1 and TCP_KEEPCNT 10, set before the connect (what Node 22's
-   * setNoDelay/setKeepAlive would set after it)
+   * the kernel has no MPTCP (or net.mptcp.enabled=0). With `keepAliveSecs` (stream sockets):
+   * TCP_NODELAY, and if > 0 SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10, set
+   * before the connect (what Node 22's setNoDelay/setKeepAlive would set after it).
    */
   openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, keepAliveSecs?: number): number;
   /**

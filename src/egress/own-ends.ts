@@ -46,8 +46,8 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
   // the far end is the target the socket was connected to (no getpeername per flow); a client's
   // remoteAddress never carries a zone, so neither does the key
   const record = (s: Socket, to: Target) => {
-    if (s.localPort === undefined) return;
     const port = s.localPort;
+    if (port === undefined) return;
     const key = pairKey(s.localAddress, port, stripZone(to.ip), to.port);
     live.set(key, s);
     ports.set(port, (ports.get(port) ?? 0) + 1);
