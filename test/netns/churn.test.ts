@@ -83,25 +83,39 @@ test('route churn: every transfer completes intact or fails visibly; none hangs;
   ];
 
   // ---- the churn -------------------------------------------------------------------------------
-  const flip = async () => {
-    const next = state.if2Metric === IF2_WORSE ? IF2_BETTER : IF2_WORSE;
-    // while if2 is administratively down it has no routes: its metric is put back with it
-    // the new route first, then the old one goes: there is always a route via if2
-    if (state.impaired !== 'admin if2') await lab.ipBatch('host', [...defaultLines('if2', next, 'add'), ...defaultLines('if2', state.if2Metric, 'del')]);
-    state.if2Metric = next;
-    event(`route flip: if2 default metric ${next} (${next < IF1_METRIC ? 'if2' : 'if1'} is better)`);
+  // Every change to links and routes goes through one queue: a flip that ran while an outage's
+  // restore was on its way would read a metric the restore had not put back yet (and the next
+  // flip's `route add` would then meet a route that is already there).
+  let routeOps: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = routeOps.then(fn, fn);
+    routeOps = next.catch(() => {});
+    return next;
   };
+  const flip = () =>
+    serial(async () => {
+      const next = state.if2Metric === IF2_WORSE ? IF2_BETTER : IF2_WORSE;
+      // while if2 is administratively down it has no routes: its metric is put back with it
+      // the new route first, then the old one goes: there is always a route via if2
+      if (state.impaired !== 'admin if2') await lab.ipBatch('host', [...defaultLines('if2', next, 'add'), ...defaultLines('if2', state.if2Metric, 'del')]);
+      state.if2Metric = next;
+      event(`route flip: if2 default metric ${next} (${next < IF1_METRIC ? 'if2' : 'if1'} is better)`);
+    });
   const impair = async (what: string, ms: number) => {
     const [how, ifname] = what.split(' ') as ['carrier' | 'admin', 'if1' | 'if2'];
-    state.impaired = what;
-    event(`${what} down for ${ms} ms${ms > GRACE_MS ? ' (longer than grace: its flows are cut)' : ''}`);
-    if (how === 'carrier') await lab.carrierDown(ifname);
-    else await lab.ipBatch('host', [`link set ${ifname} down`]);
+    await serial(async () => {
+      state.impaired = what;
+      event(`${what} down for ${ms} ms${ms > GRACE_MS ? ' (longer than grace: its flows are cut)' : ''}`);
+      if (how === 'carrier') await lab.carrierDown(ifname);
+      else await lab.ipBatch('host', [`link set ${ifname} down`]);
+    });
     await delay(ms);
-    if (how === 'carrier') await lab.carrierUp(ifname);
-    else await lab.ipBatch('host', [`link set ${ifname} up`, ...defaultLines(ifname, ifname === 'if1' ? IF1_METRIC : state.if2Metric, 'replace')]);
-    event(`${what} restored`);
-    state.impaired = null;
+    await serial(async () => {
+      if (how === 'carrier') await lab.carrierUp(ifname);
+      else await lab.ipBatch('host', [`link set ${ifname} up`, ...defaultLines(ifname, ifname === 'if1' ? IF1_METRIC : state.if2Metric, 'replace')]);
+      event(`${what} restored`);
+      state.impaired = null;
+    });
   };
   const churnEnd = t0 + CHURN_MS;
   const churn = (async () => {
