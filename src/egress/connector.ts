@@ -10,6 +10,7 @@ import type { Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, Targ
 import type { Resolver } from '../dns.js';
 import { BadRequestError, HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
+import { stripZone } from '../net/addr.js';
 import { RaceLost, staggeredRace } from './race.js';
 
 export interface Connector {
@@ -125,14 +126,19 @@ export function createConnector(
   /** Race `candidates` for one address (dialAcross). */
   async function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<DialResult> {
     const r = await dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed);
+    const socket = r.socket;
     return {
-      socket: r.socket,
+      socket,
       egress: r.egress,
       target,
-      localAddress: r.socket.localAddress ?? r.egress.source,
-      localPort: r.socket.localPort ?? 0,
+      // the dial bound the socket to its egress's address; the port is the kernel's pick, read
+      // (a getsockname) only by a caller that needs it (the SOCKS5 reply), not on every flow
+      localAddress: stripZone(r.egress.source),
+      get localPort() {
+        return socket.localPort ?? 0;
+      },
       attempts: r.attempts,
-      subflows: dialer.subflowsOf?.(r.socket),
+      subflows: dialer.subflowsOf?.(socket),
     };
   }
 
@@ -166,7 +172,9 @@ export function createConnector(
           throw lost.failures.length ? mostTelling(lost.failures.map((f) => f.err)) : lost.last;
         }
       }
-      return { ...result, lease: policy.lease(dst, result.target, result.egress) };
+      // onto the result itself (made by across for this call only): a spread would read its lazy
+      // localPort, the getsockname it exists to spare
+      return Object.assign(result, { lease: policy.lease(dst, result.target, result.egress) });
     },
     async openOrReuse(dst, signal, held) {
       const target = (await resolveChecked(dst))[0];

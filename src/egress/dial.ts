@@ -64,8 +64,10 @@ export function createDialer(
       throw err;
     }
   };
-  // With the addon, TCP_NODELAY and keepalive are set on the new socket in the same call (one
-  // crossing into C instead of two after the connect); keepalive as Node 22's libuv sets it:
+  // With the addon, the source address is bound (port 0, picked at connect) and TCP_NODELAY and
+  // keepalive are set on the new socket in the same call: one crossing into C, and none of Node's
+  // own bind (its SO_REUSEADDR) nor its setNoDelay/setKeepAlive after the connect. Keepalive as
+  // Node 22's libuv sets it:
   // the first probe after dial.keepAlive idle (whole seconds), then one a second, ten unanswered
   // end the connection (Node 20's own setKeepAlive leaves the kernel's 75 s x 9 after the idle).
   const keepAliveSecs = () => (opts.keepAliveMs > 0 ? Math.max(1, Math.floor(opts.keepAliveMs / 1000)) : 0);
@@ -74,7 +76,7 @@ export function createDialer(
         if (opts.mptcp && mptcpUsable) {
           let fd: number | undefined;
           try {
-            fd = addon.openBound(egress.family, 2, egress.ifname, null, keepAliveSecs());
+            fd = addon.openBound(egress.family, 2, egress.ifname, egress.source, keepAliveSecs());
           } catch (err) {
             const code = (err as NodeJS.ErrnoException).code ?? '';
             // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
@@ -87,7 +89,7 @@ export function createDialer(
             return s;
           }
         }
-        return adopt(addon.openBound(egress.family, 0, egress.ifname, null, keepAliveSecs()));
+        return adopt(addon.openBound(egress.family, 0, egress.ifname, egress.source, keepAliveSecs()));
       }
     : () => {
         if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
@@ -168,12 +170,11 @@ export function createDialer(
         () => settle(new DialTimeoutError(`${describeAttempt(target, egress)}: no answer in ${timeoutMs} ms`)),
         timeoutMs,
       );
-      socket.connect({
-        port: target.port,
-        host: target.ip,
-        family: target.family,
-        localAddress: stripZone(egress.source),
-      });
+      socket.connect(
+        addon
+          ? { port: target.port, host: target.ip, family: target.family } // bound by openBound
+          : { port: target.port, host: target.ip, family: target.family, localAddress: stripZone(egress.source) },
+      );
     });
   }
 

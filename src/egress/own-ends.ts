@@ -21,41 +21,45 @@ export interface OwnEnds {
   /**
    * Is this connection (from its remote end to its local end) the other end of one of our live
    * upstream sockets? The whole pair is compared: Linux lets sockets connected to different
-   * destinations share a local port, so a client may well use a port one of ours uses too. The
-   * client's port is looked at first: its local end (a getsockname) is read only when that port
-   * is one of ours.
+   * destinations share a local port, so a client may well use a port one of ours uses too.
+   * `localPort` is the port the client connected to (the listener's, known without asking the
+   * kernel): when no live upstream socket was dialed to that port, the answer is no at once, and
+   * neither end is read. Only otherwise are the ends read (getsockname) and compared.
    */
-  has(c: ConnectionEnds): boolean;
+  has(c: ConnectionEnds, localPort?: number): boolean;
   /** how many are recorded (for tests) */
   readonly size: number;
 }
 
-function end(ip: string | undefined, port: number | undefined): string {
-  return `${unmap(ip ?? '').toLowerCase()}|${port ?? 0}`;
+function ip(a: string | undefined): string {
+  return unmap(a ?? '').toLowerCase();
 }
 
-/** from -> to, as the upstream socket sees it */
-function pairKey(fromIp: string | undefined, fromPort: number | undefined, toIp: string | undefined, toPort: number | undefined): string {
-  return `${end(fromIp, fromPort)}>${end(toIp, toPort)}`;
+interface Upstream {
+  readonly socket: Socket;
+  /** the address it was dialed to, without a zone (a client's local address never has one) */
+  readonly to: string;
 }
 
 export function trackOwnEnds(inner: Dialer): OwnEnds {
-  const live = new Map<string, Socket>();
-  /** how many live upstream sockets use each local port */
-  const ports = new Map<number, number>();
-  // the far end is the target the socket was connected to (no getpeername per flow); a client's
-  // remoteAddress never carries a zone, so neither does the key
-  const record = (s: Socket, to: Target) => {
-    const port = s.localPort;
-    if (port === undefined) return;
-    const key = pairKey(s.localAddress, port, stripZone(to.ip), to.port);
-    live.set(key, s);
-    ports.set(port, (ports.get(port) ?? 0) + 1);
-    s.once('close', () => {
-      if (live.get(key) === s) live.delete(key);
-      const n = (ports.get(port) ?? 1) - 1;
-      if (n > 0) ports.set(port, n);
-      else ports.delete(port);
+  /**
+   * The live upstream sockets by the port they were dialed to. The far end is the dial target (no
+   * getpeername), and the local end is read only when a client arrives on that port: most flows
+   * never go to a port holdfast listens on, so most never pay a getsockname for this.
+   */
+  const byPort = new Map<number, Set<Upstream>>();
+  let size = 0;
+  const record = (socket: Socket, target: Target) => {
+    const u: Upstream = { socket, to: ip(stripZone(target.ip)) };
+    let set = byPort.get(target.port);
+    if (!set) byPort.set(target.port, (set = new Set()));
+    set.add(u);
+    size++;
+    socket.once('close', () => {
+      size--;
+      const s = byPort.get(target.port);
+      if (!s?.delete(u) || s.size > 0) return;
+      byPort.delete(target.port);
     });
   };
   return {
@@ -68,13 +72,20 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
           return s;
         }),
     },
-    has: (c) => {
-      const port = c.remotePort;
-      if (port === undefined || !ports.has(port)) return false;
-      return live.has(pairKey(c.remoteAddress, port, c.localAddress, c.localPort));
+    has: (c, localPort) => {
+      const set = byPort.get(localPort ?? c.localPort ?? -1);
+      if (!set) return false;
+      const from = ip(c.remoteAddress);
+      const fromPort = c.remotePort;
+      const at = ip(c.localAddress);
+      for (const u of set) {
+        // the upstream's local end: asked of the kernel once, then kept by the socket
+        if (u.to === at && u.socket.localPort === fromPort && ip(u.socket.localAddress) === from) return true;
+      }
+      return false;
     },
     get size() {
-      return live.size;
+      return size;
     },
   };
 }

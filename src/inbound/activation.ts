@@ -36,7 +36,8 @@ export function takeListenFds(env: NodeJS.ProcessEnv = process.env, pid: number 
  * the address (exposure) in the same turn, before the event loop accepts a first connection.
  */
 export function adoptListener(fd: number, ctx: InboundContext, http: HttpInbound): Listener {
-  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http));
+  let port: number | undefined;
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http, port));
   // a bad fd is reported on the next tick too: logged, not thrown out of the event loop
   server.on('error', (err) => ctx.log.error({ err, fd }, 'listener error'));
   try {
@@ -50,6 +51,7 @@ export function adoptListener(fd: number, ctx: InboundContext, http: HttpInbound
     throw new Error(`socket activation: fd ${fd} is not a TCP socket (holdfast serves TCP only: ListenStream=HOST:PORT)`);
   }
   const address: ListenAddress = { host: a.address, port: a.port };
+  port = a.port;
   return {
     address,
     server,

@@ -89,8 +89,11 @@ export interface InboundContext {
   allowClient(ip: string): boolean;
   /** count (and log once per burst) an accept or dial that failed for want of file descriptors */
   readonly fdExhausted?: FdExhaustion;
-  /** is this client connection the other end of one of holdfast's own upstream sockets (a loop)? */
-  readonly isOwnDial?: (client: ConnectionEnds) => boolean;
+  /**
+   * is this client connection the other end of one of holdfast's own upstream sockets (a loop)?
+   * `localPort`: the listener's port, when known (saves reading the client's local end)
+   */
+  readonly isOwnDial?: (client: ConnectionEnds, localPort?: number) => boolean;
   /** the HTTP forwarder's resume settings; without it, a download whose upstream dies is cut */
   readonly forward?: ForwardSettings;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */

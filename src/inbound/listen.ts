@@ -20,7 +20,8 @@ export interface Listener {
  * would keep this function's whole context alive for the life of the tunnel. */
 export function ignoreError(): void {}
 
-export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): void {
+/** `port`: the listener's port (the client's local port, without asking the kernel) */
+export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound, port?: number): void {
   socket.on('error', ignoreError);
   if (!ctx.allowClient(socket.remoteAddress ?? '')) {
     ctx.counters.clientsRefused++;
@@ -54,7 +55,7 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
     socket.removeListener('end', onEnd);
     // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte
     // comes through the outer flow's relay, so its dial is known by now)
-    if (ctx.isOwnDial?.(socket)) {
+    if (ctx.isOwnDial?.(socket, port)) {
       ctx.counters.loopRefusals++;
       ctx.log.info({ client: peerOf(socket) }, 'loop refused');
       socket.destroy();
@@ -65,6 +66,9 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
       handleSocks5(socket, first, ctx, handshakeDone);
     } else {
       protocol = 'http';
+      // a whole, plain CONNECT head is read here (the common tunnel); anything else goes to Node's
+      // HTTP server
+      if (first[0] === 0x43 && http.connectFrom(socket, first, handshakeDone)) return;
       // Put the bytes back and let the HTTP server read them: it adds its 'data' listener while
       // handling 'connection', and the buffered chunk flows to it before any newer read.
       socket.unshift(first);
@@ -76,7 +80,9 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound): v
 const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 
 export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbound): Promise<Listener> {
-  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http));
+  // the bound port, once listening (a connection only arrives after that)
+  let port: number | undefined;
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => sniff(socket, ctx, http, port));
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(
@@ -95,6 +101,7 @@ export function listen(addr: ListenAddress, ctx: InboundContext, http: HttpInbou
       // read once: a listening socket's address never changes, and isSelf asks on every flow
       const a = server.address();
       const bound: ListenAddress = a && typeof a === 'object' ? { host: a.address, port: a.port } : addr;
+      port = a && typeof a === 'object' ? a.port : undefined;
       resolve({
         address: addr,
         server,
