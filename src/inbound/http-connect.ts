@@ -1,11 +1,10 @@
 // HTTP CONNECT: check the request, then open a tunnel like SOCKS5 CONNECT does (tunnel.ts), with
 // HTTP's answers: "200 Connection established", or the error table's status with a plain body.
-import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
 import type { HttpInboundOptions } from './http.js';
-import { authRequired, authorized, errorBody, parseAuthority, plainReply, statusText } from './http-text.js';
+import { authRequired, authorizedBy, errorBody, parseAuthority, plainReply, statusText } from './http-text.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
 const connectProtocol: TunnelProtocol = {
@@ -16,11 +15,15 @@ const connectProtocol: TunnelProtocol = {
   },
 };
 
-/** A CONNECT request (Node hands its socket over unread, with the bytes after the head). */
+/**
+ * A CONNECT request: its request-target and Proxy-Authorization, from Node's parser or from
+ * parseConnectHead. The socket comes unread, with `head` the bytes after the request's head.
+ */
 export function handleConnect(
   ctx: InboundContext,
   o: HttpInboundOptions,
-  req: IncomingMessage,
+  target: string,
+  proxyAuthorization: string | undefined,
   socket: Socket,
   head: Buffer,
 ): void {
@@ -33,8 +36,8 @@ export function handleConnect(
     socket.end(answer);
     socket.destroySoon();
   };
-  if (!authorized(ctx, req)) return refuse(authRequired);
-  const dst = parseAuthority(req.url ?? '');
+  if (!authorizedBy(ctx, proxyAuthorization)) return refuse(authRequired);
+  const dst = parseAuthority(target);
   if (!dst) return refuse(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
   if (o.isSelf(dst.host, dst.port)) {
     ctx.counters.loopRefusals++;

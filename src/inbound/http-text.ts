@@ -116,8 +116,12 @@ export function sendError(res: ServerResponse, status: number, body: string): vo
 
 /** Proxy-Authorization, when auth is on. */
 export function authorized(ctx: InboundContext, req: IncomingMessage): boolean {
+  return authorizedBy(ctx, req.headers['proxy-authorization']);
+}
+/** `authorized`, given the Proxy-Authorization value itself */
+export function authorizedBy(ctx: InboundContext, proxyAuthorization: string | undefined): boolean {
   if (!ctx.auth.required) return true;
-  if (ctx.auth.checkBasic(req.headers['proxy-authorization'])) return true;
+  if (ctx.auth.checkBasic(proxyAuthorization)) return true;
   ctx.counters.authFailures++;
   return false;
 }

@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { InboundContext } from './context.js';
+import { parseConnectHead } from './connect-head.js';
 import { handleConnect } from './http-connect.js';
 import { createHttpForwarder } from './http-forward.js';
 import { serveLocal, type LocalHandler } from './http-local.js';
@@ -28,6 +29,12 @@ export interface HttpInbound {
    * first request head has been read (the listener's handshake deadline stops there).
    */
   handle(socket: Socket, onHead?: () => void): void;
+  /**
+   * A connection whose first chunk may be a whole CONNECT head (parseConnectHead): if it is, the
+   * tunnel is opened here, `onHead` is called, and the answer is true. Else false, and nothing
+   * was read or changed: hand the chunk back (unshift) and the socket to `handle`.
+   */
+  connectFrom(socket: Socket, chunk: Buffer, onHead: () => void): boolean;
   /** New limits (a reload) for connections from now on. */
   configure(opts: { maxHeaderBytes: number; handshakeTimeoutMs: number }): void;
   close(): Promise<void>;
@@ -35,6 +42,8 @@ export interface HttpInbound {
 
 export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): HttpInbound {
   const forwarder = createHttpForwarder(ctx);
+  /** the head size limit, for Node's parser and for parseConnectHead alike (a reload sets it) */
+  let maxHeaderBytes = o.maxHeaderBytes;
 
   /** per connection: what to call once its first request head has been read */
   const headWaiters = new WeakMap<Socket, () => void>();
@@ -94,7 +103,7 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
   function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
     guarded(ctx.log, 'http connect', () => socket.destroy(), () => {
       headRead(socket);
-      handleConnect(ctx, o, req, socket, head);
+      handleConnect(ctx, o, req.url ?? '', req.headers['proxy-authorization'], socket, head);
     });
   }
 
@@ -131,9 +140,17 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
       if (onHead) headWaiters.set(socket, onHead);
       server.emit('connection', socket);
     },
+    connectFrom(socket, chunk, onHead) {
+      const h = parseConnectHead(chunk, maxHeaderBytes);
+      if (!h) return false;
+      onHead();
+      handleConnect(ctx, o, h.target, h.proxyAuthorization, socket, chunk.subarray(h.length));
+      return true;
+    },
     configure(opts) {
       // read by Node for each new connection's parser (set from the constructor option)
       (server as Server & { maxHeaderSize: number }).maxHeaderSize = opts.maxHeaderBytes;
+      maxHeaderBytes = opts.maxHeaderBytes;
       server.headersTimeout = opts.handshakeTimeoutMs;
     },
     async close() {

@@ -169,6 +169,31 @@ test('CONNECT: bytes sent with the request head are not lost; half-close works',
   assert.equal((await readAll(s)).toString(), 'early-bytes|late');
 });
 
+test('CONNECT whose head comes in pieces (read by Node\'s parser, not in one chunk): the same tunnel; an oversized one is 431', async (t) => {
+  const p = await startProxy(t);
+  const echo = await echoServer(t);
+  const s = connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true, noDelay: true });
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  const head = `CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`;
+  // three writes, apart: the first chunk holdfast reads is not a whole head
+  for (const piece of [head.slice(0, 9), head.slice(9, 30), head.slice(30) + 'early']) {
+    s.write(piece);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const reply = (await readN(s, 'HTTP/1.1 200 Connection established\r\n\r\n'.length)).toString();
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  s.end('|late');
+  assert.equal((await readAll(s)).toString(), 'early|late');
+
+  const big = connect(p.port, '127.0.0.1');
+  t.after(() => big.destroy());
+  await once(big, 'connect');
+  big.write(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nX-Big: ${'a'.repeat(40_000)}\r\n\r\n`);
+  assert.match((await readAll(big)).toString(), /^HTTP\/1\.1 431 /);
+  await flowsDrained(p.hf);
+});
+
 test('forward to a refused port gives 502 with a short body naming the code', async (t) => {
   const p = await startProxy(t);
   const port = await closedPort();
