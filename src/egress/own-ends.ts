@@ -37,7 +37,7 @@ function ip(a: string | undefined): string {
 
 interface Upstream {
   readonly socket: Socket;
-  /** the address it was dialed to, without a zone (a client's local address never has one) */
+  /** the address it was dialed to, as dialed (compared only when a client arrives on its port) */
   readonly to: string;
 }
 
@@ -48,15 +48,12 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
    * never go to a port holdfast listens on, so most never pay a getsockname for this.
    */
   const byPort = new Map<number, Set<Upstream>>();
-  let size = 0;
   const record = (socket: Socket, target: Target) => {
-    const u: Upstream = { socket, to: ip(stripZone(target.ip)) };
+    const u: Upstream = { socket, to: target.ip };
     let set = byPort.get(target.port);
     if (!set) byPort.set(target.port, (set = new Set()));
     set.add(u);
-    size++;
     socket.once('close', () => {
-      size--;
       const s = byPort.get(target.port);
       if (!s?.delete(u) || s.size > 0) return;
       byPort.delete(target.port);
@@ -79,13 +76,16 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
       const fromPort = c.remotePort;
       const at = ip(c.localAddress);
       for (const u of set) {
-        // the upstream's local end: asked of the kernel once, then kept by the socket
-        if (u.to === at && u.socket.localPort === fromPort && ip(u.socket.localAddress) === from) return true;
+        // a client's local address never has a zone; the upstream's local end is asked of the
+        // kernel once, then kept by the socket
+        if (ip(stripZone(u.to)) === at && u.socket.localPort === fromPort && ip(u.socket.localAddress) === from) return true;
       }
       return false;
     },
     get size() {
-      return size;
+      let n = 0;
+      for (const set of byPort.values()) n += set.size;
+      return n;
     },
   };
 }

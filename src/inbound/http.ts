@@ -42,8 +42,6 @@ export interface HttpInbound {
 
 export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): HttpInbound {
   const forwarder = createHttpForwarder(ctx);
-  /** the head size limit, for Node's parser and for parseConnectHead alike (a reload sets it) */
-  let maxHeaderBytes = o.maxHeaderBytes;
 
   /** per connection: what to call once its first request head has been read */
   const headWaiters = new WeakMap<Socket, () => void>();
@@ -117,6 +115,9 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
     },
     onRequest,
   );
+  // The head size limit: Node keeps the constructor's option here and reads it for each new
+  // connection's parser; parseConnectHead reads the same field, and a reload sets it.
+  const limits = server as Server & { maxHeaderSize: number };
   server.on('connect', onConnect);
   // What Node does by default (the same answers), plus counters for /status and metrics.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -141,16 +142,14 @@ export function createHttpInbound(ctx: InboundContext, o: HttpInboundOptions): H
       server.emit('connection', socket);
     },
     connectFrom(socket, chunk, onHead) {
-      const h = parseConnectHead(chunk, maxHeaderBytes);
+      const h = parseConnectHead(chunk, limits.maxHeaderSize);
       if (!h) return false;
       onHead();
       handleConnect(ctx, o, h.target, h.proxyAuthorization, socket, chunk.subarray(h.length));
       return true;
     },
     configure(opts) {
-      // read by Node for each new connection's parser (set from the constructor option)
-      (server as Server & { maxHeaderSize: number }).maxHeaderSize = opts.maxHeaderBytes;
-      maxHeaderBytes = opts.maxHeaderBytes;
+      limits.maxHeaderSize = opts.maxHeaderBytes;
       server.headersTimeout = opts.handshakeTimeoutMs;
     },
     async close() {
