@@ -65,6 +65,11 @@ export function cpuOf(c: Case): number {
   return c.running === undefined ? 0 : groupUsage(c.running.proc.pid, false).cpuSec;
 }
 
+/** CPU seconds the proxy's processes have spent in the kernel so far (0 for no proxy). */
+export function sysCpuOf(c: Case): number {
+  return c.running === undefined ? 0 : groupUsage(c.running.proc.pid, false).sysSec;
+}
+
 export function key(c: Case): string {
   return `${c.protocol}/${c.proxy}`;
 }

@@ -128,6 +128,8 @@ interface StatLine {
   pgrp: number;
   /** utime + stime + cutime + cstime, in clock ticks */
   ticks: number;
+  /** stime + cstime: the part of ticks spent in the kernel */
+  sysTicks: number;
   threads: number;
 }
 
@@ -144,6 +146,7 @@ function readStat(pid: number): StatLine | undefined {
     pid,
     pgrp: Number(f[2]),
     ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]),
+    sysTicks: Number(f[12]) + Number(f[14]),
     threads: Number(f[17]),
   };
 }
@@ -175,19 +178,22 @@ export interface GroupUsage {
   pss: number;
   /** CPU seconds, incl. reaped children */
   cpuSec: number;
+  /** the part of cpuSec spent in the kernel (system calls, the loopback's TCP) */
+  sysSec: number;
   fds: number;
 }
 
 const CLK_TCK = 100; // Linux USER_HZ on every mainstream architecture
 
 export function groupUsage(pgid: number, withMemory = true): GroupUsage {
-  const u: GroupUsage = { processes: 0, threads: 0, rss: 0, pss: 0, cpuSec: 0, fds: 0 };
+  const u: GroupUsage = { processes: 0, threads: 0, rss: 0, pss: 0, cpuSec: 0, sysSec: 0, fds: 0 };
   for (const pid of groupPids(pgid)) {
     const st = readStat(pid);
     if (st === undefined) continue;
     u.processes++;
     u.threads += st.threads;
     u.cpuSec += st.ticks / CLK_TCK;
+    u.sysSec += st.sysTicks / CLK_TCK;
     if (!withMemory) continue;
     try {
       u.rss += kbField(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS') * 1024;

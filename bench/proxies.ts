@@ -142,9 +142,9 @@ const SPECS: Spec[] = [
   },
   {
     name: 'node-floor',
-    speaks: { socks5: true, connect: false, forward: false },
+    speaks: { socks5: true, connect: true, forward: false },
     argv: (_dir, port) => [process.execPath, new URL('./floor-relay.js', import.meta.url).pathname, String(port)],
-    version: () => `node ${process.version} stream.pipeline`,
+    version: () => `node ${process.version} net.connect + a four-listener relay`,
   },
   holdfastSpec('holdfast', holdfastCli),
   // another build of holdfast (HOLDFAST_BENCH_BASE=/path/to/dist/src/cli.js, e.g. a worktree of

@@ -3,7 +3,7 @@
 // sink closes, the client closes. Flows per second, plus the proxy's CPU µs per flow.
 import { openTunnel, reqRespHeader } from './client.js';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, cpuOf, key, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, cpuOf, key, sysCpuOf, type Case, type Ctx } from './common.js';
 import { fmt, median, type Row } from './stats.js';
 
 /** One short flow; resolves when both sides have closed. */
@@ -40,6 +40,7 @@ interface Run {
   errors: number;
   seconds: number;
   cpuSec: number;
+  sysSec: number;
   firstError?: string;
 }
 
@@ -47,8 +48,9 @@ async function measure(ctx: Ctx, c: Case, seconds: number): Promise<Run> {
   if (c.running !== undefined) assertAlive(c.running);
   const { rateConcurrency, rateFlowBytes } = ctx.settings;
   const payload = Buffer.concat([reqRespHeader(rateFlowBytes), Buffer.alloc(rateFlowBytes, 'q')]);
-  const run: Run = { flows: 0, errors: 0, seconds: 0, cpuSec: 0 };
+  const run: Run = { flows: 0, errors: 0, seconds: 0, cpuSec: 0, sysSec: 0 };
   const cpu0 = cpuOf(c);
+  const sys0 = sysCpuOf(c);
   const t0 = performance.now();
   const stopAt = t0 + seconds * 1000;
   const worker = async (): Promise<void> => {
@@ -66,6 +68,7 @@ async function measure(ctx: Ctx, c: Case, seconds: number): Promise<Run> {
   await Promise.all(Array.from({ length: rateConcurrency }, worker));
   run.seconds = (performance.now() - t0) / 1000;
   run.cpuSec = cpuOf(c) - cpu0;
+  run.sysSec = sysCpuOf(c) - sys0;
   return run;
 }
 
@@ -92,6 +95,7 @@ export async function rate(ctx: Ctx): Promise<Row[]> {
     const scenario = `rate ${LABEL[c.protocol]}`;
     if (flows === 0) return { scenario, proxy: c.proxy, samples: [], unit: 'flows/s', better: 'higher', skipped: firstError ?? 'no flow completed' };
     const cpuUs = median(list.map((x) => (x.cpuSec / Math.max(1, x.flows)) * 1e6));
+    const sysShare = median(list.map((x) => (x.cpuSec > 0 ? x.sysSec / x.cpuSec : 0)));
     return {
       scenario,
       proxy: c.proxy,
@@ -100,7 +104,7 @@ export async function rate(ctx: Ctx): Promise<Row[]> {
       better: 'higher',
       ...(c.protocol === 'direct' ? {} : { ref: REF[c.protocol] }),
       note: [
-        c.protocol === 'direct' ? 'the floor: client ⇄ sink' : `proxy CPU ${fmt(cpuUs)} µs/flow`,
+        c.protocol === 'direct' ? 'the floor: client ⇄ sink' : `proxy CPU ${fmt(cpuUs)} µs/flow (${Math.round(sysShare * 100)}% in the kernel)`,
         errors > 0 ? `${errors} errors (${firstError})` : '',
       ]
         .filter(Boolean)
