@@ -142,6 +142,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const local = new Map<string, LocalHandler>();
   /** Is host:port one of holdfast's own listeners (a loop)? A wildcard listener is every local address. */
   const isSelf = (rawHost: string, port: number) => {
+    // most flows go to a port no listener has: nothing to parse (asked up to twice per flow)
+    if (!listeners.some((l) => l.bound().port === port)) return false;
     const host = canonicalIp(rawHost.replace(/\.$/, ''));
     // 0.0.0.0 and :: are "this host": a connect to them reaches whatever listens on that port here
     if (isUnspecifiedIp(host)) return listeners.some((l) => l.bound().port === port);

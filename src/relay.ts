@@ -259,7 +259,7 @@ export function relay(
   ] as const;
   for (const { s, data, drain, onError } of sides) {
     s.on('error', onError);
-    s.once('close', onClose);
+    s.on('close', onClose); // 'close' comes once: no once() wrapper per socket
     s.on('data', data);
     s.on('drain', drain);
   }
@@ -267,7 +267,7 @@ export function relay(
     // a side may have half-closed during the handshake, before the relay began
     if (s.readableEnded) other.end();
     else s.on('end', end);
-    s.once('close', gone);
+    s.on('close', gone);
   }
   client.resume();
   upstream.resume();

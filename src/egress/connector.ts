@@ -6,7 +6,7 @@
 // hand a pool the sockets through `pinnedConnect`, an undici-shaped `connect` hook.
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
-import type { Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, Target } from '../contracts.js';
+import type { Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, SubflowProbe, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
 import { BadRequestError, HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
@@ -79,6 +79,35 @@ export interface ConnectorOptions {
   readonly refuse?: (target: Target) => boolean;
 }
 
+/** A dial's result before `open` gives it its lease (openOrReuse's callers take theirs later). */
+const NO_LEASE: Lease = { release() {} };
+
+/**
+ * What a dial connected. A class, so every flow's result has one shape and its local port is a
+ * getter on the prototype: read from the kernel (a getsockname) only by a caller that needs it
+ * (the SOCKS5 reply), not on every flow.
+ */
+class Dialed implements Opened {
+  lease: Lease = NO_LEASE;
+  readonly localAddress: string;
+  readonly subflows: SubflowProbe | undefined;
+  constructor(
+    readonly socket: Socket,
+    readonly egress: Egress,
+    readonly target: Target,
+    readonly attempts: string,
+    dialer: Dialer,
+  ) {
+    // the dial bound the socket to its egress's address
+    this.localAddress = stripZone(egress.source);
+    this.subflows = dialer.subflowsOf?.(socket);
+  }
+
+  get localPort(): number {
+    return this.socket.localPort ?? 0;
+  }
+}
+
 /** Of several failures, the one to report: a server's answer beats "no route" on some family. */
 function mostTelling(errors: readonly unknown[]): unknown {
   return errors.find((e) => hfCodeOf(e) !== HfCode.NET_UNREACHABLE) ?? errors[errors.length - 1];
@@ -115,66 +144,68 @@ export function createConnector(
     });
   }
 
-  async function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<DialResult> {
-    if (opts.refuse?.(target)) {
-      throw new LoopError(`refusing to connect to ${target.ip}:${target.port}: that is holdfast itself`);
-    }
-    const candidates = await policy.candidates(target, dst);
-    return across(target, candidates, signal);
+  // openTarget and across are plain promise chains, not async functions: a new flow's dial
+  // passes through no await of its own (each would be a promise and a hop more per flow)
+
+  /** `target` is one of resolveChecked's, which has refused a loop already. */
+  function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<Dialed> {
+    return policy.candidates(target, dst).then((candidates) => across(target, candidates, signal));
   }
 
   /** Race `candidates` for one address (dialAcross). */
-  async function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<DialResult> {
-    const r = await dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed);
-    const socket = r.socket;
-    return {
-      socket,
-      egress: r.egress,
-      target,
-      // the dial bound the socket to its egress's address; the port is the kernel's pick, read
-      // (a getsockname) only by a caller that needs it (the SOCKS5 reply), not on every flow
-      localAddress: stripZone(r.egress.source),
-      get localPort() {
-        return socket.localPort ?? 0;
-      },
-      attempts: r.attempts,
-      subflows: dialer.subflowsOf?.(socket),
-    };
+  function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<Dialed> {
+    return dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed).then(
+      (r) => new Dialed(r.socket, r.egress, target, r.attempts, dialer),
+    );
   }
 
-  async function resolveChecked(dst: Destination): Promise<Target[]> {
-    const targets = (await resolve(dst)).slice(0, maxAddresses);
-    // a name with any address that is holdfast itself is a loop, whatever its other addresses do
-    const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
-    if (self) throw new LoopError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
-    return targets;
+  function resolveChecked(dst: Destination): Promise<Target[]> {
+    let resolving: Promise<Target[]>;
+    try {
+      resolving = resolve(dst);
+    } catch (err) {
+      resolving = Promise.reject(err);
+    }
+    return resolving.then((all) => {
+      const targets = all.slice(0, maxAddresses);
+      // a name with any address that is holdfast itself is a loop, whatever its other addresses do
+      const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
+      if (self) throw new LoopError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
+      return targets;
+    });
+  }
+
+  /** Happy Eyeballs over several addresses of a name (RFC 8305). */
+  async function openRace(dst: Destination, targets: readonly Target[], signal: AbortSignal | undefined): Promise<Dialed> {
+    try {
+      const win = await staggeredRace(targets, (t, s) => openTarget(dst, t, s), {
+        delayMs: heDelayMs,
+        signal,
+        goOn: () => !signal?.aborted,
+        dispose: (r) => r.socket.destroy(),
+      });
+      return win.value;
+    } catch (err) {
+      if (!(err instanceof RaceLost)) throw err;
+      const lost = err as RaceLost<Target>;
+      throw lost.failures.length ? mostTelling(lost.failures.map((f) => f.err)) : lost.last;
+    }
   }
 
   return {
     resolve: resolveChecked,
-    async open(dst, signal) {
-      const targets = await resolveChecked(dst);
-      let result: DialResult;
-      if (targets.length === 1) {
-        result = await openTarget(dst, targets[0], signal ?? new AbortController().signal);
-      } else {
-        try {
-          const win = await staggeredRace(targets, (t, s) => openTarget(dst, t, s), {
-            delayMs: heDelayMs,
-            signal,
-            goOn: () => !signal?.aborted,
-            dispose: (r) => r.socket.destroy(),
-          });
-          result = win.value;
-        } catch (err) {
-          if (!(err instanceof RaceLost)) throw err;
-          const lost = err as RaceLost<Target>;
-          throw lost.failures.length ? mostTelling(lost.failures.map((f) => f.err)) : lost.last;
-        }
-      }
-      // onto the result itself (made by across for this call only): a spread would read its lazy
-      // localPort, the getsockname it exists to spare
-      return Object.assign(result, { lease: policy.lease(dst, result.target, result.egress) });
+    open(dst, signal) {
+      return resolveChecked(dst)
+        .then((targets) =>
+          targets.length === 1
+            ? openTarget(dst, targets[0], signal ?? new AbortController().signal)
+            : openRace(dst, targets, signal),
+        )
+        .then((result) => {
+          // onto the result itself (made by across for this call only)
+          result.lease = policy.lease(dst, result.target, result.egress);
+          return result;
+        });
     },
     async openOrReuse(dst, signal, held) {
       const target = (await resolveChecked(dst))[0];

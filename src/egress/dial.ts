@@ -164,8 +164,9 @@ export function createDialer(
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });
-      socket.once('error', onError);
-      socket.once('connect', onConnect);
+      // plain on(): settle() removes both, and each comes at most once before it does
+      socket.on('error', onError);
+      socket.on('connect', onConnect);
       timer = setTimeout(
         () => settle(new DialTimeoutError(`${describeAttempt(target, egress)}: no answer in ${timeoutMs} ms`)),
         timeoutMs,
@@ -202,22 +203,30 @@ function stopped(target: Target, egress: Egress, reason: unknown): EgressUnreach
 /**
  * One candidate (the common case): the dial itself, without a race's timers and controllers,
  * with the outcomes a race of one has: its own error, or `stopped` when the flow aborted it.
+ * A plain promise chain, not an async function: a new flow's dial passes through no await.
  */
-async function dialAlone(
+function dialAlone(
   dialer: Dialer,
   target: Target,
   egress: Egress,
   signal: AbortSignal | undefined,
   onFailed: ((egress: Egress, err: unknown) => void) | undefined,
 ): Promise<AcrossResult> {
-  if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
+  if (signal?.aborted) return Promise.reject(stopped(target, egress, signal.reason ?? new Error('aborted')));
+  let dialing: Promise<Socket>;
   try {
-    return { socket: await dialer.dial(target, egress, signal), egress, attempts: '' };
+    dialing = dialer.dial(target, egress, signal);
   } catch (err) {
-    if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
-    onFailed?.(egress, err);
-    throw err;
+    dialing = Promise.reject(err);
   }
+  return dialing.then(
+    (socket): AcrossResult => ({ socket, egress, attempts: '' }),
+    (err: unknown) => {
+      if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
+      onFailed?.(egress, err);
+      throw err;
+    },
+  );
 }
 
 export interface AcrossResult {
@@ -233,7 +242,7 @@ export interface AcrossResult {
  * winners are destroyed. ECONNREFUSED ends the race: the server answered. An attempt that was
  * still silent when another won is reported to `onFailed` as a timeout, so the policy backs off.
  */
-export async function dialAcross(
+export function dialAcross(
   dialer: Dialer,
   target: Target,
   candidates: readonly Egress[],
@@ -242,6 +251,18 @@ export async function dialAcross(
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
   if (candidates.length === 1) return dialAlone(dialer, target, candidates[0], signal, onFailed);
+  return dialRace(dialer, target, candidates, fallbackDelayMs, signal, onFailed);
+}
+
+/** dialAcross for no candidate or several: the staggered race. */
+async function dialRace(
+  dialer: Dialer,
+  target: Target,
+  candidates: readonly Egress[],
+  fallbackDelayMs: number,
+  signal: AbortSignal | undefined,
+  onFailed: ((egress: Egress, err: unknown) => void) | undefined,
+): Promise<AcrossResult> {
   const describe = (fs: readonly { item: Egress; err: unknown }[]) =>
     fs.map((f) => `${f.item.ifname} ${f.item.source}: ${hfCodeOf(f.err)}`).join('; ');
   // attempts still silent when another won: they lost too, and the flow's attempts name them

@@ -14,6 +14,8 @@ import type {
   Lease,
   NetInterface,
   NetMonitor,
+  NetSnapshot,
+  RouteChoice,
   Target,
 } from '../contracts.js';
 import { HfCode, HoldfastError, NoEgressError } from '../errors.js';
@@ -67,6 +69,8 @@ export function sourceFor(iface: NetInterface, target: Target): string | undefin
 export class Policy implements EgressPolicy {
   readonly #monitor: NetMonitor;
   readonly #find: SourceFinder;
+  /** the monitor read now, for a kernel choice whose source the snapshot does not list yet */
+  readonly #reread = (): NetSnapshot => this.#monitor.readNow();
   readonly #clock: Clock;
   #mode: 'host' | 'address' | 'off';
   #lingerMs: number;
@@ -188,15 +192,21 @@ export class Policy implements EgressPolicy {
     return out;
   }
 
-  async candidates(target: Target, dst: Destination): Promise<Egress[]> {
+  candidates(target: Target, dst: Destination): Promise<Egress[]> {
     // The kernel's choice first: it may re-read the monitor (a new interface or VPN the last
-    // snapshot does not know yet), so the snapshot is taken after it.
-    const choice = await kernelChoice(
-      target,
-      this.#find,
-      this.#monitor.current(),
-      () => this.#monitor.readNow(),
-    );
+    // snapshot does not know yet), so the snapshot is taken after it. A cached route answers at
+    // once: then no promise is awaited on the way.
+    try {
+      const choice = kernelChoice(target, this.#find, this.#monitor.current(), this.#reread);
+      if ('kind' in choice) return Promise.resolve(this.#candidatesFor(choice, target, dst));
+      return choice.then((c) => this.#candidatesFor(c, target, dst));
+    } catch (err) {
+      // as an async function would: a failure is the promise's, never a throw
+      return Promise.reject(err);
+    }
+  }
+
+  #candidatesFor(choice: RouteChoice, target: Target, dst: Destination): Egress[] {
     // SOURCE_UNLISTED: the kernel chose a source address that no usable interface lists (the monitor, like
     // getifaddrs, shows no addresses on a link without carrier): that interface cannot take the
     // flow, so go on to the others. Anything else is the kernel's own no: respect it.

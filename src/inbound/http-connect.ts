@@ -7,8 +7,11 @@ import type { HttpInboundOptions } from './http.js';
 import { authRequired, authorizedBy, errorBody, parseAuthority, plainReply, statusText } from './http-text.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
 
+/** One Buffer for every tunnel: no string to encode per flow */
+const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n', 'latin1');
+
 const connectProtocol: TunnelProtocol = {
-  success: () => 'HTTP/1.1 200 Connection established\r\n\r\n',
+  success: () => ESTABLISHED,
   failure: (err) => {
     const status = toHttpStatus(err);
     return plainReply(status, statusText[status] ?? 'Error', errorBody(err));

@@ -47,10 +47,10 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound, po
     clearTimeout(timer);
     socket.removeListener('close', handshakeDone);
   };
-  socket.once('close', handshakeDone);
+  socket.on('close', handshakeDone); // removes itself; 'close' comes once anyway
   // a client that half-closes before its first byte will never say anything
   const onEnd = () => socket.destroy();
-  socket.once('end', onEnd);
+  socket.on('end', onEnd);
   socket.once('data', (first: Buffer) => guarded(ctx.log, 'sniff', () => socket.destroy(), () => {
     socket.removeListener('end', onEnd);
     // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte

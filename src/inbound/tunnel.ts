@@ -87,7 +87,7 @@ export function openTunnel(
   const ac = new AbortController();
   let replied = false;
   const onEarlyClose = () => ac.abort(new Error('client left'));
-  client.once('close', onEarlyClose);
+  client.on('close', onEarlyClose); // removed once the dial settles
   flow.onCut((err) => {
     if (!replied) ac.abort(err);
     else client.resetAndDestroy();

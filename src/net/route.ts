@@ -100,23 +100,34 @@ function choose(source: string, snap: NetSnapshot): RouteChoice {
 
 /**
  * The kernel's choice for `target` now, mapped to an interface of `snap` (re-read through
- * `reread` once if the source address is not in it yet).
+ * `reread` once if the source address is not in it yet). Synchronous when `find` answers at once
+ * (a cached route: most flows), so a new flow waits for no promise it does not need.
  */
-export async function kernelChoice(
+export function kernelChoice(
   target: Target,
   find: SourceFinder,
   snap: NetSnapshot,
   reread?: () => NetSnapshot,
-): Promise<RouteChoice> {
-  let source: string;
+): RouteChoice | Promise<RouteChoice> {
+  let s: string | Promise<string>;
   try {
-    const s = find(target.family, target.ip);
-    source = typeof s === 'string' ? s : await s;
+    s = find(target.family, target.ip);
   } catch (err) {
-    const code = (err as { code?: string }).code ?? 'EUNKNOWN';
-    return { kind: 'none', why: `no route to ${target.ip}: ${code}`, code };
+    return noRoute(target, err);
   }
+  if (typeof s === 'string') return pick(s, snap, reread);
+  return s.then(
+    (source) => pick(source, snap, reread),
+    (err: unknown) => noRoute(target, err),
+  );
+}
+
+function pick(source: string, snap: NetSnapshot, reread: (() => NetSnapshot) | undefined): RouteChoice {
   const c = choose(source, snap);
-  if (c.kind === 'none' && reread) return choose(source, reread());
-  return c;
+  return c.kind === 'none' && reread ? choose(source, reread()) : c;
+}
+
+function noRoute(target: Target, err: unknown): RouteChoice {
+  const code = (err as { code?: string } | undefined)?.code ?? 'EUNKNOWN';
+  return { kind: 'none', why: `no route to ${target.ip}: ${code}`, code };
 }
