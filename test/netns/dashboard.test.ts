@@ -70,7 +70,9 @@ test('the dashboard in Chromium shows the handover: the old flow under if1, the 
   chmodSync(wrapper, 0o755);
   const browser = await chromium.launch({
     executablePath: wrapper,
-    env: { ...cleanEnv(), HOME: dir },
+    // TMPDIR too: with --disable-dev-shm-usage Chromium keeps its shared memory in a
+    // /tmp/org.chromium.Chromium.* directory of its own, which it leaves behind
+    env: { ...cleanEnv(), HOME: dir, TMPDIR: dir },
     timeout: 30_000,
     args: [
       ...quietChromiumArgs,
