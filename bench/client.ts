@@ -121,3 +121,35 @@ export async function pool(count: number, concurrency: number, fn: (i: number) =
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
+
+/**
+ * One short flow (rate's, and bench/flows.ts's): the tunnel, `payload` (an `R` request and its
+ * bytes) up, as many bytes back, the sink closes first; resolves when both sides have closed.
+ */
+export function shortFlow(via: Via, sinkPort: number, payload: Buffer, timeoutMs: number): Promise<void> {
+  return openTunnel(via, sinkPort, timeoutMs).then(
+    (sock) =>
+      new Promise<void>((resolve, reject) => {
+        let got = 0;
+        let settled = false;
+        const settle = (err?: Error): void => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          sock.destroy();
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const timer = setTimeout(() => settle(new Error('flow timed out')), timeoutMs);
+        sock.on('data', (d: Buffer) => (got += d.length));
+        sock.on('end', () => {
+          if (got !== payload.length - 5) return settle(new Error(`short echo: ${got}`));
+          sock.end();
+        });
+        sock.on('error', (e) => settle(e));
+        sock.on('close', () => settle(got === payload.length - 5 ? undefined : new Error(`closed after ${got} bytes`)));
+        sock.resume();
+        sock.write(payload);
+      }),
+  );
+}

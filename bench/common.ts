@@ -60,14 +60,16 @@ export function casesFor(ctx: Ctx, protocols: readonly Protocol[], withDirect: b
   return out;
 }
 
-/** CPU seconds the proxy's processes have used so far (0 for no proxy). */
-export function cpuOf(c: Case): number {
-  return c.running === undefined ? 0 : groupUsage(c.running.proc.pid, false).cpuSec;
+/** CPU seconds the proxy's processes have used so far, and the part in the kernel (0 for no proxy). */
+export function cpuUsageOf(c: Case): { cpuSec: number; sysSec: number } {
+  if (c.running === undefined) return { cpuSec: 0, sysSec: 0 };
+  const u = groupUsage(c.running.proc.pid, false);
+  return { cpuSec: u.cpuSec, sysSec: u.sysSec };
 }
 
-/** CPU seconds the proxy's processes have spent in the kernel so far (0 for no proxy). */
-export function sysCpuOf(c: Case): number {
-  return c.running === undefined ? 0 : groupUsage(c.running.proc.pid, false).sysSec;
+/** CPU seconds the proxy's processes have used so far (0 for no proxy). */
+export function cpuOf(c: Case): number {
+  return cpuUsageOf(c).cpuSec;
 }
 
 export function key(c: Case): string {

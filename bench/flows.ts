@@ -3,7 +3,7 @@
 // tunnel, 1 KiB each way, the sink closes first), against a sink this process starts on loopback.
 //   node dist/bench/flows.js --port P [--count 2000] [--concurrency 8] [--kind connect|socks5]
 import { parseArgs } from 'node:util';
-import { openTunnel, reqRespHeader } from './client.js';
+import { reqRespHeader, shortFlow } from './client.js';
 import { startSink } from './sink.js';
 
 const { values } = parseArgs({
@@ -25,18 +25,7 @@ if (!(port > 0 && port < 65536) || !(count > 0) || !(concurrency > 0) || (kind !
 
 const sink = await startSink();
 const payload = Buffer.concat([reqRespHeader(1024), Buffer.alloc(1024, 'q')]);
-const oneFlow = async (): Promise<void> => {
-  const sock = await openTunnel({ kind, port }, sink.raw, 30_000);
-  await new Promise<void>((resolve, reject) => {
-    let got = 0;
-    sock.on('data', (d: Buffer) => (got += d.length));
-    sock.on('end', () => sock.end());
-    sock.on('error', reject);
-    sock.on('close', () => (got === 1024 ? resolve() : reject(new Error(`closed after ${got} of 1024 bytes`))));
-    sock.resume();
-    sock.write(payload);
-  });
-};
+const oneFlow = (): Promise<void> => shortFlow({ kind, port }, sink.raw, payload, 30_000);
 let left = count;
 let failed = 0;
 const t0 = performance.now();

@@ -1,39 +1,10 @@
 // rate (the handshake bench): many short flows at a fixed concurrency for a bounded time. Each
 // flow: connect, SOCKS5 greeting + CONNECT (or HTTP CONNECT), send 1 KiB, receive 1 KiB, the
 // sink closes, the client closes. Flows per second, plus the proxy's CPU µs per flow.
-import { openTunnel, reqRespHeader } from './client.js';
+import { reqRespHeader, shortFlow } from './client.js';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, cpuOf, key, sysCpuOf, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, cpuUsageOf, key, type Case, type Ctx } from './common.js';
 import { fmt, median, type Row } from './stats.js';
-
-/** One short flow; resolves when both sides have closed. */
-function flow(c: Case, sinkPort: number, payload: Buffer, timeoutMs: number): Promise<void> {
-  return openTunnel(c.via, sinkPort, timeoutMs).then(
-    (sock) =>
-      new Promise<void>((resolve, reject) => {
-        let got = 0;
-        let settled = false;
-        const settle = (err?: Error): void => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          sock.destroy();
-          if (err === undefined) resolve();
-          else reject(err);
-        };
-        const timer = setTimeout(() => settle(new Error('flow timed out')), timeoutMs);
-        sock.on('data', (d: Buffer) => (got += d.length));
-        sock.on('end', () => {
-          if (got !== payload.length - 5) return settle(new Error(`short echo: ${got}`));
-          sock.end();
-        });
-        sock.on('error', (e) => settle(e));
-        sock.on('close', () => settle(got === payload.length - 5 ? undefined : new Error(`closed after ${got} bytes`)));
-        sock.resume();
-        sock.write(payload);
-      }),
-  );
-}
 
 interface Run {
   flows: number;
@@ -49,14 +20,13 @@ async function measure(ctx: Ctx, c: Case, seconds: number): Promise<Run> {
   const { rateConcurrency, rateFlowBytes } = ctx.settings;
   const payload = Buffer.concat([reqRespHeader(rateFlowBytes), Buffer.alloc(rateFlowBytes, 'q')]);
   const run: Run = { flows: 0, errors: 0, seconds: 0, cpuSec: 0, sysSec: 0 };
-  const cpu0 = cpuOf(c);
-  const sys0 = sysCpuOf(c);
+  const cpu0 = cpuUsageOf(c);
   const t0 = performance.now();
   const stopAt = t0 + seconds * 1000;
   const worker = async (): Promise<void> => {
     while (performance.now() < stopAt) {
       try {
-        await flow(c, ctx.sink.raw, payload, 10_000);
+        await shortFlow(c.via, ctx.sink.raw, payload, 10_000);
         run.flows++;
       } catch (e) {
         run.errors++;
@@ -67,8 +37,9 @@ async function measure(ctx: Ctx, c: Case, seconds: number): Promise<Run> {
   };
   await Promise.all(Array.from({ length: rateConcurrency }, worker));
   run.seconds = (performance.now() - t0) / 1000;
-  run.cpuSec = cpuOf(c) - cpu0;
-  run.sysSec = sysCpuOf(c) - sys0;
+  const cpu1 = cpuUsageOf(c);
+  run.cpuSec = cpu1.cpuSec - cpu0.cpuSec;
+  run.sysSec = cpu1.sysSec - cpu0.sysSec;
   return run;
 }
 

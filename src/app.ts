@@ -146,7 +146,8 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     if (!listeners.some((l) => l.bound().port === port)) return false;
     const host = canonicalIp(rawHost.replace(/\.$/, ''));
     // 0.0.0.0 and :: are "this host": a connect to them reaches whatever listens on that port here
-    if (isUnspecifiedIp(host)) return listeners.some((l) => l.bound().port === port);
+    // (and some listener has this port, above)
+    if (isUnspecifiedIp(host)) return true;
     const isLocal = (ip: string) =>
       isLoopbackIp(ip) || monitor.current().interfaces.some((i) => i.addresses.some((a) => canonicalIp(a.ip) === ip));
     for (const l of listeners) {

@@ -90,17 +90,15 @@ const NO_LEASE: Lease = { release() {} };
 class Dialed implements Opened {
   lease: Lease = NO_LEASE;
   readonly localAddress: string;
-  readonly subflows: SubflowProbe | undefined;
   constructor(
     readonly socket: Socket,
     readonly egress: Egress,
     readonly target: Target,
     readonly attempts: string,
-    dialer: Dialer,
+    readonly subflows: SubflowProbe | undefined,
   ) {
     // the dial bound the socket to its egress's address
     this.localAddress = stripZone(egress.source);
-    this.subflows = dialer.subflowsOf?.(socket);
   }
 
   get localPort(): number {
@@ -155,7 +153,7 @@ export function createConnector(
   /** Race `candidates` for one address (dialAcross). */
   function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<Dialed> {
     return dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed).then(
-      (r) => new Dialed(r.socket, r.egress, target, r.attempts, dialer),
+      (r) => new Dialed(r.socket, r.egress, target, r.attempts, dialer.subflowsOf?.(r.socket)),
     );
   }
 

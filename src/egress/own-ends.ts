@@ -53,7 +53,7 @@ export function trackOwnEnds(inner: Dialer): OwnEnds {
     let set = byPort.get(target.port);
     if (!set) byPort.set(target.port, (set = new Set()));
     set.add(u);
-    socket.once('close', () => {
+    socket.on('close', () => {
       const s = byPort.get(target.port);
       if (!s?.delete(u) || s.size > 0) return;
       byPort.delete(target.port);
