@@ -180,9 +180,20 @@ export interface DialResult {
   readonly subflows?: SubflowProbe;
 }
 
+/**
+ * What a dial listens to for being called off: the part of AbortSignal holdfast uses. An
+ * AbortSignal is one; a flow passes its cheaper Cancel (src/cancel.ts).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface Dialer {
   /** Open a TCP socket pinned to `egress`, connected to `target`. */
-  dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket>;
+  dial(target: Target, egress: Egress, signal?: CancelSignal): Promise<Socket>;
   /** The binder in use: 'device' (SO_BINDTODEVICE + source) or 'source' (source address only). */
   readonly binder: 'device' | 'source';
   /**
@@ -237,7 +248,7 @@ export interface InboundDeps {
 
 export interface OpenRequest {
   readonly dst: Destination;
-  readonly signal?: AbortSignal;
+  readonly signal?: CancelSignal;
 }
 
 export interface OpenedUpstream extends DialResult {}

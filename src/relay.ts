@@ -2,6 +2,11 @@
 // end half-closes the other side); an error destroys both; the flow ends once, when both sockets
 // have closed. Counters are plain number fields on the flow: no allocation, log or event per chunk.
 //
+// A tunnel is one Relay object. Its listeners are module-level functions, shared by every tunnel,
+// that find their tunnel through a symbol on the socket (`this` is the socket): a new tunnel
+// allocates that object and nothing else for its listeners. The offload's machinery is methods,
+// so a short flow, which never reaches it, pays nothing for it.
+//
 // Offload: once one direction has moved `offload.afterBytes`, the tunnel is handed to the native
 // splice relay (src/relay-native.ts), which moves the bytes zero-copy on its own thread. The
 // handoff waits, without pausing anything, for a moment when neither socket has bytes queued in
@@ -44,6 +49,11 @@ export interface RelayOptions {
   readonly offload?: RelayOffload | undefined;
   /** called once the native relay has taken the tunnel (the JS sockets are closed by then) */
   readonly onOffload?: () => void;
+  /**
+   * End the tunnel, reason 'idle', after this long without a byte either way (0 or absent =
+   * never): the client socket's timeout in JS, the native relay's last activity once offloaded
+   */
+  readonly idleMs?: number;
 }
 
 export interface RelayControl {
@@ -76,109 +86,211 @@ function osError(code: string): Error {
 
 const ignore = () => {};
 
-/**
- * Relay client <-> upstream until both are closed. `onDone` is called exactly once.
- * Both sockets must have been created with allowHalfOpen: true.
- */
-export function relay(
-  client: Socket,
-  upstream: Socket,
-  counters: RelayCounters,
-  onDone: (end: RelayEnd) => void,
-  opts: RelayOptions = {},
-): RelayControl {
-  const engine = opts.offload?.engine;
-  /** bytes in one direction that trigger the offload; Infinity = never */
-  let threshold = engine && opts.offload!.afterBytes > 0 ? opts.offload!.afterBytes : Infinity;
-  let state: 'js' | 'native' | 'ended' = 'js';
-  let wantOffload = false;
-  let scheduled = false;
-  let nativeId = -1;
-  let stopped: { reason: CloseReason; error: Error | undefined } | undefined;
-  let open = 2;
-  let firstError: { err: Error; side: 'client' | 'upstream' } | undefined;
+const DONE: RelayEnd = { reason: 'done', error: undefined };
+const CLIENT_LEFT: RelayEnd = { reason: 'client left', error: undefined };
+const UPSTREAM_LEFT: RelayEnd = { reason: 'upstream left', error: undefined };
+const RESET: RelayEnd = { reason: 'reset', error: undefined };
+const IDLE: RelayEnd = { reason: 'idle', error: undefined };
 
-  const finish = (end: RelayEnd) => {
-    if (state === 'ended') return;
-    state = 'ended';
-    onDone(end);
-  };
-  const failed = (side: 'client' | 'upstream', err: Error) => {
-    firstError ??= { err, side };
-    client.destroy();
-    upstream.destroy();
-  };
-  const onClientError = (err: Error) => failed('client', err);
-  const onUpstreamError = (err: Error) => failed('upstream', err);
-  const onClose = () => {
-    if (--open > 0) return;
-    if (!firstError) return finish({ reason: 'done', error: undefined });
-    const { err, side } = firstError;
-    // a client that leaves, even by a reset, is an ordinary end (the reason says it)
-    if (side === 'client') return finish({ reason: 'client left', error: undefined });
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    finish(LEFT.has(code) ? { reason: 'upstream left', error: undefined } : { reason: 'upstream error', error: err });
-  };
-  // A 'data' handler forwards with backpressure and counts into the counters.
-  const upData = (chunk: Buffer) => {
-    counters.bytesUp += chunk.length;
-    if (!upstream.write(chunk)) client.pause();
-    if (counters.bytesUp >= threshold) maybeOffload();
-  };
-  const downData = (chunk: Buffer) => {
-    counters.bytesDown += chunk.length;
-    if (!client.write(chunk)) upstream.pause();
-    if (counters.bytesDown >= threshold) maybeOffload();
-  };
-  const upDrain = () => {
+/** Where a relayed socket's listeners find their tunnel. */
+const kRelay = Symbol('holdfast.relay');
+type Relayed = Socket & { [kRelay]: Relay };
+
+// The listeners, one set for every tunnel: `this` is the socket the event came from.
+function onClientData(this: Relayed, chunk: Buffer): void {
+  const r = this[kRelay];
+  const c = r.counters;
+  c.bytesUp += chunk.length;
+  if (!r.upstream.write(chunk)) this.pause();
+  if (c.bytesUp >= r.threshold) r.maybeOffload();
+}
+function onUpstreamData(this: Relayed, chunk: Buffer): void {
+  const r = this[kRelay];
+  const c = r.counters;
+  c.bytesDown += chunk.length;
+  if (!r.client.write(chunk)) this.pause();
+  if (c.bytesDown >= r.threshold) r.maybeOffload();
+}
+/** The client took what was written to it: the upstream may read again. */
+function onClientDrain(this: Relayed): void {
+  const r = this[kRelay];
+  r.upstream.resume();
+  if (r.wantOffload) r.maybeOffload();
+}
+function onUpstreamDrain(this: Relayed): void {
+  const r = this[kRelay];
+  r.client.resume();
+  if (r.wantOffload) r.maybeOffload();
+}
+function onClientError(this: Relayed, err: Error): void {
+  this[kRelay].failed('client', err);
+}
+function onUpstreamError(this: Relayed, err: Error): void {
+  this[kRelay].failed('upstream', err);
+}
+/** A clean end of one direction half-closes the other side. */
+function onEnd(this: Relayed): void {
+  this[kRelay].otherOf(this).end();
+}
+function onClose(this: Relayed): void {
+  this[kRelay].closed(this);
+}
+function onFinish(this: Relayed): void {
+  this[kRelay].maybeOffload();
+}
+function onTimeout(this: Relayed): void {
+  this[kRelay].idled();
+}
+function handoffTick(r: Relay): void {
+  r.handoff();
+}
+/** Offloaded: end the tunnel once the native relay has seen no byte for idleMs, else look again. */
+function idleCheck(r: Relay): void {
+  r.idleTimer = undefined;
+  if (r.state !== 'native') return;
+  const idle = r.idleMs();
+  if (idle < r.idleAfterMs) r.armIdle(r.idleAfterMs - idle);
+  else r.stop('idle', undefined, false);
+}
+
+/**
+ * One tunnel. Its fields are read by the module-level listeners above; outside this module it
+ * is only a RelayControl.
+ */
+class Relay implements RelayControl {
+  /** bytes in one direction that trigger the offload; Infinity = never */
+  threshold: number;
+  state: 'js' | 'native' | 'ended' = 'js';
+  wantOffload = false;
+  scheduled = false;
+  nativeId = -1;
+  /** why the tunnel ends, when that was decided here (stop(), idle) rather than by the sockets */
+  stopped: RelayEnd | undefined = undefined;
+  open = 2;
+  firstError: Error | undefined = undefined;
+  firstErrorSide: 'client' | 'upstream' | undefined = undefined;
+  readonly idleAfterMs: number;
+  idleTimer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(
+    readonly client: Socket,
+    readonly upstream: Socket,
+    readonly counters: RelayCounters,
+    readonly onDone: (end: RelayEnd) => void,
+    readonly opts: RelayOptions,
+  ) {
+    const off = opts.offload;
+    this.threshold = off && off.engine && off.afterBytes > 0 ? off.afterBytes : Infinity;
+    this.idleAfterMs = opts.idleMs ?? 0;
+  }
+
+  start(): this {
+    const { client, upstream } = this;
+    (client as Relayed)[kRelay] = this;
+    (upstream as Relayed)[kRelay] = this;
+    client.on('error', onClientError);
+    client.on('close', onClose); // 'close' comes once: no once() wrapper per socket
+    client.on('data', onClientData);
+    client.on('drain', onClientDrain);
+    upstream.on('error', onUpstreamError);
+    upstream.on('close', onClose);
+    upstream.on('data', onUpstreamData);
+    upstream.on('drain', onUpstreamDrain);
+    // a side may have half-closed during the handshake, before the relay began
+    if (client.readableEnded) upstream.end();
+    else client.on('end', onEnd);
+    if (upstream.readableEnded) client.end();
+    else upstream.on('end', onEnd);
+    if (this.idleAfterMs > 0) {
+      // activity either way (a read from or a write to the client) resets the client's timer
+      client.setTimeout(this.idleAfterMs);
+      client.on('timeout', onTimeout);
+    }
     client.resume();
-    if (wantOffload) maybeOffload();
-  };
-  const downDrain = () => {
     upstream.resume();
-    if (wantOffload) maybeOffload();
-  };
-  const upEnd = () => upstream.end();
-  const downEnd = () => client.end();
-  const onFinish = () => maybeOffload();
-  // a side that closed without error before the other ended (e.g. destroyed): take the other down
-  const clientGone = () => {
-    if (!upstream.destroyed && !upstream.writableEnded) upstream.destroySoon();
-  };
-  const upstreamGone = () => {
-    if (!client.destroyed && !client.writableEnded) client.destroySoon();
-  };
+    return this;
+  }
+
+  otherOf(s: Socket): Socket {
+    return s === this.client ? this.upstream : this.client;
+  }
+
+  finish(end: RelayEnd): void {
+    if (this.state === 'ended') return;
+    this.state = 'ended';
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.onDone(end);
+  }
+
+  failed(side: 'client' | 'upstream', err: Error): void {
+    if (!this.firstError) {
+      this.firstError = err;
+      this.firstErrorSide = side;
+    }
+    this.client.destroy();
+    this.upstream.destroy();
+  }
+
+  closed(s: Socket): void {
+    if (--this.open > 0) {
+      // a side that closed without error before the other ended (e.g. destroyed): take the other down
+      const other = this.otherOf(s);
+      if (!other.destroyed && !other.writableEnded) other.destroySoon();
+      return;
+    }
+    const err = this.firstError;
+    if (this.stopped) return this.finish(this.stopped);
+    if (!err) return this.finish(DONE);
+    // a client that leaves, even by a reset, is an ordinary end (the reason says it)
+    if (this.firstErrorSide === 'client') return this.finish(CLIENT_LEFT);
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    this.finish(LEFT.has(code) ? UPSTREAM_LEFT : { reason: 'upstream error', error: err });
+  }
+
+  /** No byte either way for idleMs, in JS: close both; the end reads 'idle'. */
+  idled(): void {
+    if (this.state !== 'js') return;
+    this.stopped ??= IDLE;
+    this.client.destroy();
+    this.upstream.destroy();
+  }
+
+  armIdle(ms: number): void {
+    this.idleTimer = setTimeout(idleCheck, ms, this).unref();
+  }
 
   /** Past the threshold: hand off at the next tick in which both sockets are flushed. */
-  const maybeOffload = () => {
-    if (!wantOffload) {
-      wantOffload = true;
+  maybeOffload(): void {
+    const { client, upstream } = this;
+    if (!this.wantOffload) {
+      this.wantOffload = true;
       client.on('finish', onFinish);
       upstream.on('finish', onFinish);
     }
-    if (scheduled || state !== 'js' || !flushed(client) || !flushed(upstream)) return;
-    scheduled = true;
+    if (this.scheduled || this.state !== 'js' || !flushed(client) || !flushed(upstream)) return;
+    this.scheduled = true;
     // I/O cannot run before this tick does: what Node holds now is what the handoff takes
-    process.nextTick(handoff);
-  };
+    process.nextTick(handoffTick, this);
+  }
 
-  const handoff = () => {
-    scheduled = false;
-    if (state !== 'js' || client.destroyed || upstream.destroyed) return;
+  handoff(): void {
+    const { client, upstream, counters } = this;
+    this.scheduled = false;
+    if (this.state !== 'js' || client.destroyed || upstream.destroyed) return;
     if (!flushed(client) || !flushed(upstream)) return; // a drain or finish will call again
     const upEnded = client.readableEnded && upstream.writableFinished;
     const downEnded = upstream.readableEnded && client.writableFinished;
     const clientFd = socketFd(client);
     const upstreamFd = socketFd(upstream);
     if ((upEnded && downEnded) || clientFd < 0 || upstreamFd < 0) {
-      giveUp(null, null);
+      this.giveUp(null, null);
       return;
     }
     client.pause();
     upstream.pause();
     const pendingUp = takeBuffered(client);
     const pendingDown = takeBuffered(upstream);
-    const eng = engine!;
+    const eng = this.opts.offload!.engine!;
     // what JS moved; the native relay counts the rest (the taken bytes included)
     let baseUp = counters.bytesUp;
     let baseDown = counters.bytesDown;
@@ -186,33 +298,34 @@ export function relay(
       markOffloaded(upstream, undefined);
       Object.defineProperty(counters, 'bytesUp', { value: baseUp + end.bytesUp, writable: true, configurable: true, enumerable: true });
       Object.defineProperty(counters, 'bytesDown', { value: baseDown + end.bytesDown, writable: true, configurable: true, enumerable: true });
-      const why: RelayEnd = stopped ??
+      const why: RelayEnd =
+        this.stopped ??
         (end.reason === 'done' || end.reason === 'closed'
-          ? { reason: 'done', error: undefined }
+          ? DONE
           : LEFT.has(end.reason)
-            ? { reason: 'reset', error: undefined }
+            ? RESET
             : { reason: 'upstream error', error: osError(end.reason) });
-      finish(why);
+      this.finish(why);
     };
     let id: number;
     try {
       const flags = (upEnded ? UP_ENDED : 0) | (downEnded ? DOWN_ENDED : 0);
       id = eng.start(clientFd, upstreamFd, pendingUp, pendingDown, flags, onNativeDone);
     } catch {
-      giveUp(pendingUp, pendingDown);
+      this.giveUp(pendingUp, pendingDown);
       return;
     }
-    nativeId = id;
-    state = 'native';
+    this.nativeId = id;
+    this.state = 'native';
     markOffloaded(upstream, id); // the upstream's MPTCP subflows are read through the tunnel now
-    for (const { s, data, drain, end, gone, onError } of sides) {
-      s.removeListener('data', data);
-      s.removeListener('drain', drain);
-      s.removeListener('end', end);
+    for (const s of [client, upstream]) {
+      s.removeListener('data', s === client ? onClientData : onUpstreamData);
+      s.removeListener('drain', s === client ? onClientDrain : onUpstreamDrain);
+      s.removeListener('error', s === client ? onClientError : onUpstreamError);
+      s.removeListener('end', onEnd);
       s.removeListener('finish', onFinish);
-      s.removeListener('error', onError);
       s.removeListener('close', onClose);
-      s.removeListener('close', gone);
+      s.removeListener('timeout', onTimeout);
       s.on('error', ignore);
     }
     // until the end, the counters read the native relay's (which reports after this tick)
@@ -231,13 +344,15 @@ export function relay(
     // close the JS sockets' own fds: the native relay's dups keep both connections up
     client.destroy();
     upstream.destroy();
-    opts.onOffload?.();
-  };
+    if (this.idleAfterMs > 0) this.armIdle(Math.max(1, this.idleAfterMs - this.idleMs()));
+    this.opts.onOffload?.();
+  }
 
   /** The native relay would not take it: go on in JS with what was taken, and do not try again. */
-  const giveUp = (pendingUp: Buffer | null, pendingDown: Buffer | null) => {
-    threshold = Infinity;
-    wantOffload = false;
+  giveUp(pendingUp: Buffer | null, pendingDown: Buffer | null): void {
+    const { client, upstream, counters } = this;
+    this.threshold = Infinity;
+    this.wantOffload = false;
     client.removeListener('finish', onFinish);
     upstream.removeListener('finish', onFinish);
     if (pendingUp) {
@@ -250,37 +365,35 @@ export function relay(
     }
     if (!upstream.writableNeedDrain) client.resume();
     if (!client.writableNeedDrain) upstream.resume();
-  };
-
-  /** Each socket with the handlers that read it (attached here, detached at the native handoff). */
-  const sides = [
-    { s: client, other: upstream, data: upData, drain: downDrain, end: upEnd, gone: clientGone, onError: onClientError },
-    { s: upstream, other: client, data: downData, drain: upDrain, end: downEnd, gone: upstreamGone, onError: onUpstreamError },
-  ] as const;
-  for (const { s, data, drain, onError } of sides) {
-    s.on('error', onError);
-    s.on('close', onClose); // 'close' comes once: no once() wrapper per socket
-    s.on('data', data);
-    s.on('drain', drain);
   }
-  for (const { s, other, end, gone } of sides) {
-    // a side may have half-closed during the handshake, before the relay began
-    if (s.readableEnded) other.end();
-    else s.on('end', end);
-    s.on('close', gone);
-  }
-  client.resume();
-  upstream.resume();
 
-  return {
-    get offloaded() {
-      return nativeId >= 0;
-    },
-    idleMs: () => (state === 'native' ? Math.max(0, engine!.idleMs(nativeId)) : 0),
-    stop(reason, error, reset) {
-      if (state !== 'native' || stopped) return;
-      stopped = { reason, error };
-      engine!.close(nativeId, reset);
-    },
-  };
+  get offloaded(): boolean {
+    return this.nativeId >= 0;
+  }
+
+  idleMs(): number {
+    return this.state === 'native' ? Math.max(0, this.opts.offload!.engine!.idleMs(this.nativeId)) : 0;
+  }
+
+  stop(reason: CloseReason, error: Error | undefined, reset: boolean): void {
+    if (this.state !== 'native' || this.stopped) return;
+    this.stopped = reason === 'idle' && !error ? IDLE : { reason, error };
+    this.opts.offload!.engine!.close(this.nativeId, reset);
+  }
+}
+
+const NO_OPTIONS: RelayOptions = {};
+
+/**
+ * Relay client <-> upstream until both are closed. `onDone` is called exactly once.
+ * Both sockets must have been created with allowHalfOpen: true.
+ */
+export function relay(
+  client: Socket,
+  upstream: Socket,
+  counters: RelayCounters,
+  onDone: (end: RelayEnd) => void,
+  opts: RelayOptions = NO_OPTIONS,
+): RelayControl {
+  return new Relay(client, upstream, counters, onDone, opts).start();
 }

@@ -6,7 +6,7 @@
 // hand a pool the sockets through `pinnedConnect`, an undici-shaped `connect` hook.
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
-import type { Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, SubflowProbe, Target } from '../contracts.js';
+import type { CancelSignal, Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, SubflowProbe, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
 import { BadRequestError, HfCode, LoopError, hfCodeOf } from '../errors.js';
 import { blamesPath, dialAcross } from './dial.js';
@@ -25,7 +25,7 @@ export interface Connector {
    * interfaces; the winner feeds affinity through its lease, which the caller hands to its flow
    * (Flow.hold) to give back when the flow ends.
    */
-  open(dst: Destination, signal?: AbortSignal): Promise<Opened>;
+  open(dst: Destination, signal?: CancelSignal): Promise<Opened>;
   /**
    * For a caller that keeps connections: the first address of dst and the policy's first
    * interface for it; if `held(egress, target)` has a free connection there, that is the answer
@@ -34,7 +34,7 @@ export interface Connector {
    */
   openOrReuse<C>(
     dst: Destination,
-    signal: AbortSignal,
+    signal: CancelSignal,
     held: (egress: Egress, target: Target) => C | undefined,
   ): Promise<Reused<C> | DialResult>;
   /** A flow placed by `openOrReuse` began (its upstream answered): its placement, for Flow.hold. */
@@ -146,12 +146,12 @@ export function createConnector(
   // passes through no await of its own (each would be a promise and a hop more per flow)
 
   /** `target` is one of resolveChecked's, which has refused a loop already. */
-  function openTarget(dst: Destination, target: Target, signal: AbortSignal): Promise<Dialed> {
+  function openTarget(dst: Destination, target: Target, signal: CancelSignal | undefined): Promise<Dialed> {
     return policy.candidates(target, dst).then((candidates) => across(target, candidates, signal));
   }
 
   /** Race `candidates` for one address (dialAcross). */
-  function across(target: Target, candidates: readonly Egress[], signal: AbortSignal): Promise<Dialed> {
+  function across(target: Target, candidates: readonly Egress[], signal: CancelSignal | undefined): Promise<Dialed> {
     return dialAcross(dialer, target, candidates, opts.fallbackDelayMs, signal, onFailed).then(
       (r) => new Dialed(r.socket, r.egress, target, r.attempts, dialer.subflowsOf?.(r.socket)),
     );
@@ -174,7 +174,7 @@ export function createConnector(
   }
 
   /** Happy Eyeballs over several addresses of a name (RFC 8305). */
-  async function openRace(dst: Destination, targets: readonly Target[], signal: AbortSignal | undefined): Promise<Dialed> {
+  async function openRace(dst: Destination, targets: readonly Target[], signal: CancelSignal | undefined): Promise<Dialed> {
     try {
       const win = await staggeredRace(targets, (t, s) => openTarget(dst, t, s), {
         delayMs: heDelayMs,
@@ -196,7 +196,7 @@ export function createConnector(
       return resolveChecked(dst)
         .then((targets) =>
           targets.length === 1
-            ? openTarget(dst, targets[0], signal ?? new AbortController().signal)
+            ? openTarget(dst, targets[0], signal)
             : openRace(dst, targets, signal),
         )
         .then((result) => {

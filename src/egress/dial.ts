@@ -2,7 +2,7 @@
 // an IP address (never a name). Everything that can be decided once is decided in createDialer;
 // dial() only runs. dialAcross() races candidates with staggered starts (DESIGN rule 6).
 import { Socket, type SocketConstructorOpts } from 'node:net';
-import type { Dialer, Egress, SubflowProbe, Target } from '../contracts.js';
+import type { CancelSignal, Dialer, Egress, SubflowProbe, Target } from '../contracts.js';
 import {
   DialTimeoutError,
   EgressUnreachableError,
@@ -111,7 +111,7 @@ export function createDialer(
     };
   }
 
-  function dial(target: Target, egress: Egress, signal?: AbortSignal): Promise<Socket> {
+  function dial(target: Target, egress: Egress, signal?: CancelSignal): Promise<Socket> {
     return new Promise<Socket>((resolve, reject) => {
       let socket: Socket;
       try {
@@ -209,7 +209,7 @@ function dialAlone(
   dialer: Dialer,
   target: Target,
   egress: Egress,
-  signal: AbortSignal | undefined,
+  signal: CancelSignal | undefined,
   onFailed: ((egress: Egress, err: unknown) => void) | undefined,
 ): Promise<AcrossResult> {
   if (signal?.aborted) return Promise.reject(stopped(target, egress, signal.reason ?? new Error('aborted')));
@@ -247,7 +247,7 @@ export function dialAcross(
   target: Target,
   candidates: readonly Egress[],
   fallbackDelayMs: number,
-  signal?: AbortSignal,
+  signal?: CancelSignal,
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
   if (candidates.length === 1) return dialAlone(dialer, target, candidates[0], signal, onFailed);
@@ -260,7 +260,7 @@ async function dialRace(
   target: Target,
   candidates: readonly Egress[],
   fallbackDelayMs: number,
-  signal: AbortSignal | undefined,
+  signal: CancelSignal | undefined,
   onFailed: ((egress: Egress, err: unknown) => void) | undefined,
 ): Promise<AcrossResult> {
   const describe = (fs: readonly { item: Egress; err: unknown }[]) =>

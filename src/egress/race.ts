@@ -2,10 +2,11 @@
 // previous fails, or after `delayMs` without an answer; the first success wins, the others are
 // aborted, and a success that arrives late is disposed of. Used across interfaces (the dialer's
 // fallback) and across address families (Happy Eyeballs).
+import type { CancelSignal } from '../contracts.js';
 
 export interface RaceOptions<I, R> {
   readonly delayMs: number;
-  readonly signal?: AbortSignal;
+  readonly signal?: CancelSignal;
   /** After `item` failed with `err`: keep racing (true), or end the race with this error (false). */
   readonly goOn: (err: unknown, item: I) => boolean;
   readonly onFailed?: (item: I, err: unknown) => void;

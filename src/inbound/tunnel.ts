@@ -3,6 +3,7 @@
 // early, relay, and end the flow once. The protocol parts are the two reply functions.
 import type { Socket } from 'node:net';
 import type { Destination, DialResult, FlowKind } from '../contracts.js';
+import { Cancel } from '../cancel.js';
 import { LoopError } from '../errors.js';
 import type { Flow } from '../flows.js';
 import { relay } from '../relay.js';
@@ -21,43 +22,19 @@ export interface TunnelProtocol {
  * idle timeout reads the native relay's last activity.
  */
 export function relayFlow(ctx: InboundContext, flow: Flow, client: Socket, upstream: Socket): void {
-  const idleMs = ctx.idleTimeoutMs;
-  let idled = false;
-  if (idleMs > 0) {
-    // activity either way (a read from or a write to the client) resets the client's timer
-    client.setTimeout(idleMs, () => {
-      ctx.counters.idleTimeouts++;
-      idled = true;
-      client.destroy();
-      upstream.destroy();
-    });
-  }
-  let idleTimer: NodeJS.Timeout | undefined;
-  const armIdle = (ms: number) => {
-    idleTimer = setTimeout(() => {
-      const idle = control.idleMs();
-      if (idle < idleMs) return armIdle(idleMs - idle);
-      ctx.counters.idleTimeouts++;
-      control.stop('idle', undefined, false);
-    }, ms).unref();
-  };
   const control = relay(
     client,
     upstream,
     flow,
     (end) => {
-      if (idleTimer) clearTimeout(idleTimer);
-      client.setTimeout(0);
-      if (idled) flow.end('idle');
-      else flow.end(end.reason, end.error);
+      if (end.reason === 'idle') ctx.counters.idleTimeouts++;
+      flow.end(end.reason, end.error);
     },
     {
       offload: ctx.relay,
-      onOffload: () => {
-        // the sockets are closed now: a cut resets both sides in the native relay
-        flow.onCut((err) => control.stop('cut', err, true));
-        if (idleMs > 0) armIdle(Math.max(1, idleMs - control.idleMs()));
-      },
+      idleMs: ctx.idleTimeoutMs,
+      // the sockets are closed now: a cut resets both sides in the native relay
+      onOffload: () => flow.onCut((err) => control.stop('cut', err, true)),
     },
   );
 }
@@ -84,15 +61,15 @@ export function openTunnel(
     client.destroySoon();
     return;
   }
-  const ac = new AbortController();
+  const cancel = new Cancel();
   let replied = false;
-  const onEarlyClose = () => ac.abort(new Error('client left'));
+  const onEarlyClose = () => cancel.abort(new Error('client left'));
   client.on('close', onEarlyClose); // removed once the dial settles
   flow.onCut((err) => {
-    if (!replied) ac.abort(err);
+    if (!replied) cancel.abort(err);
     else client.resetAndDestroy();
   });
-  ctx.connector.open(dst, ac.signal).then(
+  ctx.connector.open(dst, cancel).then(
     (up) => {
       // the flow owns the placement from here, whatever ends it
       flow.hold(up.lease);
@@ -115,7 +92,7 @@ export function openTunnel(
       client.removeListener('close', onEarlyClose);
       if (err instanceof LoopError) ctx.counters.loopRefusals++;
       else ctx.fdExhausted?.(err, 'dial');
-      flow.end(ac.signal.aborted ? 'client left' : 'dial failed', err);
+      flow.end(cancel.aborted ? 'client left' : 'dial failed', err);
       if (!client.destroyed) {
         client.end(proto.failure(err));
         client.destroySoon();

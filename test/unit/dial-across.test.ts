@@ -3,7 +3,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
-import type { Dialer, Egress, Target } from '../../src/contracts.js';
+import { Cancel } from '../../src/cancel.js';
+import type { CancelSignal, Dialer, Egress, Target } from '../../src/contracts.js';
 import { blamesPath, dialAcross } from '../../src/egress/dial.js';
 import { EgressUnreachableError, HfCode, HoldfastError } from '../../src/errors.js';
 import { deferred, flush, type Deferred } from '../helpers/fakes.js';
@@ -22,7 +23,7 @@ const if3 = eg(3);
 
 interface Call {
   readonly egress: Egress;
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CancelSignal | undefined;
   readonly d: Deferred<Socket>;
 }
 
@@ -31,7 +32,7 @@ class FakeDialer implements Dialer {
   readonly binder = 'source' as const;
   readonly calls: Call[] = [];
   constructor(readonly honourAbort = false) {}
-  dial(t: Target, egress: Egress, signal?: AbortSignal): Promise<Socket> {
+  dial(t: Target, egress: Egress, signal?: CancelSignal): Promise<Socket> {
     assert.deepEqual(t, target, 'dialed the target it was given');
     const d = deferred<Socket>();
     if (this.honourAbort) signal?.addEventListener('abort', () => d.reject(signal.reason), { once: true });
@@ -233,37 +234,72 @@ test('all started, the later ones fail first: the race waits for the silent prim
   assert.equal(r.attempts, 'if2 10.0.2.2: HF_NET_UNREACHABLE');
 });
 
-test('abort stops everything: attempts are aborted, nothing new starts, late sockets are destroyed', async (t) => {
-  const { dialer } = setup(t);
-  const ac = new AbortController();
-  const p = dialAcross(dialer, target, [if1, if2, if3], DELAY, ac.signal);
-  t.mock.timers.tick(DELAY);
-  assert.deepEqual(dialer.started, ['if1', 'if2']);
-  const reason = new Error('client left');
-  ac.abort(reason);
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof HoldfastError);
-    assert.equal((err as Error & { cause?: unknown }).cause, reason);
-    return true;
-  });
-  assert.equal(dialer.calls[0].signal?.aborted, true);
-  assert.equal(dialer.calls[1].signal?.aborted, true);
-  t.mock.timers.tick(10 * DELAY);
-  await flush();
-  assert.deepEqual(dialer.started, ['if1', 'if2'], 'if3 never starts');
-  const late = socket(t);
-  dialer.calls[0].d.resolve(late);
-  await flush();
-  assert.equal(late.destroyed, true);
-});
+/** The flow's way to call a dial off: an AbortController's signal, or the cheaper Cancel a tunnel uses. */
+const cancellers = [
+  [
+    'AbortSignal',
+    () => {
+      const ac = new AbortController();
+      return { signal: ac.signal as CancelSignal, abort: (r: Error) => ac.abort(r) };
+    },
+  ],
+  [
+    'Cancel',
+    () => {
+      const c = new Cancel();
+      return { signal: c as CancelSignal, abort: (r: Error) => c.abort(r) };
+    },
+  ],
+] as const;
 
-test('an already aborted signal dials nothing', async (t) => {
-  const { dialer } = setup(t);
-  const ac = new AbortController();
-  ac.abort(new Error('gone'));
-  await assert.rejects(dialAcross(dialer, target, [if1, if2], DELAY, ac.signal));
-  assert.deepEqual(dialer.started, []);
-});
+for (const [name, make] of cancellers) {
+  test(`abort (${name}) stops everything: attempts are aborted, nothing new starts, late sockets are destroyed`, async (t) => {
+    const { dialer } = setup(t);
+    const ac = make();
+    const p = dialAcross(dialer, target, [if1, if2, if3], DELAY, ac.signal);
+    t.mock.timers.tick(DELAY);
+    assert.deepEqual(dialer.started, ['if1', 'if2']);
+    const reason = new Error('client left');
+    ac.abort(reason);
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof HoldfastError);
+      assert.equal((err as Error & { cause?: unknown }).cause, reason);
+      return true;
+    });
+    assert.equal(dialer.calls[0].signal?.aborted, true);
+    assert.equal(dialer.calls[1].signal?.aborted, true);
+    t.mock.timers.tick(10 * DELAY);
+    await flush();
+    assert.deepEqual(dialer.started, ['if1', 'if2'], 'if3 never starts');
+    const late = socket(t);
+    dialer.calls[0].d.resolve(late);
+    await flush();
+    assert.equal(late.destroyed, true);
+  });
+
+  test(`an already aborted signal (${name}) dials nothing`, async (t) => {
+    const { dialer } = setup(t);
+    const ac = make();
+    ac.abort(new Error('gone'));
+    await assert.rejects(dialAcross(dialer, target, [if1, if2], DELAY, ac.signal));
+    assert.deepEqual(dialer.started, []);
+  });
+
+  test(`a single candidate aborted (${name}) rejects at once with the abort's reason as cause`, async (t) => {
+    const { dialer, failed, onFailed } = setup(t, true);
+    const ac = make();
+    const p = dialAcross(dialer, target, [if1], DELAY, ac.signal, onFailed);
+    assert.deepEqual(dialer.started, ['if1']);
+    const reason = new Error('client left');
+    ac.abort(reason);
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof HoldfastError);
+      assert.equal((err as Error & { cause?: unknown }).cause, reason);
+      return true;
+    });
+    assert.deepEqual(failed, [], 'an abort blames no interface');
+  });
+}
 
 test('a dialer that honours abort: a primary that stalled past the delay and lost is reported once, as a timeout', async (t) => {
   const { dialer, failed, onFailed } = setup(t, true);
