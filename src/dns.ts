@@ -176,39 +176,43 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     return targets;
   }
 
+  async function resolveName(dst: Destination, via: ResolveVia | undefined): Promise<Target[]> {
+    if (!via) return systemLookup(dst);
+    const servers = await serversOf(via.iface);
+    if (!servers.length) return systemLookup(dst);
+    if (!via.fallbacks?.length) return viaInterface(dst, via.iface, servers);
+    // the interfaces with servers of their own (others would ask the same system resolver)
+    const ways: { iface: NetInterface; servers: string[] }[] = [{ iface: via.iface, servers }];
+    for (const iface of via.fallbacks) {
+      if (ways.some((w) => w.iface.name === iface.name)) continue;
+      const s = await serversOf(iface);
+      if (s.length) ways.push({ iface, servers: s });
+    }
+    if (ways.length === 1) return viaInterface(dst, via.iface, servers);
+    try {
+      const win = await staggeredRace(ways, (w) => viaInterface(dst, w.iface, w.servers), {
+        delayMs: via.fallbackDelayMs ?? 300,
+        goOn: dnsBlamesPath,
+        onFailed: (w, err) => {
+          if (dnsBlamesPath(err)) via.onFailed?.(w.iface, err);
+        },
+        onStalled: (w, winner) =>
+          via.onFailed?.(w.iface, new DnsError(`resolve ${dst.host} via ${w.iface.name}: no answer before ${winner.iface.name}'s`)),
+        dispose: () => {}, // a late answer is cached, nothing to close
+      });
+      return win.value;
+    } catch (err) {
+      if (!(err instanceof RaceLost)) throw err;
+      const lost = err as RaceLost<unknown>;
+      throw lost.failures.find((f) => !dnsBlamesPath(f.err))?.err ?? lost.last;
+    }
+  }
+
   return {
-    async resolve(dst, via) {
+    resolve(dst, via) {
+      // an address needs no lookup: no async function's frame for it (most flows name one)
       const lit = literalTarget(dst.host, dst.port);
-      if (lit) return [lit];
-      if (!via) return systemLookup(dst);
-      const servers = await serversOf(via.iface);
-      if (!servers.length) return systemLookup(dst);
-      if (!via.fallbacks?.length) return viaInterface(dst, via.iface, servers);
-      // the interfaces with servers of their own (others would ask the same system resolver)
-      const ways: { iface: NetInterface; servers: string[] }[] = [{ iface: via.iface, servers }];
-      for (const iface of via.fallbacks) {
-        if (ways.some((w) => w.iface.name === iface.name)) continue;
-        const s = await serversOf(iface);
-        if (s.length) ways.push({ iface, servers: s });
-      }
-      if (ways.length === 1) return viaInterface(dst, via.iface, servers);
-      try {
-        const win = await staggeredRace(ways, (w) => viaInterface(dst, w.iface, w.servers), {
-          delayMs: via.fallbackDelayMs ?? 300,
-          goOn: dnsBlamesPath,
-          onFailed: (w, err) => {
-            if (dnsBlamesPath(err)) via.onFailed?.(w.iface, err);
-          },
-          onStalled: (w, winner) =>
-            via.onFailed?.(w.iface, new DnsError(`resolve ${dst.host} via ${w.iface.name}: no answer before ${winner.iface.name}'s`)),
-          dispose: () => {}, // a late answer is cached, nothing to close
-        });
-        return win.value;
-      } catch (err) {
-        if (!(err instanceof RaceLost)) throw err;
-        const lost = err as RaceLost<unknown>;
-        throw lost.failures.find((f) => !dnsBlamesPath(f.err))?.err ?? lost.last;
-      }
+      return lit ? Promise.resolve([lit]) : resolveName(dst, via);
     },
   };
 }

@@ -18,6 +18,17 @@ const connectProtocol: TunnelProtocol = {
   },
 };
 
+function ignoreError(): void {}
+
+/**
+ * Node hands the socket over unread: after the answer nothing reads it, so a client's FIN would
+ * never be seen; destroy it once the answer is out.
+ */
+function refuse(socket: Socket, answer: string): void {
+  socket.end(answer);
+  socket.destroySoon();
+}
+
 /**
  * A CONNECT request: its request-target and Proxy-Authorization, from Node's parser or from
  * parseConnectHead. The socket comes unread, with `head` the bytes after the request's head.
@@ -30,21 +41,13 @@ export function handleConnect(
   socket: Socket,
   head: Buffer,
 ): void {
-  socket.on('error', () => {
-    /* ends in 'close' */
-  });
-  // Node hands the socket over unread: after the answer nothing reads it, so a client's FIN
-  // would never be seen; destroy it once the answer is out
-  const refuse = (answer: string) => {
-    socket.end(answer);
-    socket.destroySoon();
-  };
-  if (!authorizedBy(ctx, proxyAuthorization)) return refuse(authRequired);
+  socket.on('error', ignoreError); // ends in 'close'
+  if (!authorizedBy(ctx, proxyAuthorization)) return refuse(socket, authRequired);
   const dst = parseAuthority(target);
-  if (!dst) return refuse(plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
+  if (!dst) return refuse(socket, plainReply(400, 'Bad Request', 'holdfast: CONNECT needs host:port\n'));
   if (o.isSelf(dst.host, dst.port)) {
     ctx.counters.loopRefusals++;
-    return refuse(plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
+    return refuse(socket, plainReply(403, 'Forbidden', 'holdfast: refusing to CONNECT to myself\n'));
   }
   socket.pause();
   openTunnel(ctx, 'http-connect', socket, peerOf(socket), dst, head, connectProtocol);

@@ -6,7 +6,6 @@ import { formatHostPort } from '../config.js';
 import { peerOf, type InboundContext } from './context.js';
 import type { HttpInbound } from './http.js';
 import { handleSocks5 } from './socks5-session.js';
-import { guarded } from './validate.js';
 
 export interface Listener {
   readonly address: ListenAddress;
@@ -20,6 +19,96 @@ export interface Listener {
  * would keep this function's whole context alive for the life of the tunnel. */
 export function ignoreError(): void {}
 
+/** Where a connection still in its handshake keeps its state (read by the listeners below). */
+const kSniff = Symbol('holdfast.sniff');
+
+/**
+ * A connection from accept until its handshake is done: one object, with listeners and a timer
+ * callback shared by every connection (a per-connection closure each would be six more objects).
+ */
+class Sniffing {
+  protocol: 'none' | 'socks5' | 'http' = 'none';
+  readonly timer: NodeJS.Timeout;
+  /** handed to the protocol: the handshake is over (the deadline stops; 'close' also calls it) */
+  readonly done: () => void;
+
+  constructor(
+    readonly socket: Socket,
+    readonly ctx: InboundContext,
+    readonly http: HttpInbound,
+    readonly port: number | undefined,
+  ) {
+    this.timer = setTimeout(handshakeTimeout, ctx.handshakeTimeoutMs, this).unref();
+    this.done = () => {
+      clearTimeout(this.timer);
+      socket.removeListener('close', sniffClosed);
+    };
+  }
+}
+
+type Sniffed = Socket & { [kSniff]: Sniffing };
+
+function handshakeTimeout(s: Sniffing): void {
+  const { socket, ctx, protocol } = s;
+  ctx.counters.handshakeTimeouts++;
+  ctx.log.debug({ client: peerOf(socket), protocol, timeoutMs: ctx.handshakeTimeoutMs }, 'handshake timeout');
+  if (protocol === 'http' && socket.writable && socket.bytesWritten === 0) {
+    socket.end(REQUEST_TIMEOUT);
+    socket.destroySoon();
+  } else {
+    socket.destroy();
+  }
+}
+
+/** 'close' during the handshake (removed once it is done; 'close' comes once anyway). */
+function sniffClosed(this: Sniffed): void {
+  this[kSniff].done();
+}
+
+/** A client that half-closes before its first byte will never say anything. */
+function endedEarly(this: Sniffed): void {
+  this.destroy();
+}
+
+function firstData(this: Sniffed, first: Buffer): void {
+  const socket = this;
+  socket.removeListener('data', firstData);
+  socket.removeListener('end', endedEarly);
+  const s = socket[kSniff];
+  try {
+    dispatch(s, first);
+  } catch (err) {
+    // a throw ends this connection only, never the process
+    s.ctx.log.error({ err, where: 'sniff' }, 'unexpected error; this connection is closed');
+    socket.destroy();
+  }
+}
+
+function dispatch(s: Sniffing, first: Buffer): void {
+  const { socket, ctx, http } = s;
+  // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte
+  // comes through the outer flow's relay, so its dial is known by now)
+  if (ctx.isOwnDial?.(socket, s.port)) {
+    ctx.counters.loopRefusals++;
+    ctx.log.info({ client: peerOf(socket) }, 'loop refused');
+    socket.destroy();
+    return;
+  }
+  if (first[0] === 0x05) {
+    s.protocol = 'socks5';
+    handleSocks5(socket, first, ctx, s.done);
+  } else {
+    s.protocol = 'http';
+    // a whole, plain CONNECT head is read here (the common tunnel); anything else goes to Node's
+    // HTTP server
+    if (first[0] === 0x43 && http.connectFrom(socket, first, s.done)) return;
+    // Put the bytes back and let the HTTP server read them: it adds its 'data' listener while
+    // handling 'connection', and the buffered chunk flows to it before any newer read.
+    socket.unshift(first);
+    http.handle(socket, s.done);
+  }
+}
+
 /** `port`: the listener's port (the client's local port, without asking the kernel) */
 export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound, port?: number): void {
   socket.on('error', ignoreError);
@@ -32,49 +121,10 @@ export function sniff(socket: Socket, ctx: InboundContext, http: HttpInbound, po
   // One deadline for the whole handshake (SOCKS greeting, login and request, or the HTTP request
   // head), counted from accept. An idle timer would let a client that sends a byte now and then
   // hold the connection for ever (slowloris).
-  let protocol: 'none' | 'socks5' | 'http' = 'none';
-  const timer = setTimeout(() => {
-    ctx.counters.handshakeTimeouts++;
-    ctx.log.debug({ client: peerOf(socket), protocol, timeoutMs: ctx.handshakeTimeoutMs }, 'handshake timeout');
-    if (protocol === 'http' && socket.writable && socket.bytesWritten === 0) {
-      socket.end(REQUEST_TIMEOUT);
-      socket.destroySoon();
-    } else {
-      socket.destroy();
-    }
-  }, ctx.handshakeTimeoutMs).unref();
-  const handshakeDone = () => {
-    clearTimeout(timer);
-    socket.removeListener('close', handshakeDone);
-  };
-  socket.on('close', handshakeDone); // removes itself; 'close' comes once anyway
-  // a client that half-closes before its first byte will never say anything
-  const onEnd = () => socket.destroy();
-  socket.on('end', onEnd);
-  socket.once('data', (first: Buffer) => guarded(ctx.log, 'sniff', () => socket.destroy(), () => {
-    socket.removeListener('end', onEnd);
-    // holdfast's own dialer connecting to holdfast: nested flows, refused here (the first byte
-    // comes through the outer flow's relay, so its dial is known by now)
-    if (ctx.isOwnDial?.(socket, port)) {
-      ctx.counters.loopRefusals++;
-      ctx.log.info({ client: peerOf(socket) }, 'loop refused');
-      socket.destroy();
-      return;
-    }
-    if (first[0] === 0x05) {
-      protocol = 'socks5';
-      handleSocks5(socket, first, ctx, handshakeDone);
-    } else {
-      protocol = 'http';
-      // a whole, plain CONNECT head is read here (the common tunnel); anything else goes to Node's
-      // HTTP server
-      if (first[0] === 0x43 && http.connectFrom(socket, first, handshakeDone)) return;
-      // Put the bytes back and let the HTTP server read them: it adds its 'data' listener while
-      // handling 'connection', and the buffered chunk flows to it before any newer read.
-      socket.unshift(first);
-      http.handle(socket, handshakeDone);
-    }
-  }));
+  (socket as Sniffed)[kSniff] = new Sniffing(socket, ctx, http, port);
+  socket.on('close', sniffClosed);
+  socket.on('end', endedEarly);
+  socket.on('data', firstData); // removes itself: one chunk decides
 }
 
 const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';

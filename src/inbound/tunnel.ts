@@ -39,6 +39,13 @@ export function relayFlow(ctx: InboundContext, flow: Flow, client: Socket, upstr
   );
 }
 
+function unexpected(ctx: InboundContext, flow: Flow, client: Socket, err: unknown, upstream?: Socket): void {
+  ctx.log.error({ err, client: flow.client }, 'unexpected error; this connection is closed');
+  flow.end('failed', err);
+  client.destroy();
+  upstream?.destroy();
+}
+
 /**
  * Open a tunnel for `dst` on behalf of `client` (paused; its early bytes are in `pipelined`
  * or still in the socket's buffer). Replies and errors go through `proto`.
@@ -69,39 +76,44 @@ export function openTunnel(
     if (!replied) cancel.abort(err);
     else client.resetAndDestroy();
   });
+  // a throw in either step (a bug, or a value Node refused) ends this flow, not the process: each
+  // catches its own, so the chain needs no promise more for a .catch
   ctx.connector.open(dst, cancel).then(
     (up) => {
-      // the flow owns the placement from here, whatever ends it
-      flow.hold(up.lease);
-      client.removeListener('close', onEarlyClose);
-      if (client.destroyed || flow.ended) {
-        up.socket.destroy();
-        flow.end('client left');
-        return;
+      try {
+        // the flow owns the placement from here, whatever ends it
+        flow.hold(up.lease);
+        client.removeListener('close', onEarlyClose);
+        if (client.destroyed || flow.ended) {
+          up.socket.destroy();
+          flow.end('client left');
+          return;
+        }
+        replied = true;
+        flow.pinned(up);
+        client.write(proto.success(up));
+        if (pipelined.length) {
+          flow.bytesUp += pipelined.length;
+          up.socket.write(pipelined);
+        }
+        relayFlow(ctx, flow, client, up.socket);
+      } catch (err) {
+        unexpected(ctx, flow, client, err, up.socket);
       }
-      replied = true;
-      flow.pinned(up);
-      client.write(proto.success(up));
-      if (pipelined.length) {
-        flow.bytesUp += pipelined.length;
-        up.socket.write(pipelined);
-      }
-      relayFlow(ctx, flow, client, up.socket);
     },
     (err: unknown) => {
-      client.removeListener('close', onEarlyClose);
-      if (err instanceof LoopError) ctx.counters.loopRefusals++;
-      else ctx.fdExhausted?.(err, 'dial');
-      flow.end(cancel.aborted ? 'client left' : 'dial failed', err);
-      if (!client.destroyed) {
-        client.end(proto.failure(err));
-        client.destroySoon();
+      try {
+        client.removeListener('close', onEarlyClose);
+        if (err instanceof LoopError) ctx.counters.loopRefusals++;
+        else ctx.fdExhausted?.(err, 'dial');
+        flow.end(cancel.aborted ? 'client left' : 'dial failed', err);
+        if (!client.destroyed) {
+          client.end(proto.failure(err));
+          client.destroySoon();
+        }
+      } catch (bug) {
+        unexpected(ctx, flow, client, bug);
       }
     },
-  ).catch((err: unknown) => {
-    // a throw in either step above (a bug, or a value Node refused): this flow ends, not the process
-    ctx.log.error({ err, client: clientName }, 'unexpected error; this connection is closed');
-    flow.end('failed', err);
-    client.destroy();
-  });
+  );
 }
