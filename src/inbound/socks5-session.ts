@@ -21,7 +21,7 @@ import {
 import { handleBind } from './socks5-bind.js';
 import { handleUdpAssociate } from './socks5-udp.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
-import { guarded, isDestinationPort } from './validate.js';
+import { isDestinationPort } from './validate.js';
 
 /** Greeting + login + request never need more than this; more unparsed bytes is garbage. */
 const MAX_HANDSHAKE_BYTES = 1024;
@@ -52,110 +52,145 @@ export const socksCommands: Partial<Record<number, (c: SocksCommandContext) => v
   [Command.UDP_ASSOCIATE]: handleUdpAssociate,
 };
 
+/** Where a connection in its SOCKS5 handshake keeps its session (read by the listeners below). */
+const kSession = Symbol('holdfast.socks5');
+type InSession = Socket & { [kSession]: Socks5Session };
+
+function noop(): void {}
+
+const EMPTY = Buffer.alloc(0);
+
+function sessionData(this: InSession, chunk: Buffer): void {
+  const s = this[kSession];
+  s.buf = s.buf.length === 0 ? chunk : Buffer.concat([s.buf, chunk]);
+  s.guardedStep();
+}
+
+/** A client that half-closes before its request is complete can never finish it. */
+function sessionEnd(this: InSession): void {
+  if (this[kSession].state !== 'busy') this.destroy();
+}
+
+/**
+ * One connection's handshake: one object, with listeners shared by every connection. State is
+ * per connection (socksv5 shared it, and crashed on interleaved logins).
+ */
+class Socks5Session {
+  state: 'greeting' | 'auth' | 'request' | 'busy' = 'greeting';
+  readonly client: string;
+
+  constructor(
+    readonly socket: Socket,
+    public buf: Buffer,
+    readonly ctx: InboundContext,
+    readonly handshakeDone: () => void,
+  ) {
+    this.client = peerOf(socket);
+  }
+
+  /** stop reading, send the last bytes, close */
+  closeWith(bytes: Buffer): void {
+    this.state = 'busy';
+    this.socket.removeListener('data', sessionData);
+    this.socket.end(bytes);
+    this.socket.destroySoon();
+  }
+
+  fail(reply: number, why: string): void {
+    this.ctx.counters.badHandshakes++;
+    this.ctx.log.debug({ client: this.client, reply: replyText(reply), why }, 'socks5 refused');
+    this.closeWith(encodeReply(reply));
+  }
+
+  waitMore(): void {
+    if (this.buf.length > MAX_HANDSHAKE_BYTES) this.fail(Reply.GENERAL_FAILURE, 'handshake too long');
+  }
+
+  /** a throw anywhere in the handshake or a command's start ends this connection only */
+  guardedStep(): void {
+    try {
+      this.step();
+    } catch (err) {
+      this.ctx.log.error({ err, where: 'socks5' }, 'unexpected error; this connection is closed');
+      this.socket.destroy();
+    }
+  }
+
+  step(): void {
+    const { socket, ctx } = this;
+    if (this.state === 'greeting') {
+      const g = parseGreeting(this.buf);
+      if (!g.ok) {
+        if ('need' in g) return this.waitMore();
+        // not SOCKS5 at all (or no methods): no acceptable method, close
+        ctx.counters.badHandshakes++;
+        ctx.log.debug({ client: this.client, why: g.why }, 'socks5 bad greeting');
+        return this.closeWith(encodeMethod(Method.NO_ACCEPTABLE));
+      }
+      this.buf = this.buf.subarray(g.used);
+      const want = ctx.auth.required ? Method.USER_PASS : Method.NO_AUTH;
+      if (!g.value.methods.includes(want)) {
+        if (ctx.auth.required) ctx.counters.authFailures++;
+        return this.closeWith(encodeMethod(Method.NO_ACCEPTABLE));
+      }
+      socket.write(encodeMethod(want));
+      this.state = want === Method.USER_PASS ? 'auth' : 'request';
+    }
+    if (this.state === 'auth') {
+      const a = parseUserPass(this.buf);
+      if (!a.ok) {
+        if ('need' in a) return this.waitMore();
+        ctx.counters.authFailures++;
+        return this.closeWith(encodeUserPassStatus(false));
+      }
+      this.buf = this.buf.subarray(a.used);
+      if (!ctx.auth.check(a.value.username, a.value.password)) {
+        ctx.counters.authFailures++;
+        ctx.log.info({ client: this.client, username: a.value.username }, 'socks5 auth failed');
+        return this.closeWith(encodeUserPassStatus(false));
+      }
+      socket.write(encodeUserPassStatus(true));
+      this.state = 'request';
+    }
+    if (this.state === 'request') {
+      const r = parseRequest(this.buf);
+      if (!r.ok) {
+        if ('need' in r) return this.waitMore();
+        return this.fail(r.reply, r.why);
+      }
+      const pipelined = this.buf.subarray(r.used);
+      this.buf = EMPTY;
+      const request = r.value;
+      const dst = destinationOf(request.address, request.port);
+      const handler = request.command === Command.CONNECT ? undefined : socksCommands[request.command];
+      if (request.command !== Command.CONNECT && !handler) {
+        return this.fail(Reply.CMD_UNSUPPORTED, `command ${request.command}`);
+      }
+      // port 0 is no destination (BIND and UDP ASSOCIATE may name 0: "any", RFC 1928)
+      if (request.command === Command.CONNECT && !isDestinationPort(request.port)) {
+        return this.fail(Reply.GENERAL_FAILURE, 'port 0');
+      }
+      this.state = 'busy';
+      socket.removeListener('data', sessionData);
+      socket.removeListener('end', sessionEnd);
+      socket.pause();
+      this.handshakeDone();
+      const client = this.client;
+      if (handler) handler({ socket, client, request, dst, pipelined, ctx });
+      else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);
+    }
+  }
+}
+
+
 /**
  * `handshakeDone` is called once the request is read (the listener's handshake deadline, which
  * covers greeting, login and request together, stops there).
  */
-export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext, handshakeDone: () => void = () => {}): void {
-  let buf: Buffer = first;
-  let state: 'greeting' | 'auth' | 'request' | 'busy' = 'greeting';
-  const client = peerOf(socket);
-
-  /** stop reading, send the last bytes, close */
-  const closeWith = (bytes: Buffer) => {
-    state = 'busy';
-    socket.removeListener('data', onData);
-    socket.end(bytes);
-    socket.destroySoon();
-  };
-  const fail = (reply: number, why: string) => {
-    ctx.counters.badHandshakes++;
-    ctx.log.debug({ client, reply: replyText(reply), why }, 'socks5 refused');
-    closeWith(encodeReply(reply));
-  };
-
-  const step = () => {
-    if (state === 'greeting') {
-      const g = parseGreeting(buf);
-      if (!g.ok) {
-        if ('need' in g) return waitMore();
-        // not SOCKS5 at all (or no methods): no acceptable method, close
-        ctx.counters.badHandshakes++;
-        ctx.log.debug({ client, why: g.why }, 'socks5 bad greeting');
-        return closeWith(encodeMethod(Method.NO_ACCEPTABLE));
-      }
-      buf = buf.subarray(g.used);
-      const want = ctx.auth.required ? Method.USER_PASS : Method.NO_AUTH;
-      if (!g.value.methods.includes(want)) {
-        if (ctx.auth.required) ctx.counters.authFailures++;
-        return closeWith(encodeMethod(Method.NO_ACCEPTABLE));
-      }
-      socket.write(encodeMethod(want));
-      state = want === Method.USER_PASS ? 'auth' : 'request';
-    }
-    if (state === 'auth') {
-      const a = parseUserPass(buf);
-      if (!a.ok) {
-        if ('need' in a) return waitMore();
-        ctx.counters.authFailures++;
-        return closeWith(encodeUserPassStatus(false));
-      }
-      buf = buf.subarray(a.used);
-      if (!ctx.auth.check(a.value.username, a.value.password)) {
-        ctx.counters.authFailures++;
-        ctx.log.info({ client, username: a.value.username }, 'socks5 auth failed');
-        return closeWith(encodeUserPassStatus(false));
-      }
-      socket.write(encodeUserPassStatus(true));
-      state = 'request';
-    }
-    if (state === 'request') {
-      const r = parseRequest(buf);
-      if (!r.ok) {
-        if ('need' in r) return waitMore();
-        return fail(r.reply, r.why);
-      }
-      const pipelined = buf.subarray(r.used);
-      buf = Buffer.alloc(0);
-      const request = r.value;
-      const dst = destinationOf(request.address, request.port);
-      const handler =
-        request.command === Command.CONNECT
-          ? undefined
-          : socksCommands[request.command];
-      if (request.command !== Command.CONNECT && !handler) {
-        return fail(Reply.CMD_UNSUPPORTED, `command ${request.command}`);
-      }
-      // port 0 is no destination (BIND and UDP ASSOCIATE may name 0: "any", RFC 1928)
-      if (request.command === Command.CONNECT && !isDestinationPort(request.port)) {
-        return fail(Reply.GENERAL_FAILURE, 'port 0');
-      }
-      state = 'busy';
-      socket.removeListener('data', onData);
-      socket.removeListener('end', onEnd);
-      socket.pause();
-      handshakeDone();
-      if (handler) handler({ socket, client, request, dst, pipelined, ctx });
-      else openTunnel(ctx, 'socks5-connect', socket, client, dst, pipelined, connectProtocol);
-    }
-  };
-
-  const waitMore = () => {
-    if (buf.length > MAX_HANDSHAKE_BYTES) fail(Reply.GENERAL_FAILURE, 'handshake too long');
-  };
-
-  // a throw anywhere in the handshake or a command's start ends this connection only
-  const guardedStep = () => guarded(ctx.log, 'socks5', () => socket.destroy(), step);
-  const onData = (chunk: Buffer) => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    guardedStep();
-  };
-
-  socket.on('data', onData);
-  // a client that half-closes before its request is complete can never finish it
-  const onEnd = () => {
-    if (state !== 'busy') socket.destroy();
-  };
-  socket.on('end', onEnd);
-  guardedStep();
+export function handleSocks5(socket: Socket, first: Buffer, ctx: InboundContext, handshakeDone: () => void = noop): void {
+  const session = new Socks5Session(socket, first, ctx, handshakeDone);
+  (socket as InSession)[kSession] = session;
+  socket.on('data', sessionData);
+  socket.on('end', sessionEnd);
+  session.guardedStep();
 }
