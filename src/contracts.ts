@@ -114,6 +114,12 @@ export interface EgressPolicy {
    */
   candidates(target: Target, dst: Destination): Promise<Egress[]>;
   /**
+   * `candidates` without a promise when none is needed: the list itself when the kernel's choice
+   * is cached (most flows), else the promise. Throws where `candidates` would reject. Optional:
+   * a policy without it is asked through `candidates`.
+   */
+  choose?(target: Target, dst: Destination): Egress[] | Promise<Egress[]>;
+  /**
    * The interfaces whose DNS servers may resolve `dst` (a name), best first: its affinity's, then
    * by route metric, backed-off ones last. Empty: use the system resolver.
    */

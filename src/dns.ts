@@ -33,6 +33,11 @@ export interface ResolveVia {
 export interface Resolver {
   /** All addresses for dst, in the order to try them. Literal addresses resolve to themselves. */
   resolve(dst: Destination, via?: ResolveVia): Promise<Target[]>;
+  /**
+   * The answer when it needs no lookup (an address literal: itself), else undefined. Optional: a
+   * resolver without it is always asked through `resolve`.
+   */
+  resolveNow?(dst: Destination): Target[] | undefined;
 }
 
 export function literalTarget(host: string, port: number): Target | undefined {
@@ -213,6 +218,10 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
       // an address needs no lookup: no async function's frame for it (most flows name one)
       const lit = literalTarget(dst.host, dst.port);
       return lit ? Promise.resolve([lit]) : resolveName(dst, via);
+    },
+    resolveNow(dst) {
+      const lit = literalTarget(dst.host, dst.port);
+      return lit ? [lit] : undefined;
     },
   };
 }

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import type { CancelSignal, Destination, DialResult, Dialer, Egress, EgressPolicy, Lease, SubflowProbe, Target } from '../contracts.js';
 import type { Resolver } from '../dns.js';
 import { BadRequestError, HfCode, LoopError, hfCodeOf } from '../errors.js';
-import { blamesPath, dialAcross } from './dial.js';
+import { blamesPath, dialAcross, dialAlone } from './dial.js';
 import { stripZone } from '../net/addr.js';
 import { RaceLost, staggeredRace } from './race.js';
 
@@ -157,6 +157,41 @@ export function createConnector(
     );
   }
 
+  function loop(t: Target): LoopError {
+    return new LoopError(`refusing to connect to ${t.ip}:${t.port}: that is holdfast itself`);
+  }
+
+  /**
+   * Most flows: an address (no lookup) whose route the kernel's choice has cached (no await).
+   * Straight to the dial, and the lone candidate's result is made and leased in the dial's own
+   * step: one promise after the dial instead of one per layer. The same checks and outcomes as
+   * the general path (the loop check, the race when there are several candidates).
+   */
+  function openNow(dst: Destination, target: Target, signal: CancelSignal | undefined): Promise<Dialed> {
+    if (opts.refuse?.(target)) return Promise.reject(loop(target));
+    let chosen: Egress[] | Promise<Egress[]>;
+    try {
+      chosen = policy.choose!(target, dst);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (!Array.isArray(chosen)) return chosen.then((c) => dialLeased(dst, target, c, signal));
+    return dialLeased(dst, target, chosen, signal);
+  }
+
+  function dialLeased(dst: Destination, target: Target, candidates: readonly Egress[], signal: CancelSignal | undefined): Promise<Dialed> {
+    if (candidates.length !== 1) return across(target, candidates, signal).then((r) => leased(dst, r));
+    return dialAlone(dialer, target, candidates[0], signal, onFailed, (socket, egress) =>
+      leased(dst, new Dialed(socket, egress, target, '', dialer.subflowsOf?.(socket))),
+    );
+  }
+
+  /** The result, with its placement held for affinity until the flow gives it back. */
+  function leased(dst: Destination, result: Dialed): Dialed {
+    result.lease = policy.lease(dst, result.target, result.egress);
+    return result;
+  }
+
   function resolveChecked(dst: Destination): Promise<Target[]> {
     let resolving: Promise<Target[]>;
     try {
@@ -168,7 +203,7 @@ export function createConnector(
       const targets = all.slice(0, maxAddresses);
       // a name with any address that is holdfast itself is a loop, whatever its other addresses do
       const self = opts.refuse ? targets.find((t) => opts.refuse!(t)) : undefined;
-      if (self) throw new LoopError(`refusing to connect to ${self.ip}:${self.port}: that is holdfast itself`);
+      if (self) throw loop(self);
       return targets;
     });
   }
@@ -193,17 +228,16 @@ export function createConnector(
   return {
     resolve: resolveChecked,
     open(dst, signal) {
+      const now = policy.choose ? resolver.resolveNow?.(dst) : undefined;
+      if (now !== undefined && now.length === 1) return openNow(dst, now[0], signal);
       return resolveChecked(dst)
         .then((targets) =>
           targets.length === 1
             ? openTarget(dst, targets[0], signal)
             : openRace(dst, targets, signal),
         )
-        .then((result) => {
-          // onto the result itself (made by across for this call only)
-          result.lease = policy.lease(dst, result.target, result.egress);
-          return result;
-        });
+        // onto the result itself (made by across for this call only)
+        .then((result) => leased(dst, result));
     },
     async openOrReuse(dst, signal, held) {
       const target = (await resolveChecked(dst))[0];

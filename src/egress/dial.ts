@@ -203,15 +203,17 @@ function stopped(target: Target, egress: Egress, reason: unknown): EgressUnreach
 /**
  * One candidate (the common case): the dial itself, without a race's timers and controllers,
  * with the outcomes a race of one has: its own error, or `stopped` when the flow aborted it.
- * A plain promise chain, not an async function: a new flow's dial passes through no await.
+ * `won` makes the result from the connected socket, in the same step (the connector builds its
+ * leased result there: one promise step after the dial, not one per layer).
  */
-function dialAlone(
+export function dialAlone<T>(
   dialer: Dialer,
   target: Target,
   egress: Egress,
   signal: CancelSignal | undefined,
   onFailed: ((egress: Egress, err: unknown) => void) | undefined,
-): Promise<AcrossResult> {
+  won: (socket: Socket, egress: Egress) => T,
+): Promise<T> {
   if (signal?.aborted) return Promise.reject(stopped(target, egress, signal.reason ?? new Error('aborted')));
   let dialing: Promise<Socket>;
   try {
@@ -219,14 +221,27 @@ function dialAlone(
   } catch (err) {
     dialing = Promise.reject(err);
   }
+  // a plain promise chain, not an async function: a new flow's dial passes through no await
   return dialing.then(
-    (socket): AcrossResult => ({ socket, egress, attempts: '' }),
+    (socket) => {
+      try {
+        return won(socket, egress);
+      } catch (err) {
+        socket.destroy(); // no caller will ever hold it
+        throw err;
+      }
+    },
     (err: unknown) => {
       if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
       onFailed?.(egress, err);
       throw err;
     },
   );
+}
+
+/** What a lone dial that won reports to dialAcross's callers. */
+function aloneWon(socket: Socket, egress: Egress): AcrossResult {
+  return { socket, egress, attempts: '' };
 }
 
 export interface AcrossResult {
@@ -250,7 +265,7 @@ export function dialAcross(
   signal?: CancelSignal,
   onFailed?: (egress: Egress, err: unknown) => void,
 ): Promise<AcrossResult> {
-  if (candidates.length === 1) return dialAlone(dialer, target, candidates[0], signal, onFailed);
+  if (candidates.length === 1) return dialAlone(dialer, target, candidates[0], signal, onFailed, aloneWon);
   return dialRace(dialer, target, candidates, fallbackDelayMs, signal, onFailed);
 }
 

@@ -193,17 +193,22 @@ export class Policy implements EgressPolicy {
   }
 
   candidates(target: Target, dst: Destination): Promise<Egress[]> {
-    // The kernel's choice first: it may re-read the monitor (a new interface or VPN the last
-    // snapshot does not know yet), so the snapshot is taken after it. A cached route answers at
-    // once: then no promise is awaited on the way.
     try {
-      const choice = kernelChoice(target, this.#find, this.#monitor.current(), this.#reread);
-      if ('kind' in choice) return Promise.resolve(this.#candidatesFor(choice, target, dst));
-      return choice.then((c) => this.#candidatesFor(c, target, dst));
+      const c = this.choose(target, dst);
+      return Array.isArray(c) ? Promise.resolve(c) : c;
     } catch (err) {
       // as an async function would: a failure is the promise's, never a throw
       return Promise.reject(err);
     }
+  }
+
+  choose(target: Target, dst: Destination): Egress[] | Promise<Egress[]> {
+    // The kernel's choice first: it may re-read the monitor (a new interface or VPN the last
+    // snapshot does not know yet), so the snapshot is taken after it. A cached route answers at
+    // once: then there is no promise on the way.
+    const choice = kernelChoice(target, this.#find, this.#monitor.current(), this.#reread);
+    if ('kind' in choice) return this.#candidatesFor(choice, target, dst);
+    return choice.then((c) => this.#candidatesFor(c, target, dst));
   }
 
   #candidatesFor(choice: RouteChoice, target: Target, dst: Destination): Egress[] {
