@@ -252,6 +252,15 @@ const cancellers = [
   ],
 ] as const;
 
+/** The race's answer to an abort: a HoldfastError whose cause is the abort's reason. */
+async function rejectsWithCause(p: Promise<unknown>, reason: Error): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof HoldfastError);
+    assert.equal((err as Error & { cause?: unknown }).cause, reason);
+    return true;
+  });
+}
+
 for (const [name, make] of cancellers) {
   test(`abort (${name}) stops everything: attempts are aborted, nothing new starts, late sockets are destroyed`, async (t) => {
     const { dialer } = setup(t);
@@ -261,11 +270,7 @@ for (const [name, make] of cancellers) {
     assert.deepEqual(dialer.started, ['if1', 'if2']);
     const reason = new Error('client left');
     ac.abort(reason);
-    await assert.rejects(p, (err: unknown) => {
-      assert.ok(err instanceof HoldfastError);
-      assert.equal((err as Error & { cause?: unknown }).cause, reason);
-      return true;
-    });
+    await rejectsWithCause(p, reason);
     assert.equal(dialer.calls[0].signal?.aborted, true);
     assert.equal(dialer.calls[1].signal?.aborted, true);
     t.mock.timers.tick(10 * DELAY);
@@ -292,11 +297,7 @@ for (const [name, make] of cancellers) {
     assert.deepEqual(dialer.started, ['if1']);
     const reason = new Error('client left');
     ac.abort(reason);
-    await assert.rejects(p, (err: unknown) => {
-      assert.ok(err instanceof HoldfastError);
-      assert.equal((err as Error & { cause?: unknown }).cause, reason);
-      return true;
-    });
+    await rejectsWithCause(p, reason);
     assert.deepEqual(failed, [], 'an abort blames no interface');
   });
 }
