@@ -186,9 +186,17 @@ export function createConnector(
     );
   }
 
-  /** The result, with its placement held for affinity until the flow gives it back. */
+  /**
+   * The result, with its placement held for affinity until the flow gives it back. A result that
+   * cannot be leased closes its socket: no caller will ever hold it.
+   */
   function leased(dst: Destination, result: Dialed): Dialed {
-    result.lease = policy.lease(dst, result.target, result.egress);
+    try {
+      result.lease = policy.lease(dst, result.target, result.egress);
+    } catch (err) {
+      result.socket.destroy();
+      throw err;
+    }
     return result;
   }
 

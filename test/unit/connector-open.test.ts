@@ -217,9 +217,11 @@ test('called off while dialing: the attempt stopped, with the reason as its caus
   assert.ok(!seen.log.some((l) => l.startsWith('leased') || l.startsWith('failed')));
 });
 
-test('a result that cannot be leased: the error is the promise\'s, and the socket the short way dialed is closed', async (t) => {
-  const short = fakes(t, 'short', { leaseThrows: true });
-  await assert.rejects(short.connector.open(dst), /lease broke/);
-  assert.equal(short.sockets.length, 1);
-  assert.equal(short.sockets[0].destroyed, true, 'no caller holds it: closed');
+test('a result that cannot be leased: the error is the promise\'s, and the socket it dialed is closed', async (t) => {
+  await bothWays(t, { leaseThrows: true }, async ({ connector, sockets, log }) => {
+    await assert.rejects(connector.open(dst), /lease broke/);
+    assert.equal(sockets.length, 1);
+    assert.equal(sockets[0].destroyed, true, 'no caller holds it: closed');
+    return { log };
+  });
 });
