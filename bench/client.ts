@@ -123,6 +123,29 @@ export async function pool(count: number, concurrency: number, fn: (i: number) =
 }
 
 /**
+ * The one outcome of reading a flow on `sock`: the first call wins, clears the deadline and
+ * closes the socket, then `done` hears it (an error, or undefined for success). The deadline
+ * settles it with `timedOut()`'s error.
+ */
+export function settleOnce(
+  sock: Socket,
+  timeoutMs: number,
+  timedOut: () => Error,
+  done: (err: Error | undefined) => void,
+): (err?: Error) => void {
+  let settled = false;
+  const settle = (err?: Error): void => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    sock.destroy();
+    done(err);
+  };
+  const timer = setTimeout(() => settle(timedOut()), timeoutMs);
+  return settle;
+}
+
+/**
  * One short flow (rate's, and bench/flows.ts's): the tunnel, `payload` (an `R` request and its
  * bytes) up, as many bytes back, the sink closes first; resolves when both sides have closed.
  */
@@ -131,16 +154,7 @@ export function shortFlow(via: Via, sinkPort: number, payload: Buffer, timeoutMs
     (sock) =>
       new Promise<void>((resolve, reject) => {
         let got = 0;
-        let settled = false;
-        const settle = (err?: Error): void => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          sock.destroy();
-          if (err === undefined) resolve();
-          else reject(err);
-        };
-        const timer = setTimeout(() => settle(new Error('flow timed out')), timeoutMs);
+        const settle = settleOnce(sock, timeoutMs, () => new Error('flow timed out'), (err) => (err ? reject(err) : resolve()));
         sock.on('data', (d: Buffer) => (got += d.length));
         sock.on('end', () => {
           if (got !== payload.length - 5) return settle(new Error(`short echo: ${got}`));

@@ -8,7 +8,7 @@
 //  - SOCKS5 and HTTP CONNECT: a tunnel to the sink (bench/client.ts), then origin-form;
 //  - HTTP forward: a new connection to the proxy per flow, absolute-form `GET http://...`.
 import type { Socket } from 'node:net';
-import { openTunnel, type Via } from './client.js';
+import { openTunnel, settleOnce, type Via } from './client.js';
 import { assertAlive } from './proxies.js';
 import { LABEL, REF, casesFor, cpuOf, interleaved, key, type Case, type Ctx } from './common.js';
 import { fmt, median, percentile, sortedCopy, type Row } from './stats.js';
@@ -57,19 +57,17 @@ function readResponse(sock: Socket, timeoutMs: number): Promise<number> {
     let want = -1; // body bytes expected; -1 until the head is parsed, -2 with no Content-Length
     let body = 0;
     let lastByteAt = 0;
-    let settled = false;
-    const settle = (err?: Error): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (err !== undefined) reject(err);
-      else resolve(lastByteAt);
-    };
-    const timer = setTimeout(() => {
-      const whole = want >= 0 && body === want;
-      settle(new Error(whole ? `no close after the response in ${timeoutMs} ms` : `no whole response in ${timeoutMs} ms (${body} body bytes)`));
-    }, timeoutMs);
+    const settle = settleOnce(
+      sock,
+      timeoutMs,
+      () =>
+        new Error(
+          want >= 0 && body === want
+            ? `no close after the response in ${timeoutMs} ms`
+            : `no whole response in ${timeoutMs} ms (${body} body bytes)`,
+        ),
+      (err) => (err ? reject(err) : resolve(lastByteAt)),
+    );
     const onBody = (n: number): void => {
       body += n;
       lastByteAt = performance.now();

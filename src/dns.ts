@@ -213,16 +213,19 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
     }
   }
 
+  /** An address needs no lookup: itself (most flows name one). */
+  function resolveNow(dst: Destination): Target[] | undefined {
+    const lit = literalTarget(dst.host, dst.port);
+    return lit ? [lit] : undefined;
+  }
+
   return {
     resolve(dst, via) {
-      // an address needs no lookup: no async function's frame for it (most flows name one)
-      const lit = literalTarget(dst.host, dst.port);
-      return lit ? Promise.resolve([lit]) : resolveName(dst, via);
+      // no async function's frame for an address
+      const now = resolveNow(dst);
+      return now ? Promise.resolve(now) : resolveName(dst, via);
     },
-    resolveNow(dst) {
-      const lit = literalTarget(dst.host, dst.port);
-      return lit ? [lit] : undefined;
-    },
+    resolveNow,
   };
 }
 

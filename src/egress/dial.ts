@@ -204,7 +204,8 @@ function stopped(target: Target, egress: Egress, reason: unknown): EgressUnreach
  * One candidate (the common case): the dial itself, without a race's timers and controllers,
  * with the outcomes a race of one has: its own error, or `stopped` when the flow aborted it.
  * `won` makes the result from the connected socket, in the same step (the connector builds its
- * leased result there: one promise step after the dial, not one per layer).
+ * leased result there: one promise step after the dial, not one per layer). It owns the socket
+ * from then on: if it throws, it closes the socket first (the connector's `leased` does).
  */
 export function dialAlone<T>(
   dialer: Dialer,
@@ -223,14 +224,7 @@ export function dialAlone<T>(
   }
   // a plain promise chain, not an async function: a new flow's dial passes through no await
   return dialing.then(
-    (socket) => {
-      try {
-        return won(socket, egress);
-      } catch (err) {
-        socket.destroy(); // no caller will ever hold it
-        throw err;
-      }
-    },
+    (socket) => won(socket, egress),
     (err: unknown) => {
       if (signal?.aborted) throw stopped(target, egress, signal.reason ?? new Error('aborted'));
       onFailed?.(egress, err);

@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import { toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
+import { ignoreError } from './listen.js';
 import type { HttpInboundOptions } from './http.js';
 import { authRequired, authorizedBy, errorBody, parseAuthority, plainReply, statusText } from './http-text.js';
 import { openTunnel, type TunnelProtocol } from './tunnel.js';
@@ -17,8 +18,6 @@ const connectProtocol: TunnelProtocol = {
     return plainReply(status, statusText[status] ?? 'Error', errorBody(err));
   },
 };
-
-function ignoreError(): void {}
 
 /**
  * Node hands the socket over unread: after the answer nothing reads it, so a client's FIN would
