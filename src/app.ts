@@ -105,14 +105,15 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   // grace also applies to live flows whose interface is lost after the reload).
   const dialSettings = { timeoutMs: cfg.dial.timeout, keepAliveMs: cfg.dial.keepAlive, mptcp: cfg.mptcp === 'on' };
   // every upstream socket's local end is known while it lives: a client arriving from one is a loop
-  const ownEnds = trackOwnEnds(
-    createDialer(dialSettings, addon, (why) =>
-      log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
-    ),
-  );
+  const ownEnds = trackOwnEnds();
   const counters = newInboundCounters();
   const fdExhausted = watchFdExhaustion(log, counters);
-  const dialer = ownEnds.dialer;
+  const dialer = createDialer(
+    dialSettings,
+    addon,
+    (why) => log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
+    ownEnds.record,
+  );
   // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
   const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
   const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {

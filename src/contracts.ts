@@ -187,14 +187,20 @@ export interface DialResult {
 }
 
 /**
+ * A listener for a CancelSignal: a function, or an object whose handleEvent() is called (as
+ * EventTarget allows: a dial listens with itself, no closure per dial).
+ */
+export type CancelListener = (() => void) | { handleEvent(): void };
+
+/**
  * What a dial listens to for being called off: the part of AbortSignal holdfast uses. An
  * AbortSignal is one; a flow passes its cheaper Cancel (src/cancel.ts).
  */
 export interface CancelSignal {
   readonly aborted: boolean;
   readonly reason: unknown;
-  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
-  removeEventListener(type: 'abort', listener: () => void): void;
+  addEventListener(type: 'abort', listener: CancelListener, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: CancelListener): void;
 }
 
 export interface Dialer {

@@ -69,6 +69,8 @@ export class Flow {
   movedFrom: string | null = null;
   /** an MPTCP upstream's subflows (set by pinned() when the dialer made one) */
   subflowProbe: SubflowProbe | undefined;
+  /** where the flow table keeps it while it is live (-1 once removed); the table's own field */
+  slot = -1;
   #rootLog: Logger;
   #log: Logger | undefined;
   #table: FlowTable;

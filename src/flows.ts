@@ -39,9 +39,21 @@ export class FlowTable {
   readonly #log: Logger;
   #graceMs: number;
   #limits: FlowLimits;
-  /** live flows per client address */
+  /**
+   * live flows per client address. An address whose count falls to 0 keeps its entry (pruned once
+   * there are many): a Map that empties allocates a new table, which every flow would pay when
+   * one client opens one flow after another.
+   */
   readonly #perClient = new Map<string, number>();
-  readonly #flows = new Map<number, Flow>();
+  /** addresses with a live flow (entries of #perClient above 0) */
+  #clients = 0;
+  /**
+   * The live flows in the order they opened; a flow that ended leaves a hole (undefined) until
+   * the holes are half the array, then it is compacted. Each flow knows its slot (Flow.slot): no
+   * hash table to grow or shrink per flow.
+   */
+  #slots: (Flow | undefined)[] = [];
+  #live = 0;
   #nextId = 1;
   /** per interface: the pending grace timer and when the loss began */
   readonly #grace = new Map<string, { cancel(): void; since: number }>();
@@ -68,8 +80,8 @@ export class FlowTable {
 
   /** Open a flow; throws LimitError (HF_LIMIT) when a flow limit is reached. */
   open(kind: FlowKind, client: string, dst: Destination): Flow {
-    if (this.#flows.size >= this.#limits.maxFlows) {
-      throw new LimitError(`too many flows (${this.#flows.size}, limits.maxFlows)`);
+    if (this.#live >= this.#limits.maxFlows) {
+      throw new LimitError(`too many flows (${this.#live}, limits.maxFlows)`);
     }
     // counted always, so a reload that sets a per-client limit counts the live flows too
     const perClient = this.#limits.maxFlowsPerClient;
@@ -77,25 +89,48 @@ export class FlowTable {
     const n = this.#perClient.get(ip) ?? 0;
     if (perClient > 0 && n >= perClient) throw new LimitError(`too many flows from ${ip} (${n}, limits.maxFlowsPerClient)`);
     this.#perClient.set(ip, n + 1);
+    if (n === 0) this.#clients++;
     const f = new Flow(this, this.#nextId++, kind, client, dst, this.#log, this.clock.now());
-    this.#flows.set(f.id, f);
-    if (this.#flows.size === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();
+    f.slot = this.#slots.length;
+    this.#slots.push(f);
+    if (++this.#live === 1 && this.#monitor && !this.#release) this.#release = this.#monitor.watchClosely();
     this.totals.opened++;
     return f;
   }
 
   remove(f: Flow): void {
-    if (!this.#flows.delete(f.id)) return;
-    if (this.#flows.size === 0) {
+    const slots = this.#slots;
+    if (f.slot < 0 || slots[f.slot] !== f) return;
+    slots[f.slot] = undefined;
+    f.slot = -1;
+    if (--this.#live === 0) {
       this.#release?.();
       this.#release = undefined;
     }
+    if (this.#live * 2 < slots.length && slots.length >= 64) this.#compact();
     const ip = addressOf(f.client);
     const n = this.#perClient.get(ip);
-    if (n !== undefined) {
-      if (n <= 1) this.#perClient.delete(ip);
-      else this.#perClient.set(ip, n - 1);
+    if (n === undefined) return;
+    this.#perClient.set(ip, n - 1);
+    if (n !== 1) return;
+    // this address has no live flow now: its entry stays, until most entries are such
+    this.#clients--;
+    if (this.#perClient.size > 1024 && this.#clients * 2 < this.#perClient.size) {
+      for (const [k, v] of this.#perClient) if (v <= 0) this.#perClient.delete(k);
     }
+  }
+
+  /** Close the holes, keeping the order flows opened in. */
+  #compact(): void {
+    let j = 0;
+    const slots = this.#slots;
+    for (let i = 0; i < slots.length; i++) {
+      const f = slots[i];
+      if (f === undefined) continue;
+      f.slot = j;
+      slots[j++] = f;
+    }
+    slots.length = j;
   }
 
   /**
@@ -119,24 +154,26 @@ export class FlowTable {
   }
 
   get size(): number {
-    return this.#flows.size;
+    return this.#live;
   }
 
   list(): Flow[] {
-    return [...this.#flows.values()];
+    const out: Flow[] = [];
+    for (const f of this.#slots) if (f !== undefined) out.push(f);
+    return out;
   }
 
   /** Watch the monitor: start a grace timer per interface that broke, cut when it runs out. */
   watch(monitor: NetMonitor): void {
     this.#monitor = monitor;
     this.#unsubscribe = monitor.onChange((_prev, next) => this.#check(next));
-    if (this.#flows.size > 0 && !this.#release) this.#release = monitor.watchClosely();
+    if (this.#live > 0 && !this.#release) this.#release = monitor.watchClosely();
   }
 
   #check(snap: NetSnapshot): void {
     const broken = new Set<string>();
-    for (const f of this.#flows.values()) {
-      if (f.interface && lossOf(snap, f.interface, f.localAddress)) broken.add(f.interface);
+    for (const f of this.#slots) {
+      if (f && f.interface && lossOf(snap, f.interface, f.localAddress)) broken.add(f.interface);
     }
     // healed interfaces: cancel their grace
     for (const [ifname, g] of this.#grace) {
@@ -172,7 +209,7 @@ export class FlowTable {
     const snap = this.#monitor?.current();
     let n = 0;
     let why = 'cut';
-    for (const f of [...this.#flows.values()]) {
+    for (const f of this.list()) {
       if (f.interface !== ifname) continue;
       const loss = snap ? lossOf(snap, ifname, f.localAddress) : 'cut';
       if (!loss) continue;

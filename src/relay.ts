@@ -94,18 +94,18 @@ const IDLE: RelayEnd = { reason: 'idle', error: undefined };
 
 /** Where a relayed socket's listeners find their tunnel. */
 const kRelay = Symbol('holdfast.relay');
-type Relayed = Socket & { [kRelay]: Relay };
+type Relayed = Socket & { [kRelay]?: Relay };
 
 // The listeners, one set for every tunnel: `this` is the socket the event came from.
 function onClientData(this: Relayed, chunk: Buffer): void {
-  const r = this[kRelay];
+  const r = this[kRelay]!;
   const c = r.counters;
   c.bytesUp += chunk.length;
   if (!r.upstream.write(chunk)) this.pause();
   if (c.bytesUp >= r.threshold) r.maybeOffload();
 }
 function onUpstreamData(this: Relayed, chunk: Buffer): void {
-  const r = this[kRelay];
+  const r = this[kRelay]!;
   const c = r.counters;
   c.bytesDown += chunk.length;
   if (!r.client.write(chunk)) this.pause();
@@ -113,33 +113,33 @@ function onUpstreamData(this: Relayed, chunk: Buffer): void {
 }
 /** The client took what was written to it: the upstream may read again. */
 function onClientDrain(this: Relayed): void {
-  const r = this[kRelay];
+  const r = this[kRelay]!;
   r.upstream.resume();
   if (r.wantOffload) r.maybeOffload();
 }
 function onUpstreamDrain(this: Relayed): void {
-  const r = this[kRelay];
+  const r = this[kRelay]!;
   r.client.resume();
   if (r.wantOffload) r.maybeOffload();
 }
 function onClientError(this: Relayed, err: Error): void {
-  this[kRelay].failed('client', err);
+  this[kRelay]!.failed('client', err);
 }
 function onUpstreamError(this: Relayed, err: Error): void {
-  this[kRelay].failed('upstream', err);
+  this[kRelay]!.failed('upstream', err);
 }
 /** A clean end of one direction half-closes the other side. */
 function onEnd(this: Relayed): void {
-  this[kRelay].otherOf(this).end();
+  this[kRelay]!.otherOf(this).end();
 }
 function onClose(this: Relayed): void {
-  this[kRelay].closed(this);
+  this[kRelay]!.closed(this);
 }
 function onFinish(this: Relayed): void {
-  this[kRelay].maybeOffload();
+  this[kRelay]!.maybeOffload();
 }
 function onTimeout(this: Relayed): void {
-  this[kRelay].idled();
+  this[kRelay]!.idled();
 }
 function handoffTick(r: Relay): void {
   r.handoff();
@@ -238,6 +238,7 @@ class Relay implements RelayControl {
       if (!other.destroyed && !other.writableEnded) other.destroySoon();
       return;
     }
+    this.detach();
     const err = this.firstError;
     if (this.stopped) return this.finish(this.stopped);
     if (!err) return this.finish(DONE);
@@ -245,6 +246,16 @@ class Relay implements RelayControl {
     if (this.firstErrorSide === 'client') return this.finish(CLIENT_LEFT);
     const code = (err as NodeJS.ErrnoException).code ?? '';
     this.finish(LEFT.has(code) ? UPSTREAM_LEFT : { reason: 'upstream error', error: err });
+  }
+
+  /**
+   * Both sockets are closed (no event of theirs is to come), or handed to the native relay: they
+   * let go of the tunnel. A closed net.Socket outlives young-generation collections for a while
+   * (Node frees it with its handle), and whatever it points to would be kept, and copied, with it.
+   */
+  detach(): void {
+    (this.client as Relayed)[kRelay] = undefined;
+    (this.upstream as Relayed)[kRelay] = undefined;
   }
 
   /** No byte either way for idleMs, in JS: close both; the end reads 'idle'. */
@@ -328,6 +339,7 @@ class Relay implements RelayControl {
       s.removeListener('timeout', onTimeout);
       s.on('error', ignore);
     }
+    this.detach();
     // until the end, the counters read the native relay's (which reports after this tick)
     Object.defineProperty(counters, 'bytesUp', {
       get: () => baseUp + Math.max(0, eng.bytes(id, 0)),

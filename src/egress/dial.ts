@@ -39,11 +39,14 @@ export function describeAttempt(target: Target, egress: Egress): string {
  * or mptcp in it applies to the next flow (live ones keep what they were given).
  * `onNoMptcp(why)` is called once, the first time `mptcp` is asked for and cannot be had (no MPTCP
  * in the kernel, or no addon); from then on the dialer makes plain TCP sockets.
+ * `onDialed(socket, target)` is told of each socket that connected, before its dial resolves
+ * (own-ends.ts records it there).
  */
 export function createDialer(
   opts: DialerOptions,
   addon: NativeAddon | undefined,
   onNoMptcp?: (why: string) => void,
+  onDialed?: (socket: Socket, target: Target) => void,
 ): Dialer {
   /** the MPTCP sockets this dialer made, with their fds (for the subflow probe) */
   const mptcpFds = new WeakMap<Socket, number>();
@@ -126,60 +129,114 @@ export function createDialer(
         );
         return;
       }
-      const { timeoutMs, keepAliveMs } = opts;
-      let done = false;
-      let timer: NodeJS.Timeout | undefined;
-      const settle = (err: Error | undefined) => {
-        if (done) return;
-        done = true;
-        if (timer) clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        socket.removeListener('error', onError);
-        socket.removeListener('connect', onConnect);
-        if (err) {
-          socket.destroy();
-          reject(err);
-        } else {
-          resolve(socket);
-        }
-      };
-      const onError = (err: Error) =>
-        settle(
-          new HoldfastError(
-            codeOfOsError(err),
-            `${describeAttempt(target, egress)}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
-            { cause: err },
-          ),
-        );
-      const onConnect = () => {
-        if (!addon) {
-          socket.setNoDelay(true);
-          if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
-        }
-        settle(undefined);
-      };
-      const onAbort = () => settle(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
-      if (signal?.aborted) {
-        onAbort();
-        return;
-      }
-      signal?.addEventListener('abort', onAbort, { once: true });
-      // plain on(): settle() removes both, and each comes at most once before it does
-      socket.on('error', onError);
-      socket.on('connect', onConnect);
-      timer = setTimeout(
-        () => settle(new DialTimeoutError(`${describeAttempt(target, egress)}: no answer in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      socket.connect(
-        addon
-          ? { port: target.port, host: target.ip, family: target.family } // bound by openBound
-          : { port: target.port, host: target.ip, family: target.family, localAddress: stripZone(egress.source) },
+      new Dialing(socket, target, egress, signal, resolve, reject, addon !== undefined, opts.keepAliveMs, onDialed).start(
+        opts.timeoutMs,
       );
     });
   }
 
   return { dial, binder: addon ? 'device' : 'source', subflowsOf };
+}
+
+const kDialing = Symbol('holdfast.dialing');
+type Dialed = Socket & { [kDialing]?: Dialing };
+
+/**
+ * One dial in progress: its state and its settling, in one object. The socket's listeners are
+ * module-level functions that find it through a symbol, and it listens to the flow's signal as
+ * itself (handleEvent): no closure per dial.
+ */
+class Dialing {
+  done = false;
+  timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(
+    readonly socket: Socket,
+    readonly target: Target,
+    readonly egress: Egress,
+    readonly signal: CancelSignal | undefined,
+    readonly resolve: (s: Socket) => void,
+    readonly reject: (err: Error) => void,
+    /**
+     * made by the addon: bound to the source, with TCP_NODELAY and keepalive set; else Node binds
+     * at the connect and sets them after it
+     */
+    readonly bound: boolean,
+    readonly keepAliveMs: number,
+    readonly onDialed: ((socket: Socket, target: Target) => void) | undefined,
+  ) {}
+
+  start(timeoutMs: number): void {
+    const { socket, target, egress, signal } = this;
+    if (signal?.aborted) return this.handleEvent();
+    signal?.addEventListener('abort', this, { once: true });
+    (socket as Dialed)[kDialing] = this;
+    // plain on(): settle() removes both, and each comes at most once before it does
+    socket.on('error', onDialError);
+    socket.on('connect', onDialConnect);
+    this.timer = setTimeout(onDialTimeout, timeoutMs, this, timeoutMs);
+    socket.connect(
+      this.bound
+        ? { port: target.port, host: target.ip, family: target.family } // bound by openBound
+        : { port: target.port, host: target.ip, family: target.family, localAddress: stripZone(egress.source) },
+    );
+  }
+
+  settle(err: Error | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    const { socket } = this;
+    if (this.timer) clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this);
+    socket.removeListener('error', onDialError);
+    socket.removeListener('connect', onDialConnect);
+    (socket as Dialed)[kDialing] = undefined;
+    if (err) {
+      socket.destroy();
+      this.reject(err);
+      return;
+    }
+    try {
+      this.onDialed?.(socket, this.target);
+    } catch (bug) {
+      // the dial must settle whatever its observer does: this one fails, and its socket closes
+      socket.destroy();
+      this.reject(bug instanceof Error ? bug : new Error(String(bug)));
+      return;
+    }
+    this.resolve(socket);
+  }
+
+  /** The signal's 'abort' (this object is its listener). */
+  handleEvent(): void {
+    const reason = this.signal?.reason;
+    this.settle(reason instanceof Error ? reason : new Error('aborted'));
+  }
+}
+
+function onDialError(this: Dialed, err: Error): void {
+  const d = this[kDialing];
+  d?.settle(
+    new HoldfastError(
+      codeOfOsError(err),
+      `${describeAttempt(d.target, d.egress)}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
+      { cause: err },
+    ),
+  );
+}
+
+function onDialConnect(this: Dialed): void {
+  const d = this[kDialing];
+  if (!d) return;
+  if (!d.bound) {
+    this.setNoDelay(true);
+    if (d.keepAliveMs > 0) this.setKeepAlive(true, d.keepAliveMs);
+  }
+  d.settle(undefined);
+}
+
+function onDialTimeout(d: Dialing, timeoutMs: number): void {
+  d.settle(new DialTimeoutError(`${describeAttempt(d.target, d.egress)}: no answer in ${timeoutMs} ms`));
 }
 
 /** A failure that blames the path, so another interface is worth a try. */

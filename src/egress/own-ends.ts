@@ -4,7 +4,7 @@
 // bounded: the listener refuses it at its first byte, which can only come through the outer
 // flow's relay, and so only after the dial that made it resolved and was recorded here.
 import type { Socket } from 'node:net';
-import type { Dialer, Target } from '../contracts.js';
+import type { Target } from '../contracts.js';
 import { stripZone, unmap } from '../net/addr.js';
 
 /** A connection's two ends, read as a net.Socket gives them (its getters ask the kernel). */
@@ -16,8 +16,11 @@ export interface ConnectionEnds {
 }
 
 export interface OwnEnds {
-  /** the dialer, recording each socket it returns until that socket closes */
-  readonly dialer: Dialer;
+  /**
+   * Record an upstream socket that connected to `target`, until it closes: the dialer calls this
+   * for each socket it made, before its dial resolves (createDialer's onDialed).
+   */
+  record(socket: Socket, target: Target): void;
   /**
    * Is this connection (from its remote end to its local end) the other end of one of our live
    * upstream sockets? The whole pair is compared: Linux lets sockets connected to different
@@ -35,56 +38,89 @@ function ip(a: string | undefined): string {
   return unmap(a ?? '').toLowerCase();
 }
 
-interface Upstream {
-  readonly socket: Socket;
+/** What a recorded socket carries: where it was dialed, and where it is in its port's list. */
+interface Recorded {
+  readonly ends: PortLists;
+  readonly port: number;
   /** the address it was dialed to, as dialed (compared only when a client arrives on its port) */
   readonly to: string;
+  /** its index in its port's list */
+  index: number;
 }
 
-export function trackOwnEnds(inner: Dialer): OwnEnds {
+const kOwn = Symbol('holdfast.ownEnd');
+type Tracked = Socket & { [kOwn]?: Recorded };
+
+/**
+ * The live upstream sockets by the port they were dialed to, each port's in an array (a socket
+ * leaves it by a swap with the last). A port whose list empties keeps it, until most lists are
+ * empty: a Set or a Map entry made and dropped per flow would allocate a hash table each time.
+ */
+class PortLists {
+  readonly byPort = new Map<number, Tracked[]>();
+  /** ports with a live socket */
+  used = 0;
+
+  add(socket: Tracked, port: number, to: string): void {
+    let list = this.byPort.get(port);
+    if (!list) this.byPort.set(port, (list = []));
+    if (list.length === 0) this.used++;
+    socket[kOwn] = { ends: this, port, to, index: list.length };
+    list.push(socket);
+  }
+
+  remove(socket: Tracked, r: Recorded): void {
+    const list = this.byPort.get(r.port);
+    if (!list || list[r.index] !== socket) return;
+    const last = list.pop()!;
+    if (last !== socket) {
+      list[r.index] = last;
+      last[kOwn]!.index = r.index;
+    }
+    if (list.length > 0) return;
+    this.used--;
+    if (this.byPort.size > 256 && this.used * 2 < this.byPort.size) {
+      for (const [port, l] of this.byPort) if (l.length === 0) this.byPort.delete(port);
+    }
+  }
+}
+
+/** A recorded socket closed: forget it (module-level, it finds its record on the socket). */
+function onOwnClose(this: Tracked): void {
+  const r = this[kOwn];
+  if (!r) return;
+  this[kOwn] = undefined;
+  r.ends.remove(this, r);
+}
+
+export function trackOwnEnds(): OwnEnds {
   /**
-   * The live upstream sockets by the port they were dialed to. The far end is the dial target (no
-   * getpeername), and the local end is read only when a client arrives on that port: most flows
-   * never go to a port holdfast listens on, so most never pay a getsockname for this.
+   * The far end of each is the dial target (no getpeername), and the local end is read only when
+   * a client arrives on that port: most flows never go to a port holdfast listens on, so most
+   * never pay a getsockname for this.
    */
-  const byPort = new Map<number, Set<Upstream>>();
-  const record = (socket: Socket, target: Target) => {
-    const u: Upstream = { socket, to: target.ip };
-    let set = byPort.get(target.port);
-    if (!set) byPort.set(target.port, (set = new Set()));
-    set.add(u);
-    socket.on('close', () => {
-      const s = byPort.get(target.port);
-      if (!s?.delete(u) || s.size > 0) return;
-      byPort.delete(target.port);
-    });
-  };
+  const ends = new PortLists();
   return {
-    dialer: {
-      binder: inner.binder,
-      ...(inner.subflowsOf ? { subflowsOf: inner.subflowsOf } : {}),
-      dial: (target, egress, signal) =>
-        inner.dial(target, egress, signal).then((s) => {
-          record(s, target);
-          return s;
-        }),
+    record: (socket: Tracked, target) => {
+      ends.add(socket, target.port, target.ip);
+      socket.on('close', onOwnClose);
     },
     has: (c, localPort) => {
-      const set = byPort.get(localPort ?? c.localPort ?? -1);
-      if (!set) return false;
+      const list = ends.byPort.get(localPort ?? c.localPort ?? -1);
+      if (!list || list.length === 0) return false;
       const from = ip(c.remoteAddress);
       const fromPort = c.remotePort;
       const at = ip(c.localAddress);
-      for (const u of set) {
+      for (const s of list) {
         // a client's local address never has a zone; the upstream's local end is asked of the
         // kernel once, then kept by the socket
-        if (ip(stripZone(u.to)) === at && u.socket.localPort === fromPort && ip(u.socket.localAddress) === from) return true;
+        if (ip(stripZone(s[kOwn]!.to)) === at && s.localPort === fromPort && ip(s.localAddress) === from) return true;
       }
       return false;
     },
     get size() {
       let n = 0;
-      for (const set of byPort.values()) n += set.size;
+      for (const list of ends.byPort.values()) n += list.length;
       return n;
     },
   };

@@ -42,11 +42,13 @@ class Sniffing {
     this.done = () => {
       clearTimeout(this.timer);
       socket.removeListener('close', sniffClosed);
+      // the socket lets go of this object (a closed socket outlives young-generation collections)
+      (socket as Sniffed)[kSniff] = undefined;
     };
   }
 }
 
-type Sniffed = Socket & { [kSniff]: Sniffing };
+type Sniffed = Socket & { [kSniff]?: Sniffing };
 
 function handshakeTimeout(s: Sniffing): void {
   const { socket, ctx, protocol } = s;
@@ -62,7 +64,7 @@ function handshakeTimeout(s: Sniffing): void {
 
 /** 'close' during the handshake (removed once it is done; 'close' comes once anyway). */
 function sniffClosed(this: Sniffed): void {
-  this[kSniff].done();
+  this[kSniff]?.done();
 }
 
 /** A client that half-closes before its first byte will never say anything. */
@@ -74,7 +76,7 @@ function firstData(this: Sniffed, first: Buffer): void {
   const socket = this;
   socket.removeListener('data', firstData);
   socket.removeListener('end', endedEarly);
-  const s = socket[kSniff];
+  const s = socket[kSniff]!;
   try {
     dispatch(s, first);
   } catch (err) {

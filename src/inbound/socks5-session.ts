@@ -54,21 +54,21 @@ export const socksCommands: Partial<Record<number, (c: SocksCommandContext) => v
 
 /** Where a connection in its SOCKS5 handshake keeps its session (read by the listeners below). */
 const kSession = Symbol('holdfast.socks5');
-type InSession = Socket & { [kSession]: Socks5Session };
+type InSession = Socket & { [kSession]?: Socks5Session };
 
 function noop(): void {}
 
 const EMPTY = Buffer.alloc(0);
 
 function sessionData(this: InSession, chunk: Buffer): void {
-  const s = this[kSession];
+  const s = this[kSession]!;
   s.buf = s.buf.length === 0 ? chunk : Buffer.concat([s.buf, chunk]);
   s.guardedStep();
 }
 
 /** A client that half-closes before its request is complete can never finish it. */
 function sessionEnd(this: InSession): void {
-  if (this[kSession].state !== 'busy') this.destroy();
+  if (this[kSession]?.state !== 'busy') this.destroy();
 }
 
 /**
@@ -173,6 +173,7 @@ class Socks5Session {
       this.state = 'busy';
       socket.removeListener('data', sessionData);
       socket.removeListener('end', sessionEnd);
+      (socket as InSession)[kSession] = undefined; // the session is over: the socket lets go of it
       socket.pause();
       this.handshakeDone();
       const client = this.client;

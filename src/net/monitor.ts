@@ -114,6 +114,9 @@ export function bestDefault(snap: NetSnapshot, family: 4 | 6): { ifname: string;
   return best;
 }
 
+/** What watchClosely returns when there is nothing to hold (no probe, or closed). */
+function noRelease(): void {}
+
 export class Monitor implements NetMonitor {
   #snap: NetSnapshot;
   #listeners = new Set<ChangeFn>();
@@ -184,27 +187,34 @@ export class Monitor implements NetMonitor {
   }
 
   watchClosely(): () => void {
-    if (this.#closed || this.#probeMs <= 0) return () => {};
-    if (this.#holds++ === 0) {
-      this.#probe = setInterval(() => {
-        if (this.#reader.linksChanged?.(this.#snap) !== false) this.#reread();
-      }, this.#probeMs);
+    if (this.#closed || this.#probeMs <= 0) return noRelease;
+    this.#holds++;
+    // a probe still running after the last hold went goes on: it stops at its first tick without
+    // a hold, so traffic that comes and goes (one flow after another) does not remake the timer
+    if (!this.#probe) {
+      this.#probe = setInterval(this.#probeTick, this.#probeMs);
       this.#probe.unref();
     }
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      if (--this.#holds === 0 && this.#probe) {
-        clearInterval(this.#probe);
-        this.#probe = undefined;
-      }
+      this.#holds--;
     };
   }
 
-  /** Re-reading every probeMs now (someone watches closely). */
+  readonly #probeTick = (): void => {
+    if (this.#holds === 0) {
+      clearInterval(this.#probe);
+      this.#probe = undefined;
+      return;
+    }
+    if (this.#reader.linksChanged?.(this.#snap) !== false) this.#reread();
+  };
+
+  /** Someone watches closely: the probe re-reads every probeMs. */
   get probing(): boolean {
-    return this.#probe !== undefined;
+    return this.#holds > 0;
   }
 
   #reread(): void {

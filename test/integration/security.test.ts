@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { createDialer } from '../../src/egress/dial.js';
 import { trackOwnEnds } from '../../src/egress/own-ends.js';
 import { newInboundCounters, type InboundContext } from '../../src/inbound/context.js';
 import type { HttpInbound } from '../../src/inbound/http.js';
@@ -117,14 +118,9 @@ test('11: a client arriving from holdfast\'s own dialer is refused at its first 
   } as unknown as InboundContext;
   const handled: Socket[] = [];
   const http = { handle: (s: Socket) => handled.push(s) } as unknown as HttpInbound;
-  const own = trackOwnEnds({
-    binder: 'source',
-    dial: async (target) => {
-      const s = connect({ host: target.ip, port: target.port });
-      await once(s, 'connect');
-      return s;
-    },
-  });
+  const own = trackOwnEnds();
+  // the dialer holdfast runs (source binding: no addon needed), telling own-ends of each socket
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, undefined, own.record);
   (ctx as { isOwnDial?: unknown }).isOwnDial = own.has;
   const server = createServer((s) => sniff(s, ctx, http));
   server.listen(0, '127.0.0.1');
@@ -132,13 +128,16 @@ test('11: a client arriving from holdfast\'s own dialer is refused at its first 
   t.after(() => server.close());
   const port = (server.address() as { port: number }).port;
   const egress = { ifname: 'lo', ifindex: 1, source: '127.0.0.1', family: 4 } as never;
-  const up = await own.dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress);
+  const up = await dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress);
+  assert.equal(own.size, 1, 'the dialed socket is recorded before its dial resolves');
   t.after(() => up.destroy());
   up.on('error', () => {});
+  up.on('end', () => up.end()); // the dialer's sockets allow half-open: close our side too
   up.write('GET / HTTP/1.1\r\n\r\n');
   await once(up, 'close', { signal: AbortSignal.timeout(5000) });
   assert.equal(counters.loopRefusals, 1);
   assert.equal(handled.length, 0);
+  assert.equal(own.size, 0, 'a closed upstream socket is forgotten');
   // a client of its own is served
   const other = connect({ host: '127.0.0.1', port });
   t.after(() => other.destroy());

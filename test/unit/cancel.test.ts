@@ -60,3 +60,25 @@ test('Cancel: a listener added after the abort never runs (read .aborted instead
   assert.equal(ran, 0);
   assert.equal(c.aborted, true);
 });
+
+test('Cancel and AbortSignal alike: an object listener has its handleEvent called once, with itself as this', () => {
+  // the dialer listens with its own Dialing object; both signal kinds must call it the same way
+  for (const make of [() => new Cancel(), () => new AbortController()]) {
+    const c = make();
+    const signal = c instanceof Cancel ? c : c.signal;
+    const seen: string[] = [];
+    const obj = {
+      name: 'dialing',
+      handleEvent(this: { name: string }) {
+        seen.push(this.name);
+      },
+    };
+    const removed = { handleEvent: () => seen.push('removed') };
+    signal.addEventListener('abort', obj, { once: true });
+    signal.addEventListener('abort', removed, { once: true });
+    signal.removeEventListener('abort', removed);
+    c.abort(new Error('x'));
+    c.abort(new Error('again'));
+    assert.deepEqual(seen, ['dialing'], `${c.constructor.name}`);
+  }
+});

@@ -384,3 +384,43 @@ test('list() and size follow open and end', async (t) => {
   );
   assert.equal(table.totals.opened, 2);
 });
+
+test('list() keeps open order through many ends and compactions; size, limits and cuts stay exact', async (t) => {
+  const { table, net } = setup(t);
+  table.configure({ graceMs: 0, limits: { maxFlows: 300, maxFlowsPerClient: 2 } });
+  // 300 flows from 150 clients (two each), then every other one ends: the holes are compacted
+  const flows: Flow[] = [];
+  for (let i = 0; i < 300; i++) flows.push(table.open('socks5-connect', `10.9.${i >> 8}.${(i >> 1) & 255}:${1000 + i}`, dst));
+  assert.equal(table.size, 300);
+  assert.throws(() => table.open('socks5-connect', '10.9.9.9:1', dst), /too many flows \(300/);
+  for (let i = 0; i < 300; i += 2) flows[i].end('done');
+  assert.equal(table.size, 150);
+  const left = flows.filter((_f, i) => i % 2 === 1);
+  assert.deepEqual(table.list().map((f) => f.id), left.map((f) => f.id), 'open order, ended ones gone');
+  flows[0].end('done'); // ending twice changes nothing
+  assert.equal(table.size, 150);
+  // each client has one live flow: one more is allowed, a third is not
+  table.open('socks5-connect', `10.9.0.0:9`, dst);
+  assert.throws(() => table.open('socks5-connect', `10.9.0.0:10`, dst), /too many flows from 10\.9\.0\.0 \(2/);
+  // a cut still finds every flow pinned to the interface, after the compactions
+  for (const f of left.slice(0, 10)) f.pinned({ egress: { ifname: 'if1', source: IF1, family: 4, placedBy: 'route' }, target: { ip: '1.2.3.4', family: 4, port: 80 }, localAddress: IF1, attempts: '' });
+  await net([loopback(), if1({ carrier: false }), if2()]);
+  assert.equal(table.totals.cut, 10);
+  assert.equal(table.size, 141);
+  for (const f of table.list()) f.end('done');
+  assert.equal(table.size, 0);
+  assert.deepEqual(table.list(), []);
+});
+
+test('per-client counts stay exact when many clients come and go (their entries are pruned)', (t) => {
+  const { table } = setup(t);
+  table.configure({ graceMs: GRACE, limits: { maxFlows: 100_000, maxFlowsPerClient: 1 } });
+  const keep = table.open('socks5-connect', '10.8.0.1:1', dst);
+  // 3000 clients, one flow each, each ended: their counts fall to 0 and are pruned on the way
+  for (let i = 0; i < 3000; i++) table.open('socks5-connect', `10.7.${i >> 8}.${i & 255}:5`, dst).end('done');
+  for (let i = 0; i < 3000; i += 97) table.open('socks5-connect', `10.7.${i >> 8}.${i & 255}:6`, dst).end('done');
+  assert.throws(() => table.open('socks5-connect', '10.8.0.1:2', dst), /too many flows from 10\.8\.0\.1 \(1/, 'a live client still counts');
+  keep.end('done');
+  table.open('socks5-connect', '10.8.0.1:3', dst).end('done');
+  assert.equal(table.size, 0);
+});

@@ -225,6 +225,15 @@ test('13: the monitor owns its probing: watchClosely re-reads on its own timer u
   assert.equal(monitor.probing, true, 'one hold is left (a repeated release counts once)');
   r2();
   assert.equal(monitor.probing, false);
+  // the timer itself stops at its next tick without a hold (a hold taken again before that keeps
+  // it): no read after that
+  const again = monitor.watchClosely();
+  assert.equal(monitor.probing, true);
+  again();
+  await new Promise((r) => setTimeout(r, 30));
+  const reads = reader.reads;
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(reader.reads, reads, 'no probe read once every hold is released');
 });
 
 // ---------------------------------------------------------------------------------------------
