@@ -1,7 +1,7 @@
 // Linux: read interfaces from /sys, addresses from getifaddrs (os.networkInterfaces) and default
 // routes from /proc; learn of changes from `ip -o monitor` (netlink), if iproute2 is there.
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { DefaultRoute, Family, IfAddress, NetInterface, NetSnapshot } from '../contracts.js';
 import type { StateReader } from './monitor.js';
@@ -11,12 +11,82 @@ const IFF_LOOPBACK = 0x8;
 const RTF_UP = 0x1;
 const RTF_REJECT = 0x200;
 
-function readSys(name: string, file: string): string | undefined {
-  try {
-    return readFileSync(`/sys/class/net/${name}/${file}`, 'latin1').trim();
-  } catch {
-    return undefined; // e.g. carrier of an interface that is administratively down: EINVAL
+/**
+ * Files of /sys and /proc kept open and read again at offset 0: the kernel answers such a read
+ * afresh each time (a sysfs attribute, a seq_file), so a look is one or two preads instead of
+ * open, fstat, read, read and close. A kept file whose read fails (its link is gone: ENODEV) is
+ * closed and opened again once: the name may be another link's now. The monitor's poll reads
+ * about fifteen such files every 2 s; the close watch two per interface every 250 ms.
+ */
+class KeptFiles {
+  readonly #fds = new Map<string, number>();
+  #buf = Buffer.alloc(8192);
+
+  /**
+   * The file's text now, or undefined if it cannot be read (e.g. the carrier of a link that is
+   * administratively down: EINVAL). `oneRead`: a sysfs attribute, whole in one read.
+   */
+  read(path: string, oneRead: boolean): string | undefined {
+    const kept = this.#fds.get(path);
+    if (kept !== undefined) {
+      const text = this.#readAll(kept, oneRead);
+      if (text !== undefined) return text;
+      this.forget(path);
+    }
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return undefined;
+    }
+    const text = this.#readAll(fd, oneRead);
+    if (text === undefined) closeSync(fd);
+    else this.#fds.set(path, fd);
+    return text;
   }
+
+  #readAll(fd: number, oneRead: boolean): string | undefined {
+    let n = 0;
+    try {
+      for (;;) {
+        const got = readSync(fd, this.#buf, n, this.#buf.length - n, n);
+        n += got;
+        if (got === 0 || (oneRead && n < this.#buf.length)) break;
+        if (n === this.#buf.length) {
+          const bigger = Buffer.alloc(this.#buf.length * 2);
+          this.#buf.copy(bigger, 0, 0, n);
+          this.#buf = bigger;
+        }
+      }
+    } catch {
+      return undefined;
+    }
+    return this.#buf.toString('latin1', 0, n);
+  }
+
+  forget(path: string): void {
+    const fd = this.#fds.get(path);
+    if (fd === undefined) return;
+    this.#fds.delete(path);
+    closeSync(fd);
+  }
+
+  /** Close every kept file of a link not in `names` (it went away). */
+  keepLinks(names: ReadonlySet<string>): void {
+    for (const path of [...this.#fds.keys()]) {
+      const m = /^\/sys\/class\/net\/([^/]+)\//.exec(path);
+      if (m && !names.has(m[1])) this.forget(path);
+    }
+  }
+
+  close(): void {
+    for (const path of [...this.#fds.keys()]) this.forget(path);
+  }
+}
+
+/** A link's attribute in /sys/class/net, trimmed. */
+function readSys(files: KeptFiles, name: string, file: string): string | undefined {
+  return files.read(`/sys/class/net/${name}/${file}`, true)?.trim();
 }
 
 function hexToIpv4LE(hex: string): string {
@@ -47,15 +117,16 @@ function hexToIpv6(hex: string): string {
   return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLen).join(':')}`;
 }
 
-function readDefaultRoutes(): Map<string, DefaultRoute[]> {
+function readDefaultRoutes(files: KeptFiles): Map<string, DefaultRoute[]> {
   const out = new Map<string, DefaultRoute[]>();
   const add = (ifname: string, r: DefaultRoute) => {
     const list = out.get(ifname);
     if (list) list.push(r);
     else out.set(ifname, [r]);
   };
-  try {
-    const lines = readFileSync('/proc/net/route', 'latin1').split('\n');
+  const v4 = files.read('/proc/net/route', false);
+  if (v4 !== undefined) {
+    const lines = v4.split('\n');
     for (let i = 1; i < lines.length; i++) {
       const f = lines[i].split(/\s+/);
       if (f.length < 8) continue;
@@ -64,10 +135,8 @@ function readDefaultRoutes(): Map<string, DefaultRoute[]> {
       if (!(parseInt(flags, 16) & RTF_UP)) continue;
       add(iface, { family: 4, gateway: gw === '00000000' ? null : hexToIpv4LE(gw), metric: Number(metric) });
     }
-  } catch {
-    /* no IPv4 */
-  }
-  for (const [iface, r] of ipv6Defaults()) add(iface, r);
+  } // else no IPv4
+  for (const [iface, r] of ipv6Defaults(files)) add(iface, r);
   for (const list of out.values()) list.sort((a, b) => a.family - b.family || a.metric - b.metric);
   return out;
 }
@@ -122,13 +191,10 @@ function ipv6DefaultsFromIp(): [string, DefaultRoute][] {
  * the main table's (once per change, not once per read). Without iproute2: /proc as it is.
  */
 let v6Cache: { key: string; routes: [string, DefaultRoute][] } | undefined;
-function ipv6Defaults(): [string, DefaultRoute][] {
-  let fromProc: [string, DefaultRoute][];
-  try {
-    fromProc = ipv6DefaultsFromProc(readFileSync('/proc/net/ipv6_route', 'latin1'));
-  } catch {
-    return []; // no IPv6
-  }
+function ipv6Defaults(files: KeptFiles): [string, DefaultRoute][] {
+  const text = files.read('/proc/net/ipv6_route', false);
+  if (text === undefined) return []; // no IPv6
+  const fromProc = ipv6DefaultsFromProc(text);
   // the default routes of every table, without the counters that move with traffic
   const key = JSON.stringify(fromProc);
   if (v6Cache?.key === key) return v6Cache.routes;
@@ -143,89 +209,47 @@ function ipv6Defaults(): [string, DefaultRoute][] {
 }
 
 /**
- * The flags and carrier files of the non-loopback interfaces, kept open: sysfs answers a read at
- * offset 0 afresh each time, so the close watch's look (every 250 ms while flows live) is two
- * reads per interface instead of a whole re-read (getifaddrs, a directory, three files per
- * interface, two route tables: 1-2 ms on the event loop with a handful of interfaces).
+ * The close watch's look (every 250 ms while flows live): the flags and carrier files of the
+ * non-loopback interfaces, kept open, two reads per interface instead of a whole re-read
+ * (getifaddrs, a directory, the files of every link, two route tables).
  */
-function linkWatcher(): Pick<StateReader, 'linksChanged' | 'close'> {
-  const open = new Map<string, { index: number; flags: number; carrier: number }>();
-  const buf = Buffer.alloc(64);
-  const readAt0 = (fd: number): string | undefined => {
-    try {
-      return buf.toString('latin1', 0, readSync(fd, buf, 0, buf.length, 0)).trim();
-    } catch {
-      return undefined; // EINVAL: carrier of a link that is down; ENODEV: the link is gone
+function linksChanged(files: KeptFiles, snap: NetSnapshot): boolean {
+  let changed = false;
+  for (const i of snap.interfaces) {
+    if (i.loopback) continue; // nothing to lose
+    const flagsText = readSys(files, i.name, 'flags');
+    if (flagsText === undefined) {
+      changed = true; // gone, or cannot be looked at: the whole read will tell
+      continue;
     }
-  };
-  const drop = (name: string) => {
-    const h = open.get(name);
-    if (!h) return;
-    open.delete(name);
-    closeSync(h.flags);
-    closeSync(h.carrier);
-  };
-  const handle = (i: NetInterface) => {
-    const h = open.get(i.name);
-    if (h && h.index === i.index) return h;
-    drop(i.name); // a new link under an old name
-    let flags: number | undefined;
-    try {
-      flags = openSync(`/sys/class/net/${i.name}/flags`, 'r');
-      const carrier = openSync(`/sys/class/net/${i.name}/carrier`, 'r');
-      const made = { index: i.index, flags, carrier };
-      open.set(i.name, made);
-      return made;
-    } catch {
-      if (flags !== undefined) closeSync(flags);
-      return undefined;
-    }
-  };
-  return {
-    linksChanged(snap: NetSnapshot): boolean {
-      const seen = new Set<string>();
-      let changed = false;
-      for (const i of snap.interfaces) {
-        if (i.loopback) continue; // nothing to lose
-        seen.add(i.name);
-        const h = handle(i);
-        const flagsText = h && readAt0(h.flags);
-        if (flagsText === undefined) {
-          drop(i.name);
-          changed = true; // gone, or cannot be looked at: the whole read will tell
-          continue;
-        }
-        const up = (parseInt(flagsText, 16) & IFF_UP) !== 0;
-        const carrier = up && readAt0(h!.carrier) === '1';
-        if (up !== i.up || carrier !== i.carrier) changed = true;
-      }
-      for (const name of [...open.keys()]) if (!seen.has(name)) drop(name);
-      return changed;
-    },
-    close() {
-      for (const name of [...open.keys()]) drop(name);
-    },
-  };
+    const up = (parseInt(flagsText, 16) & IFF_UP) !== 0;
+    const carrier = up && readSys(files, i.name, 'carrier') === '1';
+    if (up !== i.up || carrier !== i.carrier) changed = true;
+  }
+  return changed;
 }
 
 export function createLinuxReader(): StateReader {
+  const files = new KeptFiles();
   return {
-    ...linkWatcher(),
+    linksChanged: (snap) => linksChanged(files, snap),
+    close: () => files.close(),
     read(): NetInterface[] {
       const addrs = networkInterfaces();
-      const routes = readDefaultRoutes();
+      const routes = readDefaultRoutes(files);
       let names: string[];
       try {
         names = readdirSync('/sys/class/net');
       } catch {
         names = Object.keys(addrs);
       }
+      files.keepLinks(new Set(names));
       const out: NetInterface[] = [];
       for (const name of names) {
-        const flags = parseInt(readSys(name, 'flags') ?? '0', 16);
+        const flags = parseInt(readSys(files, name, 'flags') ?? '0', 16);
         const loopback = (flags & IFF_LOOPBACK) !== 0;
         const up = (flags & IFF_UP) !== 0;
-        const carrier = loopback ? up : up && readSys(name, 'carrier') === '1';
+        const carrier = loopback ? up : up && readSys(files, name, 'carrier') === '1';
         const addresses: IfAddress[] = [];
         for (const a of addrs[name] ?? []) {
           const family: Family = a.family === 'IPv6' ? 6 : 4;
@@ -236,7 +260,7 @@ export function createLinuxReader(): StateReader {
         addresses.sort((x, y) => x.family - y.family || (x.ip < y.ip ? -1 : x.ip > y.ip ? 1 : 0));
         out.push({
           name,
-          index: Number(readSys(name, 'ifindex') ?? 0),
+          index: Number(readSys(files, name, 'ifindex') ?? 0),
           up,
           carrier,
           loopback,

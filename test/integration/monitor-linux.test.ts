@@ -202,8 +202,18 @@ test("the close watch's cheap look: quiet while nothing changed, true on a carri
   snap = snapshot();
   assert.equal(snap.interfaces.find((i) => i.name === 'hfmon10')?.carrier, false);
   assert.equal(reader.linksChanged!(snap), false, 'the new state is quiet again');
+  const oldIndex = snap.interfaces.find((i) => i.name === 'hfmon10')!.index;
   ip('link', 'del', 'hfmon10');
   assert.equal(reader.linksChanged!(snap), true, 'a link gone is seen through its open files');
+  // another link under the same name: the files kept for the old one fail, and are opened anew
+  ip('link', 'add', 'hfmon10', 'type', 'veth', 'peer', 'name', 'hfmon11');
+  ip('link', 'set', 'hfmon10', 'up');
+  const again = reader.read().find((i) => i.name === 'hfmon10');
+  assert.ok(again, 'the new hfmon10 is read');
+  assert.notEqual(again.index, oldIndex, 'with its own index, not the old link\'s');
+  assert.equal(again.up, true);
+  ip('link', 'del', 'hfmon10');
+  assert.equal(reader.read().some((i) => i.name === 'hfmon10'), false);
   reader.close!();
   assert.equal(fds(), before, 'close() closes what the look kept open');
 });
