@@ -274,6 +274,9 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         if (statusCode >= 200) onHead(c, statusCode, headers as Headers); // informational: Node's server speaks for itself
       },
       onResponseData(c, chunk) {
+        // undici hands over an empty chunk after about every other one: writing it would cost a
+        // write(2) of 0 bytes and a trip through the response stream each time
+        if (chunk.length === 0) return;
         sent += chunk.length;
         flow.bytesDown += chunk.length;
         if (!res.write(chunk)) c.pause();
