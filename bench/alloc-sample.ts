@@ -6,6 +6,8 @@
 //   ...                  a fixed number of flows (node dist/bench/flows.js)
 //   kill -USR2 <pid>     stop and write $HOLDFAST_ALLOC_OUT (default /tmp/alloc-<pid>.heapprofile)
 //   node dist/bench/alloc-top.js /tmp/alloc-<pid>.heapprofile <flows>
+// HOLDFAST_ALLOC_SURVIVORS=1 leaves out what a young collection (scavenge) freed: the profile is
+// then what outlived one (copied, promoted, freed later by a mark-compact, or still alive).
 // Measurement only: the inspector session it opens is local to the process (no port).
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -28,7 +30,7 @@ process.on('SIGUSR2', () => {
           post('HeapProfiler.startSampling', {
             samplingInterval: 1024,
             includeObjectsCollectedByMajorGC: true,
-            includeObjectsCollectedByMinorGC: true,
+            includeObjectsCollectedByMinorGC: process.env.HOLDFAST_ALLOC_SURVIVORS !== '1',
           }),
         )
         .then(() => process.stderr.write('alloc-sample: sampling\n'));
