@@ -81,6 +81,18 @@ export function key(c: Case): string {
  * order (drift hits all alike). A case whose warm-up or run throws drops out with its reason;
  * each round logs `round N: <what each case did> <unit>`.
  */
+/**
+ * The cases in round `r`'s order: each round starts one case further on. On this VM the order
+ * alone moved a sequential new-flow p50 by up to 2x (whichever proxy ran first in a round was
+ * slower), so no proxy should always follow the same one.
+ */
+export function roundOrder<T>(cases: readonly T[], r: number): T[] {
+  const n = cases.length;
+  if (n === 0) return [];
+  const k = r % n;
+  return [...cases.slice(k), ...cases.slice(0, k)];
+}
+
 export async function interleaved<R>(
   ctx: Ctx,
   cases: readonly Case[],
@@ -103,7 +115,7 @@ export async function interleaved<R>(
   }
   for (let r = 0; r < ctx.settings.rounds; r++) {
     const line: string[] = [];
-    for (const c of cases) {
+    for (const c of roundOrder(cases, r)) {
       if (failed.has(key(c))) continue;
       try {
         const run = await o.run(c);

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import { ECHO, openTunnel, reqRespHeader } from './client.js';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, key, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, key, roundOrder, type Case, type Ctx } from './common.js';
 import { fmt, percentile, sortedCopy, type Row } from './stats.js';
 
 const MSG = 64;
@@ -105,7 +105,7 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
   for (const c of cases) await rtts(ctx, c).catch(() => undefined); // warm-up
   for (let r = 0; r < rounds; r++) {
     const line: string[] = [];
-    for (const c of cases) {
+    for (const c of roundOrder(cases, r)) {
       if (failed.has(key(c))) continue;
       try {
         if (c.running !== undefined) assertAlive(c.running);

@@ -3,7 +3,7 @@
 // sink closes, the client closes. Flows per second, plus the proxy's CPU µs per flow.
 import { reqRespHeader, shortFlow } from './client.js';
 import { assertAlive } from './proxies.js';
-import { LABEL, REF, casesFor, cpuUsageOf, key, type Case, type Ctx } from './common.js';
+import { LABEL, REF, casesFor, cpuUsageOf, key, roundOrder, type Case, type Ctx } from './common.js';
 import { fmt, median, type Row } from './stats.js';
 
 interface Run {
@@ -51,7 +51,7 @@ export async function rate(ctx: Ctx): Promise<Row[]> {
   for (const c of cases) await measure(ctx, c, 0.5); // warm-up
   for (let r = 0; r < rounds; r++) {
     const line: string[] = [];
-    for (const c of cases) {
+    for (const c of roundOrder(cases, r)) {
       const run = await measure(ctx, c, rateSeconds);
       runs.get(key(c))?.push(run);
       line.push(`${c.proxy}/${c.protocol} ${fmt(run.flows / run.seconds)}${run.errors > 0 ? ` (${run.errors} err)` : ''}`);
