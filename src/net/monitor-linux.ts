@@ -1,7 +1,7 @@
 // Linux: read interfaces from /sys, addresses from getifaddrs (os.networkInterfaces) and default
 // routes from /proc; learn of changes from `ip -o monitor` (netlink), if iproute2 is there.
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { DefaultRoute, Family, IfAddress, NetInterface, NetSnapshot } from '../contracts.js';
 import type { StateReader } from './monitor.js';
@@ -15,11 +15,16 @@ const RTF_REJECT = 0x200;
  * Files of /sys and /proc kept open and read again at offset 0: the kernel answers such a read
  * afresh each time (a sysfs attribute, a seq_file), so a look is one or two preads instead of
  * open, fstat, read, read and close. A kept file whose read fails (its link is gone: ENODEV) is
- * closed and opened again once: the name may be another link's now. The monitor's poll reads
- * about fifteen such files every 2 s; the close watch two per interface every 250 ms.
+ * closed and opened again once: the name may be another link's now. A link renamed keeps its
+ * files readable, so a new link under its old name would be read through them: the whole read
+ * checks each link's directory (`keepLinks`) and lets go of the files of a name that is another
+ * link now. The monitor's poll reads about fifteen such files every 2 s; the close watch two per
+ * interface every 250 ms.
  */
 class KeptFiles {
   readonly #fds = new Map<string, number>();
+  /** per link name: the inode of its directory in /sys when its files were kept */
+  readonly #links = new Map<string, number>();
   #buf = Buffer.alloc(8192);
 
   /**
@@ -71,15 +76,29 @@ class KeptFiles {
     closeSync(fd);
   }
 
-  /** Close every kept file of a link not in `names` (it went away). */
-  keepLinks(names: ReadonlySet<string>): void {
-    for (const path of [...this.#fds.keys()]) {
-      const m = /^\/sys\/class\/net\/([^/]+)\//.exec(path);
-      if (m && !names.has(m[1])) this.forget(path);
+  /**
+   * The links there are now (a stat of each one's directory): close the kept files of a link not
+   * in `names` (it went away), and of a name whose directory is another link's (renamed, and a
+   * new link under the old name).
+   */
+  keepLinks(names: readonly string[]): void {
+    const now = new Map<string, number>();
+    for (const name of names) {
+      const ino = statSync(`/sys/class/net/${name}`, { throwIfNoEntry: false })?.ino;
+      if (ino !== undefined) now.set(name, ino);
     }
+    for (const [name, ino] of this.#links) if (now.get(name) !== ino) this.#forgetLink(name);
+    for (const [name, ino] of now) this.#links.set(name, ino);
+  }
+
+  #forgetLink(name: string): void {
+    this.#links.delete(name);
+    const dir = `/sys/class/net/${name}/`;
+    for (const path of [...this.#fds.keys()]) if (path.startsWith(dir)) this.forget(path);
   }
 
   close(): void {
+    this.#links.clear();
     for (const path of [...this.#fds.keys()]) this.forget(path);
   }
 }
@@ -243,7 +262,7 @@ export function createLinuxReader(): StateReader {
       } catch {
         names = Object.keys(addrs);
       }
-      files.keepLinks(new Set(names));
+      files.keepLinks(names);
       const out: NetInterface[] = [];
       for (const name of names) {
         const flags = parseInt(readSys(files, name, 'flags') ?? '0', 16);

@@ -212,8 +212,29 @@ test("the close watch's cheap look: quiet while nothing changed, true on a carri
   assert.ok(again, 'the new hfmon10 is read');
   assert.notEqual(again.index, oldIndex, 'with its own index, not the old link\'s');
   assert.equal(again.up, true);
+  // renamed, and another link made under its old name (as udev does with eth0): the files kept
+  // under the old name now belong to the renamed link, and must not be read for the new one
+  const upIndex = again.index;
+  ip('link', 'set', 'hfmon10', 'name', 'hfmon12');
+  ip('link', 'add', 'hfmon10', 'type', 'veth', 'peer', 'name', 'hfmon13');
+  t.after(() => {
+    try {
+      ip('link', 'del', 'hfmon12');
+    } catch {
+      /* deleted by the test */
+    }
+  });
+  const read = reader.read();
+  const fresh = read.find((i) => i.name === 'hfmon10');
+  const renamed = read.find((i) => i.name === 'hfmon12');
+  assert.ok(fresh && renamed);
+  assert.equal(renamed.index, upIndex, 'the renamed link keeps its index');
+  assert.notEqual(fresh.index, upIndex, 'the new hfmon10 is read as itself, not as the renamed link');
+  assert.equal(fresh.up, false, 'and it is down (the renamed one is up)');
+  assert.equal(renamed.up, true);
   ip('link', 'del', 'hfmon10');
-  assert.equal(reader.read().some((i) => i.name === 'hfmon10'), false);
+  ip('link', 'del', 'hfmon12');
+  assert.equal(reader.read().some((i) => i.name === 'hfmon10' || i.name === 'hfmon12'), false);
   reader.close!();
   assert.equal(fds(), before, 'close() closes what the look kept open');
 });
