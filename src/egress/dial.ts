@@ -139,7 +139,7 @@ export function createDialer(
 }
 
 const kDialing = Symbol('holdfast.dialing');
-type Dialed = Socket & { [kDialing]?: Dialing };
+type DialingSocket = Socket & { [kDialing]?: Dialing };
 
 /**
  * One dial in progress: its state and its settling, in one object. The socket's listeners are
@@ -170,7 +170,7 @@ class Dialing {
     const { socket, target, egress, signal } = this;
     if (signal?.aborted) return this.handleEvent();
     signal?.addEventListener('abort', this, { once: true });
-    (socket as Dialed)[kDialing] = this;
+    (socket as DialingSocket)[kDialing] = this;
     // plain on(): settle() removes both, and each comes at most once before it does
     socket.on('error', onDialError);
     socket.on('connect', onDialConnect);
@@ -190,7 +190,7 @@ class Dialing {
     this.signal?.removeEventListener('abort', this);
     socket.removeListener('error', onDialError);
     socket.removeListener('connect', onDialConnect);
-    (socket as Dialed)[kDialing] = undefined;
+    (socket as DialingSocket)[kDialing] = undefined;
     if (err) {
       socket.destroy();
       this.reject(err);
@@ -214,7 +214,7 @@ class Dialing {
   }
 }
 
-function onDialError(this: Dialed, err: Error): void {
+function onDialError(this: DialingSocket, err: Error): void {
   const d = this[kDialing];
   d?.settle(
     new HoldfastError(
@@ -225,7 +225,7 @@ function onDialError(this: Dialed, err: Error): void {
   );
 }
 
-function onDialConnect(this: Dialed): void {
+function onDialConnect(this: DialingSocket): void {
   const d = this[kDialing];
   if (!d) return;
   if (!d.bound) {
