@@ -108,12 +108,13 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
   const ownEnds = trackOwnEnds();
   const counters = newInboundCounters();
   const fdExhausted = watchFdExhaustion(log, counters);
-  const dialer = createDialer(
-    dialSettings,
-    addon,
-    (why) => log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
-    ownEnds.record,
-  );
+  const dialer = createDialer(dialSettings, addon, {
+    onNoMptcp: (why) =>
+      log.warn({ why }, 'mptcp: not available here, upstream sockets are plain TCP (`holdfast doctor` says more)'),
+    onDialed: ownEnds.record,
+    // pinned sockets made ahead of their dial are good while the network stays as it was
+    epoch: () => monitor.epoch,
+  });
   // interface types (sysfs) and metered states (NetworkManager, asked again on each change)
   const facts = new InterfaceFactsCache(opts.facts); // asked at apply() (start and reload)
   const unsubscribeFacts = monitor.onChange((_prev, _next, diff) => {
@@ -297,6 +298,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     stats.close();
     if (!opts.monitor) monitor.close();
     flows.close();
+    dialer.close?.();
     throw err;
   }
 
@@ -354,6 +356,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
         unsubscribeLog();
         unsubscribeFacts();
         flows.close();
+        dialer.close?.();
         if (!opts.monitor) monitor.close();
         // connections still in their handshake close on their own timeout; do not wait for them
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000).unref())]);

@@ -213,6 +213,8 @@ export interface Dialer {
    * TCP (MPTCP off, unavailable, or the server answered without MPTCP).
    */
   subflowsOf?(socket: Socket): SubflowProbe | undefined;
+  /** Let go of what it keeps between dials (its spare sockets). Dials after this still work. */
+  close?(): void;
 }
 
 export type FlowKind =

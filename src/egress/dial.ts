@@ -29,6 +29,25 @@ export interface DialerOptions {
 /** socket(IPPROTO_MPTCP) fails with these where the kernel has no MPTCP (or net.mptcp.enabled=0). */
 const NO_MPTCP = new Set(['EPROTONOSUPPORT', 'ENOPROTOOPT', 'EINVAL', 'EAFNOSUPPORT']);
 
+export interface DialerHooks {
+  /**
+   * Called once, the first time `mptcp` is asked for and cannot be had (no MPTCP in the kernel,
+   * or no addon); from then on the dialer makes plain TCP sockets.
+   */
+  readonly onNoMptcp?: (why: string) => void;
+  /** Told of each socket that connected, before its dial resolves (own-ends.ts records it there). */
+  readonly onDialed?: (socket: Socket, target: Target) => void;
+  /**
+   * The monitor's epoch (Monitor.epoch): it moves on every link, address or route event, and is
+   * undefined while nothing watches. With it, the addon's pinned sockets are made ahead of their
+   * dial (`Spares`), and one made in another epoch is never used.
+   */
+  readonly epoch?: () => number | undefined;
+}
+
+/** openBound's kinds a dial uses: 0 TCP, 2 MPTCP. */
+export type SocketKind = 0 | 2;
+
 export function describeAttempt(target: Target, egress: Egress): string {
   const host = target.family === 6 ? `[${target.ip}]` : target.ip;
   return `connect ${host}:${target.port} via ${egress.ifname} (${egress.source})`;
@@ -37,17 +56,9 @@ export function describeAttempt(target: Target, egress: Egress): string {
 /**
  * The dialer. `opts` is read at each dial, so a reload that changes dial.timeout, dial.keepAlive
  * or mptcp in it applies to the next flow (live ones keep what they were given).
- * `onNoMptcp(why)` is called once, the first time `mptcp` is asked for and cannot be had (no MPTCP
- * in the kernel, or no addon); from then on the dialer makes plain TCP sockets.
- * `onDialed(socket, target)` is told of each socket that connected, before its dial resolves
- * (own-ends.ts records it there).
  */
-export function createDialer(
-  opts: DialerOptions,
-  addon: NativeAddon | undefined,
-  onNoMptcp?: (why: string) => void,
-  onDialed?: (socket: Socket, target: Target) => void,
-): Dialer {
+export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined, hooks: DialerHooks = {}): Dialer {
+  const { onNoMptcp } = hooks;
   /** the MPTCP sockets this dialer made, with their fds (for the subflow probe) */
   const mptcpFds = new WeakMap<Socket, number>();
   let mptcpUsable = true;
@@ -74,25 +85,36 @@ export function createDialer(
   // the first probe after dial.keepAlive idle (whole seconds), then one a second, ten unanswered
   // end the connection (Node 20's own setKeepAlive leaves the kernel's 75 s x 9 after the idle).
   const keepAliveSecs = () => (opts.keepAliveMs > 0 ? Math.max(1, Math.floor(opts.keepAliveMs / 1000)) : 0);
+  /** A socket pinned to `egress`, made now: MPTCP if asked for and the kernel has it, else TCP. */
+  const openPinned = (egress: Egress, kind: SocketKind, ka: number): Socket => {
+    if (kind === 2) {
+      let fd: number | undefined;
+      try {
+        fd = addon!.openBound(egress.family, 2, egress.ifname, egress.source, ka);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
+        if (!NO_MPTCP.has(code)) throw err;
+        noMptcp(`socket(IPPROTO_MPTCP): ${code}`);
+      }
+      if (fd !== undefined) {
+        const s = adopt(fd);
+        mptcpFds.set(s, fd);
+        return s;
+      }
+    }
+    return adopt(addon!.openBound(egress.family, 0, egress.ifname, egress.source, ka));
+  };
+  const kindWanted = (): SocketKind => (opts.mptcp && mptcpUsable ? 2 : 0);
+  // Spares: with the monitor's epoch to tell when one may be stale, a dial through the addon takes
+  // a socket made ahead of it for its egress, and the next one is made a little after it connected.
+  const epoch = hooks.epoch;
+  const spares = addon && epoch ? new Spares(epoch, openPinned, kindWanted, keepAliveSecs) : undefined;
   const makeSocket: (egress: Egress) => Socket = addon
     ? (egress) => {
-        if (opts.mptcp && mptcpUsable) {
-          let fd: number | undefined;
-          try {
-            fd = addon.openBound(egress.family, 2, egress.ifname, egress.source, keepAliveSecs());
-          } catch (err) {
-            const code = (err as NodeJS.ErrnoException).code ?? '';
-            // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
-            if (!NO_MPTCP.has(code)) throw err;
-            noMptcp(`socket(IPPROTO_MPTCP): ${code}`);
-          }
-          if (fd !== undefined) {
-            const s = adopt(fd);
-            mptcpFds.set(s, fd);
-            return s;
-          }
-        }
-        return adopt(addon.openBound(egress.family, 0, egress.ifname, egress.source, keepAliveSecs()));
+        const kind = kindWanted();
+        const ka = keepAliveSecs();
+        return spares?.take(egress, kind, ka) ?? openPinned(egress, kind, ka);
       }
     : () => {
         if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
@@ -129,13 +151,24 @@ export function createDialer(
         );
         return;
       }
-      new Dialing(socket, target, egress, signal, resolve, reject, addon !== undefined, opts.keepAliveMs, onDialed).start(
-        opts.timeoutMs,
-      );
+      new Dialing(socket, target, egress, signal, resolve, reject, by).start(opts.timeoutMs);
     });
   }
+  const by: DialContext = { bound: addon !== undefined, opts, onDialed: hooks.onDialed, spares };
 
-  return { dial, binder: addon ? 'device' : 'source', subflowsOf };
+  return { dial, binder: addon ? 'device' : 'source', subflowsOf, close: () => spares?.close() };
+}
+
+/** What every dial of one dialer shares. */
+interface DialContext {
+  /**
+   * made by the addon: bound to the source, with TCP_NODELAY and keepalive set; else Node binds
+   * at the connect and sets them after it
+   */
+  readonly bound: boolean;
+  readonly opts: DialerOptions;
+  readonly onDialed: ((socket: Socket, target: Target) => void) | undefined;
+  readonly spares: Spares | undefined;
 }
 
 const kDialing = Symbol('holdfast.dialing');
@@ -157,13 +190,7 @@ class Dialing {
     readonly signal: CancelSignal | undefined,
     readonly resolve: (s: Socket) => void,
     readonly reject: (err: Error) => void,
-    /**
-     * made by the addon: bound to the source, with TCP_NODELAY and keepalive set; else Node binds
-     * at the connect and sets them after it
-     */
-    readonly bound: boolean,
-    readonly keepAliveMs: number,
-    readonly onDialed: ((socket: Socket, target: Target) => void) | undefined,
+    readonly by: DialContext,
   ) {}
 
   start(timeoutMs: number): void {
@@ -176,7 +203,7 @@ class Dialing {
     socket.on('connect', onDialConnect);
     this.timer = setTimeout(onDialTimeout, timeoutMs, this, timeoutMs);
     socket.connect(
-      this.bound
+      this.by.bound
         ? { port: target.port, host: target.ip, family: target.family } // bound by openBound
         : { port: target.port, host: target.ip, family: target.family, localAddress: stripZone(egress.source) },
     );
@@ -197,7 +224,7 @@ class Dialing {
       return;
     }
     try {
-      this.onDialed?.(socket, this.target);
+      this.by.onDialed?.(socket, this.target);
     } catch (bug) {
       // the dial must settle whatever its observer does: this one fails, and its socket closes
       socket.destroy();
@@ -228,11 +255,14 @@ function onDialError(this: DialingSocket, err: Error): void {
 function onDialConnect(this: DialingSocket): void {
   const d = this[kDialing];
   if (!d) return;
-  if (!d.bound) {
+  const { by } = d;
+  if (!by.bound) {
     this.setNoDelay(true);
-    if (d.keepAliveMs > 0) this.setKeepAlive(true, d.keepAliveMs);
+    if (by.opts.keepAliveMs > 0) this.setKeepAlive(true, by.opts.keepAliveMs);
   }
   d.settle(undefined);
+  // the next dial through this egress takes a socket made a little later (Spares)
+  by.spares?.refill(d.egress);
 }
 
 function onDialTimeout(d: Dialing, timeoutMs: number): void {
@@ -364,4 +394,167 @@ async function dialRace(
       lost.last,
     );
   }
+}
+
+/** A pinned socket made ahead of its dial, and what it was made for. */
+interface Spare {
+  readonly socket: Socket;
+  readonly egress: Egress;
+  readonly kind: SocketKind;
+  readonly keepAliveSecs: number;
+  readonly epoch: number;
+  /** a sweep has seen it: the next one closes it if it is still here */
+  seen: boolean;
+}
+
+/**
+ * One pinned socket kept ready per egress that dials go through: a new flow's dial takes it and
+ * goes straight to connect(), without making a socket and Node adopting its fd on its way (about
+ * 40 µs of a CONNECT handshake's 130 warm, 80 of 180 after an idle spell: bench/README "sixth
+ * pass"). The next one is made `fillDelayMs` after a dial connected: past that flow's handshake
+ * and first exchange, which take about a millisecond here. Made at once, it cost that flow more
+ * than the spare saved it (the client's first bytes waited behind it).
+ *
+ * A spare is used only if it was made in the monitor's current epoch, for the same interface,
+ * source address, kind (TCP/MPTCP) and keepalive: a link that went away or came back, an address
+ * that moved, a reload, and the spare is closed instead (and the dial makes its own socket). A
+ * spare is unconnected and bound with IP_BIND_ADDRESS_NO_PORT, so it holds one fd and no port.
+ * One that no dial took for a whole sweep period (30-60 s) is closed; no timer runs without spares.
+ */
+export class Spares {
+  static readonly sweepMs = 30_000;
+  static readonly fillDelayMs = 5;
+  /** by interface name: the spares of its source addresses (one or two: IPv4, IPv6) */
+  readonly #byIf = new Map<string, Spare[]>();
+  #wanted: Egress[] = [];
+  #filling = false;
+  #sweeper: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly epoch: () => number | undefined,
+    private readonly open: (egress: Egress, kind: SocketKind, keepAliveSecs: number) => Socket,
+    private readonly kind: () => SocketKind,
+    private readonly keepAliveSecs: () => number,
+  ) {}
+
+  /** The number of spares kept (for tests and diagnostics). */
+  get size(): number {
+    let n = 0;
+    for (const list of this.#byIf.values()) n += list.length;
+    return n;
+  }
+
+  /** This egress's spare if it is good for a dial now, taken out; a stale one is closed. */
+  take(egress: Egress, kind: SocketKind, keepAliveSecs: number): Socket | undefined {
+    const spare = this.#remove(egress);
+    if (!spare) return undefined;
+    if (spare.epoch === this.epoch() && spare.kind === kind && spare.keepAliveSecs === keepAliveSecs && !spare.socket.destroyed) {
+      return spare.socket;
+    }
+    spare.socket.destroy();
+    return undefined;
+  }
+
+  /** Make a spare for `egress` soon, if it has none. */
+  refill(egress: Egress): void {
+    if (this.#closed || this.epoch() === undefined || this.#find(egress) !== undefined) return;
+    for (const w of this.#wanted) if (sameEgress(w, egress)) return;
+    this.#wanted.push(egress);
+    if (!this.#filling) {
+      this.#filling = true;
+      setTimeout(fill, Spares.fillDelayMs, this).unref();
+    }
+  }
+
+  /** Make the spares asked for (from the fill timer). */
+  fill(): void {
+    this.#filling = false;
+    const wanted = this.#wanted;
+    this.#wanted = [];
+    const epoch = this.epoch();
+    if (this.#closed || epoch === undefined) return;
+    for (const egress of wanted) {
+      if (this.#find(egress) !== undefined) continue;
+      let socket: Socket;
+      const kind = this.kind();
+      const keepAliveSecs = this.keepAliveSecs();
+      try {
+        socket = this.open(egress, kind, keepAliveSecs);
+      } catch {
+        continue; // the next dial through it makes its own socket, and meets the error itself
+      }
+      const spare: Spare = { socket, egress, kind, keepAliveSecs, epoch, seen: false };
+      const list = this.#byIf.get(egress.ifname);
+      if (list) list.push(spare);
+      else this.#byIf.set(egress.ifname, [spare]);
+    }
+    if (this.#sweeper === undefined && this.#byIf.size > 0) {
+      this.#sweeper = setInterval(sweep, Spares.sweepMs, this).unref();
+    }
+  }
+
+  /** Close the spares no dial took since the last sweep, and those of another epoch. */
+  sweep(): void {
+    const epoch = this.epoch();
+    for (const [ifname, list] of this.#byIf) {
+      const kept = list.filter((s) => {
+        if (s.seen || s.epoch !== epoch) {
+          s.socket.destroy();
+          return false;
+        }
+        s.seen = true;
+        return true;
+      });
+      if (kept.length) this.#byIf.set(ifname, kept);
+      else this.#byIf.delete(ifname);
+    }
+    if (this.#byIf.size === 0) this.#stopSweeping();
+  }
+
+  /** Close every spare; no more are made. */
+  close(): void {
+    this.#closed = true;
+    this.#wanted = [];
+    for (const list of this.#byIf.values()) for (const s of list) s.socket.destroy();
+    this.#byIf.clear();
+    this.#stopSweeping();
+  }
+
+  #stopSweeping(): void {
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  #find(egress: Egress): Spare | undefined {
+    const list = this.#byIf.get(egress.ifname);
+    if (list) for (const s of list) if (sameEgress(s.egress, egress)) return s;
+    return undefined;
+  }
+
+  #remove(egress: Egress): Spare | undefined {
+    const list = this.#byIf.get(egress.ifname);
+    if (!list) return undefined;
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i];
+      if (!sameEgress(s.egress, egress)) continue;
+      list[i] = list[list.length - 1];
+      list.pop();
+      // the list stays when empty: the next spare for this interface goes back into it
+      return s;
+    }
+    return undefined;
+  }
+}
+
+function sameEgress(a: Egress, b: Egress): boolean {
+  return a.ifname === b.ifname && a.source === b.source && a.family === b.family;
+}
+
+function fill(spares: Spares): void {
+  spares.fill();
+}
+
+function sweep(spares: Spares): void {
+  spares.sweep();
 }

@@ -120,7 +120,7 @@ test('11: a client arriving from holdfast\'s own dialer is refused at its first 
   const http = { handle: (s: Socket) => handled.push(s) } as unknown as HttpInbound;
   const own = trackOwnEnds();
   // the dialer holdfast runs (source binding: no addon needed), telling own-ends of each socket
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, undefined, own.record);
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, { onDialed: own.record });
   (ctx as { isOwnDial?: unknown }).isOwnDial = own.has;
   const server = createServer((s) => sniff(s, ctx, http));
   server.listen(0, '127.0.0.1');

@@ -30,7 +30,7 @@ async function server(t: TestContext): Promise<{ port: number; accepted: Socket[
 test('dialer: resolves with a connected socket, and tells onDialed before it resolves', async (t) => {
   const { port } = await server(t);
   const seen: [Socket, Target][] = [];
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, undefined, undefined, (s, tg) => seen.push([s, tg]));
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, undefined, { onDialed: (s, tg) => seen.push([s, tg]) });
   const target: Target = { ip: '127.0.0.1', family: 4, port };
   const pending = dialer.dial(target, egress, new Cancel());
   assert.equal(seen.length, 0, 'not before the connect');
@@ -47,7 +47,7 @@ test('dialer: resolves with a connected socket, and tells onDialed before it res
 
 test('dialer: a refused port is HF_REFUSED, naming the attempt; onDialed is not told', async (t) => {
   const { port } = await server(t);
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, undefined, () => assert.fail('not dialed'));
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, { onDialed: () => assert.fail('not dialed') });
   // a port nobody listens on: take one, then close it
   const closed = await new Promise<number>((resolve) => {
     const srv = createServer();
@@ -66,7 +66,7 @@ test('dialer: a refused port is HF_REFUSED, naming the attempt; onDialed is not 
 
 test('dialer: called off before or right after it began, with either kind of signal: rejects with the reason', async (t) => {
   const { port } = await server(t);
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, undefined, () => assert.fail('not dialed'));
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, { onDialed: () => assert.fail('not dialed') });
   const kinds: [string, () => { signal: CancelSignal; abort(e: Error): void }][] = [
     ['Cancel', () => { const c = new Cancel(); return { signal: c, abort: (e) => c.abort(e) }; }],
     ['AbortController', () => { const c = new AbortController(); return { signal: c.signal, abort: (e) => c.abort(e) }; }],
@@ -87,8 +87,10 @@ test('dialer: called off before or right after it began, with either kind of sig
 test('dialer: an onDialed that throws fails that dial and closes its socket', async (t) => {
   const { port, accepted } = await server(t);
   const bug = new Error('observer bug');
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, undefined, () => {
-    throw bug;
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, {
+    onDialed: () => {
+      throw bug;
+    },
   });
   await assert.rejects(dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress), (err) => err === bug);
   // the server sees the connection, then its end

@@ -320,7 +320,7 @@ test('dialer with mptcp and no way to make an MPTCP socket: says so once, then d
   t.after(() => server.close());
   const port = (server.address() as { port: number }).port;
   const why: string[] = [];
-  const dialer = createDialer({ timeoutMs: 2000, keepAliveMs: 0, mptcp: true }, undefined, (w) => why.push(w));
+  const dialer = createDialer({ timeoutMs: 2000, keepAliveMs: 0, mptcp: true }, undefined, { onNoMptcp: (w) => why.push(w) });
   const egress = { ifname: 'lo', source: '127.0.0.1', family: 4 as const, placedBy: 'route' as const };
   for (let i = 0; i < 2; i++) {
     const s = await dialer.dial({ ip: '127.0.0.1', family: 4, port }, egress);

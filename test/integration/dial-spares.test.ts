@@ -1,0 +1,85 @@
+// The dialer with the addon's pinned sockets and the monitor's epoch (egress/dial.ts Spares), on
+// loopback: the first dial through an egress makes its socket; a little later a spare is made,
+// and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
+// source; after a network event (the epoch moves) the dial makes its own again; close() ends it.
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createServer, type Socket } from 'node:net';
+import type { Egress, Target } from '../../src/contracts.js';
+import { Spares, createDialer } from '../../src/egress/dial.js';
+import { loadAddon, type NativeAddon } from '../../src/native.js';
+
+const state = loadAddon();
+const opts = state.ok
+  ? {}
+  : process.env.CI === 'true'
+    ? {} // in CI the addon must load: the test fails on `state.ok`
+    : { skip: `the addon is not built (${state.why})` };
+
+const lo: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
+
+async function server(t: TestContext): Promise<{ port: number; accepted: Socket[] }> {
+  const accepted: Socket[] = [];
+  const srv = createServer((s) => {
+    s.on('error', () => {});
+    accepted.push(s);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    for (const s of accepted) s.destroy();
+    srv.close();
+  });
+  return { port: (srv.address() as { port: number }).port, accepted };
+}
+
+const pastFill = () => sleep(Spares.fillDelayMs + 30);
+
+test('dial spares: the next dial takes the pinned socket made for it; a network event retires it', opts, async (t) => {
+  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
+  const real = state.addon;
+  const opened: number[] = [];
+  const addon: NativeAddon = {
+    ...real,
+    openBound: (...a: Parameters<NativeAddon['openBound']>) => {
+      const fd = real.openBound(...a);
+      opened.push(fd);
+      return fd;
+    },
+  };
+  let epoch = 1;
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, addon, { epoch: () => epoch });
+  t.after(() => dialer.close?.());
+  const { port, accepted } = await server(t);
+  const target: Target = { ip: '127.0.0.1', family: 4, port };
+  const sockets: Socket[] = [];
+  t.after(() => sockets.forEach((s) => s.destroy()));
+  const dial = async (): Promise<{ made: number; socket: Socket }> => {
+    const before = opened.length;
+    const pending = dialer.dial(target, lo);
+    const made = opened.length - before; // sockets made by the dial itself, before it connects
+    const socket = await pending;
+    sockets.push(socket);
+    assert.equal(socket.localAddress, '127.0.0.1', 'bound to the egress source');
+    assert.equal(socket.remotePort, port);
+    return { made, socket };
+  };
+
+  assert.equal((await dial()).made, 1, 'the first dial through lo makes its socket');
+  await pastFill();
+  assert.equal(opened.length, 2, 'a spare is made after it');
+  assert.equal((await dial()).made, 0, 'the next dial takes the spare');
+  await pastFill();
+  assert.equal(opened.length, 3);
+  epoch = 2; // a link, address or route event
+  assert.equal((await dial()).made, 1, 'a spare from before the event is not used');
+  await pastFill();
+  assert.equal(opened.length, 5, 'and a new one is made after that dial');
+  dialer.close?.();
+  assert.equal((await dial()).made, 1, 'after close() a dial still works, with its own socket');
+  await pastFill();
+  assert.equal(opened.length, 6, 'and no spare is made any more');
+  // every dial reached the server, spare or not
+  for (let i = 0; i < 50 && accepted.length < 4; i++) await sleep(10);
+  assert.equal(accepted.length, 4);
+});

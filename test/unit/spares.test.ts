@@ -1,0 +1,136 @@
+// The dialer's spare sockets (egress/dial.ts Spares), with plain unconnected sockets standing in
+// for pinned ones: one per egress, made a little after it is asked for, handed over once; one of
+// another epoch, kind or keepalive is closed instead of used; none while the epoch is unknown; a
+// sweep closes one that no dial took; close() closes all. The dialer's use of them, with the
+// addon's real pinned sockets, is in test/integration/dial-spares.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Socket } from 'node:net';
+import type { Egress } from '../../src/contracts.js';
+import { Spares, type SocketKind } from '../../src/egress/dial.js';
+
+const eth4: Egress = { ifname: 'eth0', source: '10.0.0.2', family: 4, placedBy: 'route' };
+const eth6: Egress = { ifname: 'eth0', source: 'fd00::2', family: 6, placedBy: 'route' };
+const wlan: Egress = { ifname: 'wlan0', source: '192.168.1.5', family: 4, placedBy: 'route' };
+
+function setup(o: { epoch?: () => number | undefined; fail?: boolean } = {}) {
+  const made: { egress: Egress; kind: number; ka: number; socket: Socket }[] = [];
+  let kind: 0 | 2 = 0;
+  let ka = 30;
+  let epoch: number | undefined = 1;
+  const spares = new Spares(
+    o.epoch ?? (() => epoch),
+    (egress, k, keepAliveSecs) => {
+      if (o.fail) throw Object.assign(new Error('socket: EMFILE'), { code: 'EMFILE' });
+      const socket = new Socket();
+      made.push({ egress, kind: k, ka: keepAliveSecs, socket });
+      return socket;
+    },
+    () => kind,
+    () => ka,
+  );
+  return {
+    spares,
+    made,
+    setKind: (k: 0 | 2) => (kind = k),
+    setKa: (s: number) => (ka = s),
+    setEpoch: (e: number | undefined) => (epoch = e),
+  };
+}
+
+/** Past the fill timer (Spares.fillDelayMs): timers fire in the order they are due. */
+const pastFill = () => sleep(Spares.fillDelayMs + 20);
+
+test('spares: one per egress, made a little after it is asked for, handed over once', async (t) => {
+  const { spares, made } = setup();
+  t.after(() => spares.close());
+  spares.refill(eth4);
+  spares.refill(eth4); // asked twice before the timer: one spare
+  spares.refill(eth6);
+  assert.equal(made.length, 0, 'nothing is made in the caller (the flow that connected) itself');
+  await pastFill();
+  assert.equal(made.length, 2);
+  assert.deepEqual(made.map((m) => [m.egress.source, m.kind, m.ka]), [['10.0.0.2', 0, 30], ['fd00::2', 0, 30]]);
+  assert.equal(spares.size, 2);
+  spares.refill(eth4); // it has one
+  await pastFill();
+  assert.equal(made.length, 2);
+  assert.equal(spares.take(wlan, 0, 30), undefined, 'another interface has none');
+  assert.equal(spares.take(eth4, 0, 30), made[0].socket);
+  assert.equal(spares.take(eth4, 0, 30), undefined, 'handed over once');
+  assert.equal(spares.take(eth6, 0, 30), made[1].socket, 'the same interface, the other family: its own');
+  assert.equal(spares.size, 0);
+  assert.equal(made[0].socket.destroyed, false, 'a spare handed over is the dial’s, open');
+});
+
+test('spares: one made in another epoch, or for another kind or keepalive, is closed, not used', async (t) => {
+  const s = setup();
+  t.after(() => s.spares.close());
+  const cases: [string, () => void, SocketKind, number][] = [
+    ['epoch moved (a link, address or route event)', () => s.setEpoch(2), 0, 30],
+    ['MPTCP asked for now', () => {}, 2, 30],
+    ['keepalive changed by a reload', () => {}, 0, 45],
+  ];
+  for (const [why, change, kind, ka] of cases) {
+    s.spares.refill(eth4);
+    await pastFill();
+    const spare = s.made.at(-1)!.socket;
+    change();
+    assert.equal(s.spares.take(eth4, kind, ka), undefined, why);
+    assert.equal(spare.destroyed, true, `${why}: the stale spare is closed`);
+    assert.equal(s.spares.size, 0);
+  }
+  // the next one is made in the new epoch, and used
+  s.spares.refill(eth4);
+  await pastFill();
+  assert.equal(s.spares.take(eth4, 0, 30), s.made.at(-1)!.socket);
+});
+
+test('spares: none while nothing watches the network (no epoch); a failed socket() leaves none', async (t) => {
+  const s = setup();
+  t.after(() => s.spares.close());
+  s.setEpoch(undefined);
+  s.spares.refill(eth4);
+  await pastFill();
+  assert.equal(s.made.length, 0);
+  const failing = setup({ fail: true });
+  t.after(() => failing.spares.close());
+  failing.spares.refill(eth4); // the timer must not throw: the next dial meets the error itself
+  await pastFill();
+  assert.equal(failing.spares.size, 0);
+  assert.equal(failing.spares.take(eth4, 0, 30), undefined);
+});
+
+test('spares: a sweep closes a spare that no dial took since the last one; close() closes all', async () => {
+  const s = setup();
+  s.spares.refill(eth4);
+  s.spares.refill(wlan);
+  await pastFill();
+  assert.equal(s.spares.size, 2);
+  s.spares.sweep(); // seen once: kept
+  assert.equal(s.spares.size, 2);
+  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
+  s.spares.refill(eth4);
+  await pastFill();
+  s.spares.sweep(); // wlan0's was here at the last sweep too, untaken: closed; eth0's is new
+  assert.equal(s.made[1].socket.destroyed, true);
+  assert.equal(s.spares.size, 1);
+  s.setEpoch(7);
+  s.spares.sweep(); // another epoch: closed at the sweep, without waiting for a take
+  assert.equal(s.made[2].socket.destroyed, true);
+  assert.equal(s.spares.size, 0);
+  s.setEpoch(8);
+  s.spares.refill(eth4);
+  await pastFill();
+  const last = s.made.at(-1)!.socket;
+  s.spares.refill(wlan); // asked for, not made yet: close() drops the ask
+  s.spares.close();
+  assert.equal(last.destroyed, true);
+  assert.equal(s.spares.size, 0);
+  await pastFill();
+  s.spares.refill(eth4);
+  await pastFill();
+  assert.equal(s.spares.size, 0, 'none after close()');
+  assert.equal(s.made.at(-1)!.socket, last);
+});
