@@ -167,3 +167,37 @@ export function shortFlow(via: Via, sinkPort: number, payload: Buffer, timeoutMs
       }),
   );
 }
+
+const FIRST_BYTE = Buffer.concat([reqRespHeader(1), Buffer.from('!')]);
+
+/**
+ * One new flow, timed from connect to the first byte back (µs): connect, handshake, one byte to
+ * the sink's raw port, which answers one byte and closes first (mode 'R', so the TIME_WAITs stay
+ * on its side). Resolves once the tunnel has closed, so flows timed one after another do not
+ * overlap.
+ */
+export async function newFlowMicros(via: Via, sinkPort: number): Promise<number> {
+  const t0 = performance.now();
+  const sock = await openTunnel(via, sinkPort);
+  let took = 0;
+  try {
+    sock.write(FIRST_BYTE);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no answer and close in 10 s')), 10_000);
+      sock.once('data', () => (took = (performance.now() - t0) * 1000));
+      sock.once('close', () => {
+        clearTimeout(timer);
+        if (took > 0) resolve();
+        else reject(new Error('closed without an answer'));
+      });
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.resume();
+    });
+  } finally {
+    sock.destroy();
+  }
+  return took;
+}

@@ -12,6 +12,8 @@ export interface Settings {
   rateFlowBytes: number;
   rtts: number;
   newConns: number;
+  /** latency: new flows per case per round after an idle pause (the cases take turns) */
+  idleFlows: number;
   /** pageload: page loads per contender per round, and the flows each starts at once. */
   pageLoads: number;
   pageFlows: number;

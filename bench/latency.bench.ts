@@ -2,9 +2,12 @@
 //  - rtt: one tunnel to the echo sink, then sequential 64-byte round trips (p50, p99 per round).
 //  - new flow: connect + handshake + the first 1-byte round trip, one after another (the sink
 //    answers and closes).
+//  - new flow after idle: the same flow, but each after a pause, the cases taking turns: what a
+//    click feels, after the proxy sat idle (its caches cold, work it deferred done).
 // Reported as the median over rounds of each round's p50 and p99, in µs.
 import type { Socket } from 'node:net';
-import { ECHO, openTunnel, reqRespHeader } from './client.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ECHO, newFlowMicros, openTunnel } from './client.js';
 import { assertAlive } from './proxies.js';
 import { LABEL, REF, casesFor, key, roundOrder, type Case, type Ctx } from './common.js';
 import { fmt, percentile, sortedCopy, type Row } from './stats.js';
@@ -56,44 +59,45 @@ async function rtts(ctx: Ctx, c: Case): Promise<Float64Array> {
   }
 }
 
-/**
- * n sequential new flows, each timed from connect to the first byte back. The sink answers one
- * byte and closes first (mode 'R'), so the TIME_WAITs stay on its side, not on proxies' ports.
- */
+/** n sequential new flows (client.ts newFlowMicros), µs each. */
 async function newFlows(ctx: Ctx, c: Case): Promise<Float64Array> {
   const n = ctx.settings.newConns;
   const out = new Float64Array(n);
-  const first = Buffer.concat([reqRespHeader(1), Buffer.from('!')]);
+  for (let i = 0; i < n; i++) out[i] = await newFlowMicros(c.via, ctx.sink.raw);
+  return out;
+}
+
+/** The pause before each flow of the "after idle" rows. */
+const IDLE_PAUSE_MS = 10;
+
+/**
+ * `settings.idleFlows` new flows per case, each after a pause of IDLE_PAUSE_MS, the cases taking
+ * turns (flow i of each, then flow i+1; each turn starts one case further on): every proxy sits
+ * idle for at least the pause before each of its flows. A case whose flow fails is left out of the
+ * later turns.
+ */
+async function idleFlows(ctx: Ctx, cases: readonly Case[], failed: Map<string, string>): Promise<Map<string, Float64Array>> {
+  const n = ctx.settings.idleFlows;
+  const out = new Map(cases.map((c) => [key(c), new Float64Array(n)] as const));
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const sock = await openTunnel(c.via, ctx.sink.raw);
-    try {
-      sock.write(first);
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no answer and close in 10 s')), 10_000);
-        sock.once('data', () => (out[i] = (performance.now() - t0) * 1000));
-        sock.once('close', () => {
-          clearTimeout(timer);
-          if (out[i] > 0) resolve();
-          else reject(new Error('closed without an answer'));
-        });
-        sock.once('error', (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
-        sock.resume();
-      });
-    } finally {
-      sock.destroy();
+    for (const c of roundOrder(cases, i)) {
+      if (failed.has(key(c))) continue;
+      await sleep(IDLE_PAUSE_MS);
+      try {
+        out.get(key(c))![i] = await newFlowMicros(c.via, ctx.sink.raw);
+      } catch (e) {
+        failed.set(key(c), (e as Error).message);
+      }
     }
   }
   return out;
 }
 
-type Metric = 'rtt p50' | 'rtt p99' | 'new flow p50' | 'new flow p99';
+const METRICS = ['rtt p50', 'rtt p99', 'new flow p50', 'new flow p99', 'new flow after idle p50', 'new flow after idle p99'] as const;
+type Metric = (typeof METRICS)[number];
 
 export async function latency(ctx: Ctx): Promise<Row[]> {
-  const { rounds, rtts: nRtt, newConns } = ctx.settings;
+  const { rounds, rtts: nRtt, newConns, idleFlows: nIdle } = ctx.settings;
   const cases = casesFor(ctx, ['socks5', 'connect'], true);
   const samples = new Map<string, number[]>();
   const failed = new Map<string, string>();
@@ -101,7 +105,9 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
     const k = `${key(c)}|${m}`;
     samples.set(k, [...(samples.get(k) ?? []), v]);
   };
-  ctx.log(`latency: ${cases.length} cases × ${rounds} rounds of ${nRtt} round trips and ${newConns} new flows`);
+  ctx.log(
+    `latency: ${cases.length} cases × ${rounds} rounds of ${nRtt} round trips, ${newConns} new flows, and ${nIdle} new flows after ${IDLE_PAUSE_MS} ms idle`,
+  );
   for (const c of cases) await rtts(ctx, c).catch(() => undefined); // warm-up
   for (let r = 0; r < rounds; r++) {
     const line: string[] = [];
@@ -121,9 +127,19 @@ export async function latency(ctx: Ctx): Promise<Row[]> {
       }
     }
     ctx.log(`  round ${r + 1}: rtt p50/p99 µs: ${line.join(', ')}`);
+    const idle = await idleFlows(ctx, roundOrder(cases, r), failed);
+    const said: string[] = [];
+    for (const c of cases) {
+      if (failed.has(key(c))) continue;
+      const b = sortedCopy(idle.get(key(c))!);
+      put(c, 'new flow after idle p50', percentile(b, 50));
+      put(c, 'new flow after idle p99', percentile(b, 99));
+      said.push(`${c.proxy}/${c.protocol} ${fmt(percentile(b, 50))}/${fmt(percentile(b, 99))}`);
+    }
+    ctx.log(`  round ${r + 1}: new flow after idle p50/p99 µs: ${said.join(', ')}`);
   }
   const rows: Row[] = [];
-  for (const m of ['rtt p50', 'rtt p99', 'new flow p50', 'new flow p99'] as const) {
+  for (const m of METRICS) {
     for (const c of cases) {
       const scenario = `latency ${m} ${LABEL[c.protocol]}`;
       const list = samples.get(`${key(c)}|${m}`) ?? [];
