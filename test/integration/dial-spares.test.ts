@@ -3,12 +3,13 @@
 // and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
 // source; after a network event (the epoch moves) the dial makes its own again; close() ends it.
 import assert from 'node:assert/strict';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Egress, Target } from '../../src/contracts.js';
 import { Spares, createDialer } from '../../src/egress/dial.js';
 import { loadAddon, type NativeAddon } from '../../src/native.js';
+import { tcpServer } from '../helpers/servers.js';
 
 const state = loadAddon();
 const opts = state.ok
@@ -18,20 +19,6 @@ const opts = state.ok
     : { skip: `the addon is not built (${state.why})` };
 
 const lo: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
-
-async function server(t: TestContext): Promise<{ port: number; accepted: Socket[] }> {
-  const accepted: Socket[] = [];
-  const srv = createServer((s) => {
-    s.on('error', () => {});
-    accepted.push(s);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    srv.close();
-  });
-  return { port: (srv.address() as { port: number }).port, accepted };
-}
 
 const pastFill = () => sleep(Spares.fillDelayMs + 30);
 
@@ -50,7 +37,8 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   let epoch = 1;
   const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, addon, { epoch: () => epoch });
   t.after(() => dialer.close?.());
-  const { port, accepted } = await server(t);
+  const accepted: Socket[] = [];
+  const { port } = await tcpServer(t, (s) => accepted.push(s));
   const target: Target = { ip: '127.0.0.1', family: 4, port };
   const sockets: Socket[] = [];
   t.after(() => sockets.forEach((s) => s.destroy()));
