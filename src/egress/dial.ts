@@ -426,8 +426,8 @@ export class Spares {
   static readonly fillDelayMs = 5;
   /** by interface name: the spares of its source addresses (one or two: IPv4, IPv6) */
   readonly #byIf = new Map<string, Spare[]>();
+  /** the egresses to make a spare for when the fill timer fires (it is pending while non-empty) */
   #wanted: Egress[] = [];
-  #filling = false;
   #sweeper: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -460,16 +460,11 @@ export class Spares {
   refill(egress: Egress): void {
     if (this.#closed || this.epoch() === undefined || this.#find(egress) !== undefined) return;
     for (const w of this.#wanted) if (sameEgress(w, egress)) return;
-    this.#wanted.push(egress);
-    if (!this.#filling) {
-      this.#filling = true;
-      setTimeout(fill, Spares.fillDelayMs, this).unref();
-    }
+    if (this.#wanted.push(egress) === 1) setTimeout(fill, Spares.fillDelayMs, this).unref();
   }
 
   /** Make the spares asked for (from the fill timer). */
   fill(): void {
-    this.#filling = false;
     const wanted = this.#wanted;
     this.#wanted = [];
     const epoch = this.epoch();

@@ -5,26 +5,20 @@
 // the dial. The addon's path is the same object with a socket made in C (native-addon.test.ts).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Cancel } from '../../src/cancel.js';
 import type { CancelSignal, Egress, Target } from '../../src/contracts.js';
 import { createDialer } from '../../src/egress/dial.js';
 import { HfCode, hfCodeOf } from '../../src/errors.js';
+import { closedPort, tcpServer } from '../helpers/servers.js';
 
 const egress: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
 
+/** A loopback server that keeps the sockets it accepted (closed at the test's end). */
 async function server(t: TestContext): Promise<{ port: number; accepted: Socket[] }> {
   const accepted: Socket[] = [];
-  const srv = createServer((s) => {
-    s.on('error', () => {});
-    accepted.push(s);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    srv.close();
-  });
-  return { port: (srv.address() as { port: number }).port, accepted };
+  const { port } = await tcpServer(t, (s) => accepted.push(s));
+  return { port, accepted };
 }
 
 test('dialer: resolves with a connected socket, and tells onDialed before it resolves', async (t) => {
@@ -48,14 +42,7 @@ test('dialer: resolves with a connected socket, and tells onDialed before it res
 test('dialer: a refused port is HF_REFUSED, naming the attempt; onDialed is not told', async (t) => {
   const { port } = await server(t);
   const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 0 }, undefined, { onDialed: () => assert.fail('not dialed') });
-  // a port nobody listens on: take one, then close it
-  const closed = await new Promise<number>((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
-    });
-  });
+  const closed = await closedPort();
   assert.notEqual(closed, port);
   await assert.rejects(dialer.dial({ ip: '127.0.0.1', family: 4, port: closed }, egress), (err) => {
     assert.equal(hfCodeOf(err), HfCode.REFUSED);
