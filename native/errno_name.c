@@ -33,6 +33,7 @@ const char *hf_errno_name(int e) {
     case ETIMEDOUT: return "ETIMEDOUT";
     case EPIPE: return "EPIPE";
     case EPROTO: return "EPROTO";
+    case ENODATA: return "ENODATA";
     default: return "EUNKNOWN";
   }
 }

@@ -4,15 +4,20 @@
  * function that reports a tunnel's end on the JS thread.
  *
  * JS API (registered by relay_register, called from the addon's init):
- *   relayInit(onDone, pipeSize)     once per env; onDone(id, reason, bytesUp, bytesDown) is
+ *   relayInit(onDone, pipeSize)     once per env; onDone(id, reason, bytesUp, bytesDown, side) is
  *                                   called on the JS thread when a tunnel ends; reason is "done"
  *                                   (both directions ended cleanly), "closed" (relayClose) or the
- *                                   errno name of the first error ("ECONNRESET", "EPIPE", ...)
- *   relayStart(fdA, fdB, pendAB, pendBA, flags) -> id
+ *                                   errno name of the first error ("ECONNRESET", "EPIPE", ...;
+ *                                   "ENODATA": a bounded direction's source ended short); side is
+ *                                   the socket that failed (0 = A, 1 = B) or -1
+ *   relayStart(fdA, fdB, pendAB, pendBA, flags[, limit]) -> id
  *                                   dup()s both connected sockets (the caller keeps and closes its
  *                                   own fds), writes pendAB to B and pendBA to A first (Buffers or
  *                                   null: bytes JS had read but not forwarded), then relays.
- *                                   flags: 1 = A->B already ended (FIN passed on), 2 = B->A too.
+ *                                   flags: 1 = A->B already ended (FIN passed on), 2 = B->A too,
+ *                                   4 = bounded (with flag 1): B->A ends after `limit` bytes
+ *                                   (pendBA included) with no FIN, and A is left as it was (a
+ *                                   forwarded response body: the client's connection goes on).
  *                                   Direction A->B is "up" (A is the client), B->A is "down".
  *   relayClose(id, reset) -> bool   end now: reset (SO_LINGER 0) or close; false if unknown
  *   relayBytes(id, dir) -> number   bytes written to the far side so far (dir 0 up, 1 down); -1 if unknown
@@ -108,15 +113,16 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     (void)napi_unref_threadsafe_function(env, b->tsfn);
     r->refd = 0;
   }
-  napi_value argv[4], undef;
+  napi_value argv[5], undef;
   bool ok = napi_create_uint32(env, t->id, &argv[0]) == napi_ok &&
             napi_create_string_utf8(env, t->reason ? t->reason : "EUNKNOWN", NAPI_AUTO_LENGTH, &argv[1]) == napi_ok &&
             napi_create_double(env, (double)atomic_load(&t->d[0].bytes), &argv[2]) == napi_ok &&
             napi_create_double(env, (double)atomic_load(&t->d[1].bytes), &argv[3]) == napi_ok &&
+            napi_create_int32(env, t->err_side, &argv[4]) == napi_ok &&
             napi_get_undefined(env, &undef) == napi_ok;
   relay_tunnel_unref(t);
   /* an exception thrown by onDone is left to Node (uncaught, like any callback's) */
-  if (ok) (void)napi_call_function(env, undef, cb, 4, argv, NULL);
+  if (ok) (void)napi_call_function(env, undef, cb, 5, argv, NULL);
 }
 
 /* The binding of a call, and its arguments; NULL (with an exception) if napi failed. */
@@ -176,18 +182,26 @@ static int copy_pending(napi_env env, napi_value v, dir_t *d) {
   return 0;
 }
 
-/* relayStart(fdA, fdB, pendAB, pendBA, flags) -> id */
+/* relayStart(fdA, fdB, pendAB, pendBA, flags[, limit]) -> id */
 static napi_value relay_start(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   binding_t *b = binding_of(env, info, &argc, argv);
   if (!b) return NULL;
   relay_t *r = &b->engine;
   int32_t fa = -1, fb = -1, flags = 0;
+  double limit = 0;
   if (argc < 5 || napi_get_value_int32(env, argv[0], &fa) != napi_ok ||
       napi_get_value_int32(env, argv[1], &fb) != napi_ok || napi_get_value_int32(env, argv[4], &flags) != napi_ok ||
       fa < 0 || fb < 0 || fa == fb) {
-    return throw_args(env, "relayStart(fdA, fdB, pendAB, pendBA, flags)");
+    return throw_args(env, "relayStart(fdA, fdB, pendAB, pendBA, flags[, limit])");
+  }
+  if (flags & 4) {
+    /* a bounded tunnel relays one way only, and at least a byte */
+    if (argc < 6 || napi_get_value_double(env, argv[5], &limit) != napi_ok || !(limit >= 1) || limit > 9007199254740991.0 ||
+        !(flags & 1) || (flags & 2)) {
+      return throw_args(env, "relayStart(fdA, fdB, null, pendBA, 1 | 4, limit): limit is a positive integer");
+    }
   }
   if (!b->tsfn) {
     napi_throw_error(env, "ERR_INVALID_STATE", "relayStart: call relayInit first");
@@ -228,7 +242,7 @@ static napi_value relay_start(napi_env env, napi_callback_info info) {
   }
   r->live++;
   r->started++;
-  uint32_t id = relay_tunnel_start(r, t, c, flags);
+  uint32_t id = relay_tunnel_start(r, t, c, flags, (uint64_t)limit);
   NAPI_OK(env, napi_create_uint32(env, id, &out), "relayStart");
   return out;
 }

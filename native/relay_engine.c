@@ -25,7 +25,8 @@ static void push_cmd(relay_t *r, cmd_t *c);
 static void tunnel_close_fds(tunnel_t *t, int reset) {
   for (int i = 0; i < 2; i++) {
     if (t->fd[i] < 0) continue;
-    if (reset) {
+    /* a bounded tunnel's A is its owner's, and its B is only closed, as JS would have */
+    if (reset && !t->keep_a) {
       struct linger l = {1, 0};
       (void)setsockopt(t->fd[i], SOL_SOCKET, SO_LINGER, &l, sizeof l);
     }
@@ -91,10 +92,15 @@ static void finish(relay_t *r, tunnel_t *t, const char *reason, int reset, tunne
   *done = t;
 }
 
-/* Move what can be moved in one direction now. Returns 0 or an errno. */
-static int pump_dir(tunnel_t *t, dir_t *d, int *moved) {
+/* A bounded direction's source ended before its limit (an errno no socket call returns here). */
+#define SHORT_BODY ENODATA
+
+/* Move what can be moved in one direction now. Returns 0 or an errno, and in *side the socket
+   that failed (its index in t->fd). */
+static int pump_dir(tunnel_t *t, dir_t *d, int *moved, int *side) {
   if (d->done) return 0;
   const int src = t->fd[d->src], dst = t->fd[d->dst];
+  *side = d->dst; /* the writes below fail on the destination */
   for (int round = 0; round < PUMP_BUDGET; round++) {
     while (d->pend) {
       ssize_t n = send(dst, d->pend + d->pend_off, d->pend_len - d->pend_off, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -131,19 +137,36 @@ static int pump_dir(tunnel_t *t, dir_t *d, int *moved) {
     }
     /* the pipe is empty here, so EAGAIN below can only mean the source has nothing */
     if (d->eof) break;
-    ssize_t n = splice(src, NULL, d->pw, NULL, t->pipe_cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    size_t want = t->pipe_cap;
+    if (d->limit) {
+      /* never read past the body: what follows on the connection is not this direction's */
+      uint64_t sent = atomic_load_explicit(&d->bytes, memory_order_relaxed);
+      if (sent >= d->limit) {
+        d->done = 1;
+        return 0;
+      }
+      if (d->limit - sent < want) want = (size_t)(d->limit - sent);
+    }
+    ssize_t n = splice(src, NULL, d->pw, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       d->in_pipe = (size_t)n;
       *moved = 1;
     } else if (n == 0) {
+      *side = d->src;
+      if (d->limit) return SHORT_BODY;
       d->eof = 1;
     } else if (errno == EINTR) {
       continue;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return 0;
     } else {
+      *side = d->src;
       return errno;
     }
+  }
+  if (d->limit) {
+    if (d->in_pipe == 0 && !d->pend && atomic_load_explicit(&d->bytes, memory_order_relaxed) >= d->limit) d->done = 1;
+    return 0;
   }
   if (d->eof && d->in_pipe == 0 && !d->pend) {
     /* the source ended and everything reached the destination: pass the FIN on */
@@ -178,8 +201,10 @@ static int update_interest(relay_t *r, tunnel_t *t) {
 static void pump(relay_t *r, tunnel_t *t, tunnel_t **done) {
   int moved = 0;
   for (int k = 0; k < 2; k++) {
-    int e = pump_dir(t, &t->d[k], &moved);
+    int side = -1;
+    int e = pump_dir(t, &t->d[k], &moved, &side);
     if (e) {
+      t->err_side = side;
       finish(r, t, hf_errno_name(e), 1, done);
       return;
     }
@@ -250,6 +275,7 @@ static void *relay_main(void *arg) {
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(t->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+          t->err_side = side;
           finish(r, t, hf_errno_name(err), 1, &done);
           continue;
         }
@@ -391,6 +417,7 @@ int relay_tunnel_open(relay_t *r, int fa, int fb, tunnel_t **out, const char **w
   tunnel_t *t = calloc(1, sizeof *t);
   if (!t) return ENOMEM;
   t->fd[0] = t->fd[1] = -1;
+  t->err_side = -1;
   for (int k = 0; k < 2; k++) {
     t->d[k].src = k;
     t->d[k].dst = 1 - k;
@@ -420,13 +447,17 @@ void relay_tunnel_discard(relay_t *r, tunnel_t *t) {
   free(t);
 }
 
-uint32_t relay_tunnel_start(relay_t *r, tunnel_t *t, cmd_t *c, int flags) {
+uint32_t relay_tunnel_start(relay_t *r, tunnel_t *t, cmd_t *c, int flags, uint64_t limit) {
   for (int i = 0; i < 2; i++) {
     int fl = fcntl(t->fd[i], F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK)) (void)fcntl(t->fd[i], F_SETFL, fl | O_NONBLOCK);
   }
   if (flags & 1) t->d[0].eof = t->d[0].done = 1;
   if (flags & 2) t->d[1].eof = t->d[1].done = 1;
+  if (flags & 4) {
+    t->keep_a = 1;
+    t->d[1].limit = limit;
+  }
   if (++r->next_id == 0) r->next_id = 1;
   while (relay_map_find(r, r->next_id)) ++r->next_id;
   t->id = r->next_id;

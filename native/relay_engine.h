@@ -37,6 +37,8 @@ typedef struct {
   char *pend;     /* bytes from JS, written before anything else */
   size_t pend_len, pend_off;
   int eof, done;
+  /* bounded (forwarded body): end the direction after this many bytes, without a FIN; 0 = none */
+  uint64_t limit;
   _Atomic uint64_t bytes;
 } dir_t;
 
@@ -49,6 +51,10 @@ typedef struct tunnel {
   size_t pipe_cap;
   long pipe_pages; /* pages of enlarged pipes, counted in relay_t.pipe_pages */
   int finished; /* relay thread only */
+  /* a bounded tunnel: fd A stays its owner's (no shutdown); no SO_LINGER on either side */
+  int keep_a;
+  /* the side whose socket failed (0 = A, 1 = B), -1 if none or unknown */
+  int err_side;
   const char *reason;
   _Atomic int64_t last_ms;
   struct tunnel *map_next;             /* JS thread: the id map */
@@ -107,8 +113,10 @@ int relay_tunnel_open(relay_t *r, int fa, int fb, tunnel_t **out, const char **w
 /* Give back a tunnel that relay_tunnel_open made but that is not started. */
 void relay_tunnel_discard(relay_t *r, tunnel_t *t);
 /* Relay it: an id, the id map, and CMD_START through `c` (the caller allocated it). flags: 1 =
-   A->B already ended, 2 = B->A too. Returns the id. */
-uint32_t relay_tunnel_start(relay_t *r, tunnel_t *t, cmd_t *c, int flags);
+   A->B already ended, 2 = B->A too, 4 = bounded: B->A ends after `limit` bytes (pending ones
+   included) with no FIN, and A is never shut down nor reset (its owner goes on using it; A->B
+   must be ended). Returns the id. */
+uint32_t relay_tunnel_start(relay_t *r, tunnel_t *t, cmd_t *c, int flags, uint64_t limit);
 /* Queue an end for tunnel `id` (reset: SO_LINGER 0). Returns 1 if queued, 0 if the id is unknown
    (its end was reported already) or there is no memory for the command. */
 int relay_tunnel_close(relay_t *r, uint32_t id, int reset);

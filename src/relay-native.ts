@@ -6,8 +6,8 @@ import type { Socket } from 'node:net';
 import { loadAddon } from './native.js';
 
 interface RelayAddon {
-  relayInit(onDone: (id: number, reason: string, bytesUp: number, bytesDown: number) => void, pipeSize: number): void;
-  relayStart(fdA: number, fdB: number, pendAB: Buffer | null, pendBA: Buffer | null, flags: number): number;
+  relayInit(onDone: (id: number, reason: string, bytesUp: number, bytesDown: number, side?: number) => void, pipeSize: number): void;
+  relayStart(fdA: number, fdB: number, pendAB: Buffer | null, pendBA: Buffer | null, flags: number, limit?: number): number;
   relayClose(id: number, reset: boolean): boolean;
   relayBytes(id: number, dir: 0 | 1): number;
   relayIdleMs(id: number): number;
@@ -32,11 +32,18 @@ export interface OffloadEnd {
   /** bytes the native relay wrote to upstream / to the client (JS's earlier bytes not included) */
   readonly bytesUp: number;
   readonly bytesDown: number;
+  /** the socket that failed: the client, the upstream, or unknown (no error, or an older addon) */
+  readonly side: 'client' | 'upstream' | undefined;
 }
 
 /** Flags for start(): a direction that already ended (its FIN was passed on) before the handoff. */
 export const UP_ENDED = 1;
 export const DOWN_ENDED = 2;
+/**
+ * A forwarded response body (with UP_ENDED): the down direction ends after `limit` bytes, with
+ * no FIN, and the client's socket is left as it was, for its owner (Node's HTTP server) to go on.
+ */
+export const BOUNDED = 4;
 
 export interface NativeRelay {
   /**
@@ -52,6 +59,7 @@ export interface NativeRelay {
     pendingDown: Buffer | null,
     flags: number,
     onDone: (end: OffloadEnd) => void,
+    limit?: number,
   ): number;
   /**
    * End a tunnel now: reset both sides (SO_LINGER 0) or close them. False if the id is unknown
@@ -86,16 +94,16 @@ export function nativeRelay(): NativeRelay | undefined {
   const pending = new Map<number, (end: OffloadEnd) => void>();
   const envPipe = Number(process.env.HOLDFAST_RELAY_PIPE_SIZE);
   addon.relayInit(
-    (id, reason, bytesUp, bytesDown) => {
+    (id, reason, bytesUp, bytesDown, side) => {
       const fn = pending.get(id);
       pending.delete(id);
-      fn?.({ reason, bytesUp, bytesDown });
+      fn?.({ reason, bytesUp, bytesDown, side: side === 0 ? 'client' : side === 1 ? 'upstream' : undefined });
     },
     Number.isInteger(envPipe) && envPipe > 0 ? envPipe : PIPE_SIZE,
   );
   engine = {
-    start(clientFd, upstreamFd, pendingUp, pendingDown, flags, onDone) {
-      const id = addon.relayStart(clientFd, upstreamFd, pendingUp, pendingDown, flags);
+    start(clientFd, upstreamFd, pendingUp, pendingDown, flags, onDone, limit) {
+      const id = addon.relayStart(clientFd, upstreamFd, pendingUp, pendingDown, flags, limit ?? 0);
       pending.set(id, onDone);
       return id;
     },
@@ -120,6 +128,35 @@ export function markOffloaded(s: Socket, id: number | undefined): void {
 /** The native tunnel an upstream socket was handed to, while that tunnel lives. */
 export function offloadedTunnel(s: Socket): number | undefined {
   return offloaded.get(s);
+}
+
+/** Take the bytes Node has read from `s` but not delivered (the socket is paused). */
+export function takeBuffered(s: Socket): Buffer | null {
+  const parts: Buffer[] = [];
+  for (let b: Buffer | null; (b = s.read() as Buffer | null) !== null; ) parts.push(b);
+  return parts.length === 0 ? null : parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+/**
+ * While native tunnel `id` lives, `obj[key]` reads `base` (its value now) plus the bytes the
+ * tunnel wrote in `dir`; a write adds to the base. The returned function ends that with the
+ * tunnel's final count (its OffloadEnd), leaving a plain field.
+ */
+export function followNative<K extends string>(
+  obj: Record<K, number>,
+  key: K,
+  eng: NativeRelay,
+  id: number,
+  dir: 0 | 1,
+): (final: number) => void {
+  let base = obj[key];
+  Object.defineProperty(obj, key, {
+    get: () => base + Math.max(0, eng.bytes(id, dir)),
+    set: (v: number) => (base += v - obj[key]),
+    configurable: true,
+    enumerable: true,
+  });
+  return (final) => Object.defineProperty(obj, key, { value: base + final, writable: true, configurable: true, enumerable: true });
 }
 
 /** The OS fd of a connected net.Socket, or -1 (no handle, or not an fd-backed one). */

@@ -16,7 +16,7 @@
 // relay's, and `onDone` comes from it, with the same reasons.
 import type { Socket } from 'node:net';
 import type { CloseReason } from './contracts.js';
-import { DOWN_ENDED, markOffloaded, socketFd, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
+import { DOWN_ENDED, followNative, markOffloaded, socketFd, takeBuffered, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
 
 export interface RelayCounters {
   bytesUp: number;
@@ -71,13 +71,6 @@ export interface RelayControl {
 /** Nothing queued in Node for the kernel (and a requested FIN, if any, sent). */
 function flushed(s: Socket): boolean {
   return s.writableLength === 0 && (!s.writableEnded || s.writableFinished);
-}
-
-/** Take the bytes Node has read from `s` but not delivered (the socket is paused). */
-function takeBuffered(s: Socket): Buffer | null {
-  const parts: Buffer[] = [];
-  for (let b: Buffer | null; (b = s.read() as Buffer | null) !== null; ) parts.push(b);
-  return parts.length === 0 ? null : parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
 function osError(code: string): Error {
@@ -303,12 +296,11 @@ class Relay implements RelayControl {
     const pendingDown = takeBuffered(upstream);
     const eng = this.opts.offload!.engine!;
     // what JS moved; the native relay counts the rest (the taken bytes included)
-    let baseUp = counters.bytesUp;
-    let baseDown = counters.bytesDown;
+    let settleUp: (n: number) => void, settleDown: (n: number) => void;
     const onNativeDone = (end: OffloadEnd) => {
       markOffloaded(upstream, undefined);
-      Object.defineProperty(counters, 'bytesUp', { value: baseUp + end.bytesUp, writable: true, configurable: true, enumerable: true });
-      Object.defineProperty(counters, 'bytesDown', { value: baseDown + end.bytesDown, writable: true, configurable: true, enumerable: true });
+      settleUp(end.bytesUp);
+      settleDown(end.bytesDown);
       const why: RelayEnd =
         this.stopped ??
         (end.reason === 'done' || end.reason === 'closed'
@@ -341,18 +333,8 @@ class Relay implements RelayControl {
     }
     this.detach();
     // until the end, the counters read the native relay's (which reports after this tick)
-    Object.defineProperty(counters, 'bytesUp', {
-      get: () => baseUp + Math.max(0, eng.bytes(id, 0)),
-      set: (v: number) => (baseUp += v - counters.bytesUp),
-      configurable: true,
-      enumerable: true,
-    });
-    Object.defineProperty(counters, 'bytesDown', {
-      get: () => baseDown + Math.max(0, eng.bytes(id, 1)),
-      set: (v: number) => (baseDown += v - counters.bytesDown),
-      configurable: true,
-      enumerable: true,
-    });
+    settleUp = followNative(counters, 'bytesUp', eng, id, 0);
+    settleDown = followNative(counters, 'bytesDown', eng, id, 1);
     // close the JS sockets' own fds: the native relay's dups keep both connections up
     client.destroy();
     upstream.destroy();

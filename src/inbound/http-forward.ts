@@ -3,7 +3,7 @@
 // pooled per egress, so requests in flight finish on their interface while new ones go where the
 // policy says now.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { Client, type Dispatcher } from 'undici';
 import type { CloseReason, Destination, DialResult, Egress, Lease, Target } from '../contracts.js';
@@ -12,6 +12,7 @@ import { EgressLostError, LoopError, ResumeRefusedError, toHttpStatus } from '..
 import { peerOf, type InboundContext } from './context.js';
 import { resumableOf, resumeHeaders, spliceRefusal, type Headers, type Resumable } from './http-resume.js';
 import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError } from './http-text.js';
+import { BOUNDED, followNative, socketFd, takeBuffered, UP_ENDED, type OffloadEnd } from '../relay-native.js';
 
 export interface HttpForwarder {
   /** Forward one absolute-form request for `url` and stream the answer into `res`. */
@@ -31,6 +32,8 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
   /** close() ran: a resume in progress must not add a connection to the pools */
   let closed = false;
   const keyOf = (egress: Egress) => `${egress.ifname}|${egress.source}`;
+  /** each Client's socket now (the connect hook records it): a body offload takes it from undici */
+  const sockets = new WeakMap<Dispatcher, Socket>();
 
   /**
    * A free keep-alive connection of `egress` to `origin`, if the pool has one. The one taken
@@ -67,7 +70,11 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     const client = new Client(origin, {
       keepAliveTimeout: 4000,
       connectTimeout: 0x7fffffff, // our dialer enforces dial.timeout
-      connect,
+      connect: (o, cb) =>
+        connect(o, (err, s) => {
+          if (s) sockets.set(client, s);
+          (cb as (e: Error | null, s: Socket | null) => void)(err, s);
+        }),
     });
     const [set, byOrigin] = [clients, pool.byOrigin];
     const forget = () => {
@@ -170,6 +177,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
           const { client: c, drop } = adopt(again, o);
           return { client: c, origin: o, placed: again, drop, lease: () => ctx.connector.lease(dst, again) };
         },
+        method: req.method ?? 'GET',
         path,
         headers,
         // the upstream failed mid-response, for good (the client's connection is destroyed)
@@ -225,6 +233,8 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
 
   interface RelayPlan {
     reopen(signal: AbortSignal): Promise<Reopened>;
+    /** the request's method (a response to HEAD has no body, whatever its Content-Length says) */
+    method: string;
     path: string;
     /** the request's headers as first sent (flat name, value list) */
     headers: string[];
@@ -239,6 +249,10 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
    * `attempts` Range requests on new connections continue it; only a 206 of exactly the missing
    * range with the same validator is spliced in. Any other failure after the head destroys the
    * client connection.
+   *
+   * A body of known length, at least `relay.offloadAfter` bytes, leaves undici at its head: the
+   * native relay splices it from the upstream socket into the client's (no copy through JS), then
+   * Node's server goes on with the client's connection; the upstream connection is not reused.
    */
   function relayBody(res: ServerResponse, flow: Flow, signal: AbortSignal, attempts: number, plan: RelayPlan) {
     let controller: Dispatcher.DispatchController | undefined;
@@ -248,9 +262,18 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     let moves = 0;
     let resuming = false;
     let done = false;
+    /** the body on the native relay now; `closing`: it was stopped to be resumed after this error */
+    let native: { id: number; closing?: Error } | undefined;
     // the request under way stops when the forward aborts (abort(), below) or had aborted before it began
-    const onAbort = () => controller?.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    const onAbort = () => stopUpstream(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
     res.on('drain', () => controller?.resume());
+
+    /** Stop the upstream of the body under way: undici's request, or the native relay's tunnel. */
+    const stopUpstream = (err: Error, thenResume = false) => {
+      if (!native) return controller?.abort(err);
+      if (thenResume) native.closing = err;
+      ctx.relay?.engine?.close(native.id, false);
+    };
 
     const fail = (err: Error) => {
       done = true;
@@ -260,35 +283,120 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
 
     /**
      * The dispatch handler of a request whose body goes to `res` (the first request and each
-     * resume): only what happens at the head and on an error differs between them.
+     * resume) on Client `conn`: only what happens at the head and on an error differs between them.
      */
     const toClient = (
+      conn: Dispatcher,
       onHead: (c: Dispatcher.DispatchController, statusCode: number, headers: Headers) => void,
       onError: (err: Error) => void,
-    ): Dispatcher.DispatchHandler => ({
-      onRequestStart(c) {
-        controller = c;
-        if (signal.aborted) onAbort();
-      },
-      onResponseStart(c, statusCode, headers) {
-        if (statusCode >= 200) onHead(c, statusCode, headers as Headers); // informational: Node's server speaks for itself
-      },
-      onResponseData(c, chunk) {
-        // undici hands over an empty chunk after about every other one: writing it would cost a
-        // write(2) of 0 bytes and a trip through the response stream each time
-        if (chunk.length === 0) return;
-        sent += chunk.length;
-        flow.bytesDown += chunk.length;
-        if (!res.write(chunk)) c.pause();
-      },
-      onResponseEnd() {
-        done = true;
-        res.end();
-      },
-      onResponseError(_c, err) {
-        onError(err);
-      },
-    });
+    ): Dispatcher.DispatchHandler => {
+      /** this request's body went to the native relay: what undici says of it no longer counts */
+      let handedOff = false;
+      return {
+        onRequestStart(c) {
+          controller = c;
+          if (signal.aborted) onAbort();
+        },
+        onResponseStart(c, statusCode, headers) {
+          if (statusCode < 200) return; // informational: Node's server speaks for itself
+          onHead(c, statusCode, headers as Headers);
+          const length = offloadable(statusCode, headers as Headers);
+          if (length > 0 && !c.aborted) {
+            // undici stops at the head and gives back what it read past it (its parser pauses)
+            c.pause();
+            process.nextTick(() => {
+              if (offload(c, conn, length)) handedOff = true;
+              else c.resume();
+            });
+          }
+        },
+        onResponseData(c, chunk) {
+          // undici hands over an empty chunk after about every other one: writing it would cost a
+          // write(2) of 0 bytes and a trip through the response stream each time
+          if (chunk.length === 0 || handedOff) return;
+          sent += chunk.length;
+          flow.bytesDown += chunk.length;
+          if (!res.write(chunk)) c.pause();
+        },
+        onResponseEnd() {
+          if (handedOff) return;
+          done = true;
+          res.end();
+        },
+        onResponseError(_c, err) {
+          if (!handedOff) onError(err);
+        },
+      };
+    };
+
+    /** The body's length if it may go to the native relay, else 0. */
+    const offloadable = (statusCode: number, h: Headers): number => {
+      const after = ctx.relay?.afterBytes ?? Infinity;
+      if (!ctx.relay?.engine || after === Infinity || plan.method === 'HEAD' || statusCode === 204 || statusCode === 304) return 0;
+      if (h['transfer-encoding'] !== undefined) return 0;
+      const cl = h['content-length'];
+      if (typeof cl !== 'string' || !/^\d{1,15}$/.test(cl)) return 0;
+      const length = Number(cl);
+      return length >= Math.max(after, 1) ? length : 0;
+    };
+
+    /**
+     * At the tick after the head (no I/O in between): hand the body to the native relay, if the
+     * head has reached the client's socket and both sockets are there. False: undici goes on.
+     */
+    const offload = (c: Dispatcher.DispatchController, conn: Dispatcher, length: number): boolean => {
+      const eng = ctx.relay?.engine;
+      const up = sockets.get(conn);
+      const down = res.socket;
+      if (!eng || !up || !down || c.aborted || signal.aborted || done) return false;
+      res.flushHeaders(); // writeHead only stored the head (a resume's went out already: this writes nothing)
+      // the head must be in the kernel before the body: nothing of `res` may wait in Node
+      if (res.writableLength !== 0 || down.writableLength !== 0 || down.destroyed || up.destroyed) return false;
+      const clientFd = socketFd(down);
+      const upstreamFd = socketFd(up);
+      if (clientFd < 0 || upstreamFd < 0) return false;
+      const early = takeBuffered(up); // the body's first bytes (undici gave them back)
+      if (early && early.length >= length) {
+        // all of it is here already: JS writes it
+        up.unshift(early);
+        return false;
+      }
+      const id = (() => {
+        try {
+          return eng.start(clientFd, upstreamFd, null, early, UP_ENDED | BOUNDED, (end) => onNativeDone(end), length);
+        } catch {
+          return -1;
+        }
+      })();
+      if (id < 0) {
+        if (early) up.unshift(early);
+        return false;
+      }
+      native = { id };
+      const settle = followNative(flow, 'bytesDown', eng, id, 1);
+      const onNativeDone = (end: OffloadEnd) => {
+        const closing = native?.closing;
+        native = undefined;
+        settle(end.bytesDown);
+        sent += end.bytesDown;
+        if (end.reason === 'done') {
+          done = true;
+          res.end();
+        } else if (end.reason === 'closed') {
+          // stopped here: aborted (the forward handles the rest), or to be resumed
+          if (closing) lost(closing);
+        } else if (end.side === 'client') {
+          // the client's connection failed: Node's server hears it too; its 'close' ends the flow
+          done = true;
+          res.destroy();
+        } else {
+          lost(end.reason === 'ENODATA' ? new Error('upstream closed before the end of the body') : Object.assign(new Error(`relay: ${end.reason}`), { code: end.reason }));
+        }
+      };
+      // undici lets go of the connection (its request fails, unheard); the relay's dup of the fd carries the body
+      up.destroy(Object.assign(new Error('body handed to the native relay'), { code: 'HF_OFFLOADED' }));
+      return true;
+    };
 
     /** The upstream died after the head: resume if allowed, else cut the client. */
     const lost = (err: Error) => {
@@ -312,6 +420,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
           u.client.dispatch(
             { origin: u.origin, path: plan.path, method: 'GET', headers, body: null },
             toClient(
+              u.client,
               (c, statusCode, h) => {
                 const why = spliceRefusal(statusCode, h, r, offset);
                 if (why) {
@@ -345,7 +454,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       },
       /** The forward was aborted (`signal` too): stop the request under way, if any. */
       abort(err: Error): void {
-        if (!done) controller?.abort(err);
+        if (!done) stopUpstream(err);
       },
       /**
        * The flow is being cut (its interface lost): true if the download continues elsewhere
@@ -355,7 +464,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         // only the loss of the interface (a shutdown cuts for good)
         if (!(err instanceof EgressLostError) || done || !resume || attempts <= 0 || signal.aborted) return false;
         if (resuming) return true; // a resume already under way decides
-        controller?.abort(err);
+        stopUpstream(err, true);
         return true;
       },
       start(client: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<void> {
@@ -364,6 +473,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
           client.dispatch(
             opts,
             toClient(
+              client,
               (_c, statusCode, headers) => {
                 started = true;
                 if (attempts > 0 && opts.method === 'GET') resume = resumableOf(statusCode, headers);

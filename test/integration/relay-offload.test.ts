@@ -15,6 +15,7 @@ import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
 import { delay, deferred, pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
 import { readN, socksRequest } from '../helpers/socks-client.js';
+import { expectedHash, MiB, slice } from '../helpers/pattern.js';
 
 // this file sets offloadAfter itself: a suite-wide override (HOLDFAST_RELAY_OFFLOAD_AFTER) is not for it
 delete process.env.HOLDFAST_RELAY_OFFLOAD_AFTER;
@@ -23,32 +24,7 @@ const engine = nativeRelay();
 const skip = engine || process.env.CI === 'true' ? false : 'no native relay here (not Linux, or the addon did not build)';
 const opts = { skip };
 
-const MiB = 1 << 20;
 const OFFLOAD = { relay: { offloadAfter: 64 * 1024 } };
-
-/** A deterministic byte stream: byte i is pattern[(i + seed) % P], P prime, so chunks never line up. */
-const P = 1_048_573;
-const pattern = Buffer.alloc(P);
-for (let i = 0, x = 0x9e3779b9; i < P; i++) {
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  pattern[i] = x & 0xff;
-}
-function slice(pos: number, len: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(len);
-  let o = 0;
-  while (o < len) {
-    const at = (pos + o + seed) % P;
-    o += pattern.copy(out, o, at, Math.min(P, at + (len - o)));
-  }
-  return out;
-}
-function expectedHash(total: number, seed: number): string {
-  const h = createHash('sha256');
-  for (let pos = 0; pos < total; pos += MiB) h.update(slice(pos, Math.min(MiB, total - pos), seed));
-  return h.digest('hex');
-}
 
 /** Write `total` bytes of stream `seed` in chunks of varying size, with backpressure; end if asked. */
 async function send(s: Socket, total: number, seed: number, end: boolean): Promise<void> {
