@@ -254,7 +254,7 @@ for (const how of ['reset', 'close'] as const) {
   });
 }
 
-test('forward offload: a client that leaves mid-body ends the flow as client left; the origin connection closes and no fd is left', opts, async (t) => {
+test('forward offload: /status counts what the relay moved; a client that leaves mid-body ends the flow as client left, the origin connection closes and no fd is left', opts, async (t) => {
   const p = await startProxy(t, { relay: { offloadAfter: OFFLOAD_AFTER } });
   const origin = await rawOrigin(t, (r) => {
     r.socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${64 * MiB}\r\n\r\n`);
@@ -272,6 +272,9 @@ test('forward offload: a client that leaves mid-body ends the flow as client lef
     }),
   );
   assert.equal(started() - before, 1);
+  // /status follows the native relay: the client has read more than a MiB, so the relay wrote it
+  const seen = (p.hf.status().flows[0] as { bytesDown: number }).bytesDown;
+  assert.ok(seen > MiB && seen <= 4 * MiB, `/status bytesDown follows the relay (${seen})`);
   c.resetAndDestroy();
   const close = await p.logs.waitFor((l) => l.msg === 'flow close');
   assert.equal(close.reason, 'client left');
