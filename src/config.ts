@@ -223,7 +223,7 @@ export const configSchema = z
     /** the byte relay of tunnels (SOCKS5 CONNECT and BIND, HTTP CONNECT) */
     relay: z
       .strictObject({
-        /** hand a tunnel to the native splice relay once one direction has moved this much (0 = never; Linux with the addon) */
+        /** hand a tunnel to the native splice relay once one direction has moved this much, and a forwarded body of at least this length from its head (0 = never; Linux with the addon) */
         offloadAfter: byteSize.default(1_048_576),
       })
       .default({ offloadAfter: 1_048_576 }),

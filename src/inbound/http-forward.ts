@@ -331,13 +331,13 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
 
     /** The body's length if it may go to the native relay, else 0. */
     const offloadable = (statusCode: number, h: Headers): number => {
-      const after = ctx.relay?.afterBytes ?? Infinity;
-      if (!ctx.relay?.engine || after === Infinity || plan.method === 'HEAD' || statusCode === 204 || statusCode === 304) return 0;
+      const after = ctx.relay?.afterBytes ?? 0; // 0: never offload
+      if (!ctx.relay?.engine || !(after > 0) || plan.method === 'HEAD' || statusCode === 204 || statusCode === 304) return 0;
       if (h['transfer-encoding'] !== undefined) return 0;
       const cl = h['content-length'];
       if (typeof cl !== 'string' || !/^\d{1,15}$/.test(cl)) return 0;
       const length = Number(cl);
-      return length >= Math.max(after, 1) ? length : 0;
+      return length >= after ? length : 0;
     };
 
     /**

@@ -200,6 +200,21 @@ test('forward offload: HEAD and bodies under offloadAfter stay with undici (no h
   assert.equal(started(), before, 'nothing went to the native relay');
 });
 
+test('forward offload: relay.offloadAfter 0 turns it off: a 2 MiB body stays with undici', opts, async (t) => {
+  const p = await startProxy(t, { relay: { offloadAfter: 0 } });
+  const origin = await rawOrigin(t, (r) => {
+    r.socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${2 * MiB}\r\n\r\n`);
+    void sendBody(r.socket, 0, 2 * MiB, 9);
+  });
+  const before = started();
+  const c = await client(p);
+  t.after(() => c.destroy());
+  get(c, origin.port, '/file');
+  const res = await readResponse(c);
+  assert.equal(res.hash, expectedHash(2 * MiB, 9));
+  assert.equal(started(), before, 'nothing went to the native relay');
+});
+
 test('forward offload: an upstream that resets mid-body on the native relay is resumed by Range; the client gets every byte once', opts, async (t) => {
   const p = await startProxy(t, { relay: { offloadAfter: OFFLOAD_AFTER } });
   const total = 16 * MiB;
