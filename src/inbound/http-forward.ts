@@ -215,6 +215,14 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     }
   }
 
+  /** How the native relay saw a body's upstream fail, as an error with a code (the close line's). */
+  function upstreamEnd(reason: string): Error {
+    // ENODATA: the upstream closed before Content-Length (undici's name for it)
+    return reason === 'ENODATA'
+      ? Object.assign(new Error('upstream closed before the end of the body (Content-Length)'), { code: 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' })
+      : Object.assign(new Error(`relay: ${reason}`), { code: reason, syscall: 'splice' });
+  }
+
   async function* countUp(req: IncomingMessage, flow: { bytesUp: number }): AsyncGenerator<Buffer> {
     for await (const chunk of req) {
       flow.bytesUp += (chunk as Buffer).length;
@@ -390,7 +398,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
           done = true;
           res.destroy();
         } else {
-          lost(end.reason === 'ENODATA' ? new Error('upstream closed before the end of the body') : Object.assign(new Error(`relay: ${end.reason}`), { code: end.reason }));
+          lost(upstreamEnd(end.reason));
         }
       };
       // undici lets go of the connection (its request fails, unheard); the relay's dup of the fd carries the body

@@ -266,6 +266,8 @@ for (const how of ['reset', 'close'] as const) {
     assert.equal(started() - before, 1);
     const close = await p.logs.waitFor((l) => l.msg === 'flow close');
     assert.equal(close.reason, 'upstream error');
+    // coded as when undici relays the body (the relay's ENODATA, a short body, is no DNS failure)
+    assert.equal(close.code, 'HF_INTERNAL', JSON.stringify(close));
   });
 }
 
