@@ -261,8 +261,28 @@ function onDialConnect(this: DialingSocket): void {
     if (by.opts.keepAliveMs > 0) this.setKeepAlive(true, by.opts.keepAliveMs);
   }
   d.settle(undefined);
-  // the next dial through this egress takes a socket made a little later (Spares)
-  by.spares?.refill(d.egress);
+  // the next dial through this egress takes a socket made a little later (Spares), or as soon as
+  // this flow's upstream closes, whichever comes first
+  const spares = by.spares;
+  if (spares) {
+    spares.refill(d.egress);
+    (this as ClosingSocket)[kSpareFor] = d.egress;
+    (this as ClosingSocket)[kSpares] = spares;
+    this.on('close', onUpstreamClose);
+  }
+}
+
+const kSpareFor = Symbol('holdfast.spareFor');
+const kSpares = Symbol('holdfast.spares');
+type ClosingSocket = Socket & { [kSpareFor]?: Egress; [kSpares]?: Spares };
+
+/** A dialed upstream closed: its flow is over, and the loop has a moment before the next one. */
+function onUpstreamClose(this: ClosingSocket): void {
+  const egress = this[kSpareFor];
+  const spares = this[kSpares];
+  this[kSpareFor] = undefined;
+  this[kSpares] = undefined;
+  if (egress && spares) spares.refillNow(egress);
 }
 
 function onDialTimeout(d: Dialing, timeoutMs: number): void {
@@ -413,7 +433,9 @@ interface Spare {
  * 40 µs of a CONNECT handshake's 130 warm, 80 of 180 after an idle spell: bench/README "sixth
  * pass"). The next one is made `fillDelayMs` after a dial connected: past that flow's handshake
  * and first exchange, which take about a millisecond here. Made at once, it cost that flow more
- * than the spare saved it (the client's first bytes waited behind it).
+ * than the spare saved it (the client's first bytes waited behind it). Or sooner: when that
+ * flow's upstream closes (`refillNow`, at the next turn of the loop), the flow is over and the
+ * loop is between flows, so flows back to back find a spare too (bench/README "seventh pass").
  *
  * A spare is used only if it was made in the monitor's current epoch, for the same interface,
  * source address, kind (TCP/MPTCP) and keepalive: a link that went away or came back, an address
@@ -426,10 +448,15 @@ export class Spares {
   static readonly fillDelayMs = 5;
   /** by interface name: the spares of its source addresses (one or two: IPv4, IPv6) */
   readonly #byIf = new Map<string, Spare[]>();
-  /** the egresses to make a spare for when the fill timer fires (it is pending while non-empty) */
+  /**
+   * the egresses to make a spare for when the fill timer fires (it is pending while non-empty;
+   * refillNow's fill may come first and empty it, and then that timer finds nothing to do)
+   */
   #wanted: Egress[] = [];
   #sweeper: NodeJS.Timeout | undefined;
   #closed = false;
+  /** a fill at the next turn of the loop is pending (refillNow) */
+  #soon = false;
 
   constructor(
     private readonly epoch: () => number | undefined,
@@ -463,8 +490,21 @@ export class Spares {
     if (this.#wanted.push(egress) === 1) setTimeout(fill, Spares.fillDelayMs, this).unref();
   }
 
+  /**
+   * Make a spare for `egress` at the next turn of the loop, if it has none: a flow through it
+   * just ended, so the loop is between flows (sooner than refill's delay).
+   */
+  refillNow(egress: Egress): void {
+    this.refill(egress);
+    if (this.#wanted.length > 0 && !this.#soon) {
+      this.#soon = true;
+      setImmediate(fill, this);
+    }
+  }
+
   /** Make the spares asked for (from the fill timer). */
   fill(): void {
+    this.#soon = false;
     const wanted = this.#wanted;
     this.#wanted = [];
     const epoch = this.epoch();

@@ -1,7 +1,8 @@
 // The dialer with the addon's pinned sockets and the monitor's epoch (egress/dial.ts Spares), on
 // loopback: the first dial through an egress makes its socket; a little later a spare is made,
 // and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
-// source; after a network event (the epoch moves) the dial makes its own again; close() ends it.
+// source; a dial's upstream that closes gets the next spare made at once; after a network event
+// (the epoch moves) the dial makes its own again; close() ends it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -59,15 +60,27 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   assert.equal((await dial()).made, 0, 'the next dial takes the spare');
   await pastFill();
   assert.equal(opened.length, 3);
+  // a flow's upstream closes before the delay: the spare is made at the next turn of the loop
+  // (refillNow), so it is there when the next flow's dial comes (a slow machine may have reached
+  // the delayed fill first: the spare is there either way)
+  const quick = await dial();
+  assert.equal(quick.made, 0, 'it took the spare');
+  const before = opened.length;
+  quick.socket.destroy();
+  await new Promise((resolve) => quick.socket.once('close', resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(opened.length, before + 1, 'a spare right after the upstream closed');
+  assert.equal((await dial()).made, 0, 'and the next dial takes it');
+  await pastFill();
   epoch = 2; // a link, address or route event
   assert.equal((await dial()).made, 1, 'a spare from before the event is not used');
   await pastFill();
-  assert.equal(opened.length, 5, 'and a new one is made after that dial');
+  assert.equal(opened.length, before + 4, 'and a new one is made after that dial');
   dialer.close?.();
   assert.equal((await dial()).made, 1, 'after close() a dial still works, with its own socket');
   await pastFill();
-  assert.equal(opened.length, 6, 'and no spare is made any more');
+  assert.equal(opened.length, before + 5, 'and no spare is made any more');
   // every dial reached the server, spare or not
-  for (let i = 0; i < 50 && accepted.length < 4; i++) await sleep(10);
-  assert.equal(accepted.length, 4);
+  for (let i = 0; i < 50 && accepted.length < 6; i++) await sleep(10);
+  assert.equal(accepted.length, 6);
 });
