@@ -22,7 +22,7 @@ import { listen, type Listener } from './inbound/listen.js';
 import { adoptListener } from './inbound/activation.js';
 import { isUnspecifiedIp } from './inbound/validate.js';
 import { watchFdExhaustion } from './inbound/fd-exhaustion.js';
-import { loadAddon } from './native.js';
+import { loadAddon, type AddonState, type NativeAddon } from './native.js';
 import { InterfaceFactsCache, type FactsOptions } from './net/iftype.js';
 import { bestDefault, Monitor } from './net/monitor.js';
 import { cachedSourceFinder, createSourceFinder } from './net/route.js';
@@ -44,6 +44,8 @@ export interface StartOptions {
   readonly activated?: readonly number[];
   /** where interface types and metered states are read (tests: a fake sysfs tree, recorded nmcli) */
   readonly facts?: FactsOptions;
+  /** the native addon to pin sockets with (tests: the built one, wrapped to count its calls) */
+  readonly addon?: NativeAddon;
 }
 
 export interface Holdfast {
@@ -83,7 +85,7 @@ function sendJson(res: ServerResponse, body: unknown): void {
 export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Holdfast> {
   const { log } = opts;
   const clock = opts.clock ?? systemClock;
-  const addonState = loadAddon();
+  const addonState: AddonState = opts.addon ? { ok: true, addon: opts.addon } : loadAddon();
   const addon = addonState.ok ? addonState.addon : undefined;
   if (!addonState.ok) {
     log.warn(
@@ -137,6 +139,13 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
+  // a flow that ended leaves the loop between flows: the dialer may prepare the next one's socket
+  if (dialer.flowEnded) {
+    const ended = dialer.flowEnded;
+    flows.onChange((e) => {
+      if (e.type === 'close' && e.flow.interface !== null && e.flow.localAddress !== null) ended(e.flow.interface, e.flow.localAddress);
+    });
+  }
   // the one source of what people and scrapers see: /status, the dashboard, /metrics
   const stats = new Stats({ flows, monitor, binder: dialer.binder, clock }).start();
 

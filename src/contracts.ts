@@ -215,6 +215,11 @@ export interface Dialer {
   subflowsOf?(socket: Socket): SubflowProbe | undefined;
   /** Let go of what it keeps between dials (its spare sockets). Dials after this still work. */
   close?(): void;
+  /**
+   * A flow placed on this interface and source ended (the flow table says so): a good moment
+   * to prepare the next dial's socket there.
+   */
+  flowEnded?(ifname: string, source: string): void;
 }
 
 export type FlowKind =

@@ -156,7 +156,14 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
   }
   const by: DialContext = { bound: addon !== undefined, opts, onDialed: hooks.onDialed, spares };
 
-  return { dial, binder: addon ? 'device' : 'source', subflowsOf, close: () => spares?.close() };
+  return {
+    dial,
+    binder: addon ? 'device' : 'source',
+    subflowsOf,
+    close: () => spares?.close(),
+    // the loop is between flows: a spare asked for there need not wait for its delay
+    flowEnded: (ifname, source) => spares?.hurry(ifname, source),
+  };
 }
 
 /** What every dial of one dialer shares. */
@@ -262,27 +269,8 @@ function onDialConnect(this: DialingSocket): void {
   }
   d.settle(undefined);
   // the next dial through this egress takes a socket made a little later (Spares), or as soon as
-  // this flow's upstream closes, whichever comes first
-  const spares = by.spares;
-  if (spares) {
-    spares.refill(d.egress);
-    (this as ClosingSocket)[kSpareFor] = d.egress;
-    (this as ClosingSocket)[kSpares] = spares;
-    this.on('close', onUpstreamClose);
-  }
-}
-
-const kSpareFor = Symbol('holdfast.spareFor');
-const kSpares = Symbol('holdfast.spares');
-type ClosingSocket = Socket & { [kSpareFor]?: Egress; [kSpares]?: Spares };
-
-/** A dialed upstream closed: its flow is over, and the loop has a moment before the next one. */
-function onUpstreamClose(this: ClosingSocket): void {
-  const egress = this[kSpareFor];
-  const spares = this[kSpares];
-  this[kSpareFor] = undefined;
-  this[kSpares] = undefined;
-  if (egress && spares) spares.refillNow(egress);
+  // this flow ends (Dialer.flowEnded), whichever comes first
+  by.spares?.refill(d.egress);
 }
 
 function onDialTimeout(d: Dialing, timeoutMs: number): void {
@@ -433,9 +421,9 @@ interface Spare {
  * 40 µs of a CONNECT handshake's 130 warm, 80 of 180 after an idle spell: bench/README "sixth
  * pass"). The next one is made `fillDelayMs` after a dial connected: past that flow's handshake
  * and first exchange, which take about a millisecond here. Made at once, it cost that flow more
- * than the spare saved it (the client's first bytes waited behind it). Or sooner: when that
- * flow's upstream closes (`refillNow`, at the next turn of the loop), the flow is over and the
- * loop is between flows, so flows back to back find a spare too (bench/README "seventh pass").
+ * than the spare saved it (the client's first bytes waited behind it). Or sooner: when a flow
+ * through the egress ends before that (`hurry`, at the next turn of the loop), the loop is
+ * between flows, so flows back to back find a spare too (bench/README "seventh pass").
  *
  * A spare is used only if it was made in the monitor's current epoch, for the same interface,
  * source address, kind (TCP/MPTCP) and keepalive: a link that went away or came back, an address
@@ -450,12 +438,12 @@ export class Spares {
   readonly #byIf = new Map<string, Spare[]>();
   /**
    * the egresses to make a spare for when the fill timer fires (it is pending while non-empty;
-   * refillNow's fill may come first and empty it, and then that timer finds nothing to do)
+   * hurry's fill may come first and empty it, and then that timer finds nothing to do)
    */
   #wanted: Egress[] = [];
   #sweeper: NodeJS.Timeout | undefined;
   #closed = false;
-  /** a fill at the next turn of the loop is pending (refillNow) */
+  /** a fill at the next turn of the loop is pending (hurry) */
   #soon = false;
 
   constructor(
@@ -491,14 +479,18 @@ export class Spares {
   }
 
   /**
-   * Make a spare for `egress` at the next turn of the loop, if it has none: a flow through it
-   * just ended, so the loop is between flows (sooner than refill's delay).
+   * A flow through this interface and source ended: a spare asked for there (a dial connected
+   * less than `fillDelayMs` ago) is made at the next turn of the loop instead of after the delay.
+   * Anything else (no spare asked for: a UDP or BIND flow, a spare made already) is left alone.
    */
-  refillNow(egress: Egress): void {
-    this.refill(egress);
-    if (this.#wanted.length > 0 && !this.#soon) {
-      this.#soon = true;
-      setImmediate(fill, this);
+  hurry(ifname: string, source: string): void {
+    if (this.#soon) return;
+    for (const w of this.#wanted) {
+      if (w.ifname === ifname && w.source === source) {
+        this.#soon = true;
+        setImmediate(fill, this);
+        return;
+      }
     }
   }
 

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import type { TestContext } from 'node:test';
 import { pino } from 'pino';
-import { startHoldfast, type Holdfast } from '../../src/app.js';
+import { startHoldfast, type Holdfast, type StartOptions } from '../../src/app.js';
 import { parseConfig, type Config } from '../../src/config.js';
 
 export interface LogLine {
@@ -55,16 +55,17 @@ export interface TestProxy {
   readonly url: string;
 }
 
-/** Start holdfast on 127.0.0.1:0 (or `listen`), closed by t.after. */
+/** Start holdfast on 127.0.0.1:0 (or `listen`), closed by t.after; `start`: startHoldfast's other options. */
 export async function startProxy(
   t: TestContext,
   overrides: Record<string, unknown> = {},
   listen = ['127.0.0.1:0'],
+  start: Omit<StartOptions, 'log'> = {},
 ): Promise<TestProxy> {
   const cfg: Config = parseConfig({ listen, log: { level: 'debug' }, ...overrides }, 'test');
   const logs = new LogSink();
   const log = pino({ level: 'debug' }, logs);
-  const hf = await startHoldfast(cfg, { log });
+  const hf = await startHoldfast(cfg, { ...start, log });
   t.after(() => hf.close());
   const b = hf.listeners[0].bound();
   return {

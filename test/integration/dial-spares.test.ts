@@ -1,16 +1,20 @@
 // The dialer with the addon's pinned sockets and the monitor's epoch (egress/dial.ts Spares), on
 // loopback: the first dial through an egress makes its socket; a little later a spare is made,
 // and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
-// source; a dial's upstream that closes gets the next spare made at once; after a network event
-// (the epoch moves) the dial makes its own again; close() ends it.
+// source; a flow that ends gets the next spare made at once; after a network event (the epoch
+// moves) the dial makes its own again; close() ends it.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Socket } from 'node:net';
 import type { Egress, Target } from '../../src/contracts.js';
 import { Spares, createDialer } from '../../src/egress/dial.js';
 import { loadAddon, type NativeAddon } from '../../src/native.js';
+import { startProxy } from '../helpers/proxy.js';
 import { tcpServer } from '../helpers/servers.js';
+import { readN } from '../helpers/socks-client.js';
 
 const state = loadAddon();
 const opts = state.ok
@@ -60,16 +64,16 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   assert.equal((await dial()).made, 0, 'the next dial takes the spare');
   await pastFill();
   assert.equal(opened.length, 3);
-  // a flow's upstream closes before the delay: the spare is made at the next turn of the loop
-  // (refillNow), so it is there when the next flow's dial comes (a slow machine may have reached
-  // the delayed fill first: the spare is there either way)
+  // a flow ends before the delay (the flow table tells the dialer): the spare is made at the next
+  // turn of the loop, so it is there when the next flow's dial comes (a slow machine may have
+  // reached the delayed fill first: the spare is there either way)
   const quick = await dial();
   assert.equal(quick.made, 0, 'it took the spare');
   const before = opened.length;
   quick.socket.destroy();
-  await new Promise((resolve) => quick.socket.once('close', resolve));
+  dialer.flowEnded?.('lo', '127.0.0.1');
   await new Promise((resolve) => setImmediate(resolve));
-  assert.equal(opened.length, before + 1, 'a spare right after the upstream closed');
+  assert.equal(opened.length, before + 1, 'a spare right after the flow ended');
   assert.equal((await dial()).made, 0, 'and the next dial takes it');
   await pastFill();
   epoch = 2; // a link, address or route event
@@ -83,4 +87,37 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   // every dial reached the server, spare or not
   for (let i = 0; i < 50 && accepted.length < 6; i++) await sleep(10);
   assert.equal(accepted.length, 6);
+});
+
+test('dial spares, through holdfast: a CONNECT flow that ends has the next spare made at once (the flow table tells the dialer)', opts, async (t) => {
+  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
+  const real = state.addon;
+  let opened = 0;
+  // (an addon's functions are not enumerable: a spread would copy none of them)
+  const addon: NativeAddon = {
+    openBound: (...a: Parameters<NativeAddon['openBound']>) => {
+      opened++;
+      return real.openBound(...a);
+    },
+    routeSource: (...a: Parameters<NativeAddon['routeSource']>) => real.routeSource(...a),
+    closeFd: (fd: number) => real.closeFd(fd),
+  };
+  const p = await startProxy(t, {}, undefined, { addon });
+  // the far end answers one byte and closes: the flow ends at once
+  const { port } = await tcpServer(t, (s) => s.once('data', () => s.end('x')));
+  // setTimeout stands still from here: the delayed fill cannot come, only the flow's end can ask
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const c = connect({ host: '127.0.0.1', port: p.port });
+  t.after(() => c.destroy());
+  await once(c, 'connect');
+  c.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  const head = (await readN(c, 'HTTP/1.1 200 Connection established\r\n\r\n'.length)).toString();
+  assert.match(head, /^HTTP\/1\.1 200 /);
+  c.write('?');
+  assert.equal((await readN(c, 1)).toString(), 'x');
+  assert.equal(opened, 1, 'the flow made its own socket');
+  await p.logs.waitFor((l) => l.msg === 'flow close');
+  // the flow's end asked for the spare at the next turn of the loop, before this one
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(opened, 2, 'a spare right after the flow ended, with the delayed fill not yet due');
 });

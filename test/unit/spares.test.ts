@@ -1,7 +1,7 @@
 // The dialer's spare sockets (egress/dial.ts Spares), with plain unconnected sockets standing in
 // for pinned ones: one per egress, made a little after it is asked for, handed over once; one of
 // another epoch, kind or keepalive is closed instead of used; none while the epoch is unknown; one
-// asked for because a flow ended (refillNow) is made at the next turn of the loop; a
+// asked for is made at the next turn of the loop once a flow through its egress ended (hurry); a
 // sweep closes one that no dial took; close() closes all. The dialer's use of them, with the
 // addon's real pinned sockets, is in test/integration/dial-spares.test.ts.
 import { test } from 'node:test';
@@ -136,32 +136,35 @@ test('spares: a sweep closes a spare that no dial took since the last one; close
   assert.equal(s.made.at(-1)!.socket, last);
 });
 
-test('spares: refillNow (a flow through the egress ended) makes the spare at the next turn of the loop, not after the delay', (t) => {
-  // mocked timers: the immediate runs at tick(0); the delayed fill would need tick(fillDelayMs)
+test('spares: hurry (a flow through the egress ended) makes a spare asked for at the next turn of the loop, not after the delay', (t) => {
+  // mocked timers: the immediate runs at tick(0); the delayed fill needs tick(fillDelayMs)
   t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
   const s = setup();
   t.after(() => s.spares.close());
-  s.spares.refill(eth4); // the dial connected: a spare in fillDelayMs
+  s.spares.hurry('eth0', '10.0.0.2'); // nothing asked for there (say a UDP flow ended): nothing
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.equal(s.made.length, 0, 'hurry asks for nothing itself');
+  s.spares.refill(eth4); // a dial through eth0 connected: a spare in fillDelayMs
   t.mock.timers.tick(0);
   assert.equal(s.made.length, 0, 'refill waits for its delay');
-  s.spares.refillNow(eth4); // the flow's upstream closed before that
-  s.spares.refillNow(eth4); // asked twice: one spare
+  s.spares.hurry('wlan0', '192.168.1.5'); // another egress's flow ended: eth0's still waits
+  t.mock.timers.tick(0);
+  assert.equal(s.made.length, 0);
+  s.spares.hurry('eth0', '10.0.0.2'); // that flow ended before the delay
+  s.spares.hurry('eth0', '10.0.0.2'); // twice: one spare
   assert.equal(s.made.length, 0, 'nothing is made in the caller itself');
   t.mock.timers.tick(0);
   assert.equal(s.made.length, 1, 'made at the next turn');
+  assert.equal(s.made[0].egress, eth4);
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1, 'the delayed fill finds it made');
-  s.spares.refillNow(eth4); // it has one
-  t.mock.timers.tick(0);
-  assert.equal(s.made.length, 1);
-  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
-  s.setEpoch(undefined);
-  s.spares.refillNow(eth4); // nothing watches the network: none
+  s.spares.hurry('eth0', '10.0.0.2'); // it has one
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1);
-  s.setEpoch(2);
+  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
+  s.spares.refill(eth4);
   s.spares.close();
-  s.spares.refillNow(eth4); // none after close()
+  s.spares.hurry('eth0', '10.0.0.2'); // none after close()
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1);
 });
