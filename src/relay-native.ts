@@ -130,6 +130,11 @@ export function offloadedTunnel(s: Socket): number | undefined {
   return offloaded.get(s);
 }
 
+/** The error of a native tunnel that ended with errno name `code` (its OffloadEnd reason). */
+export function osError(code: string): Error {
+  return Object.assign(new Error(`relay: ${code}`), { code, syscall: 'splice' });
+}
+
 /** Take the bytes Node has read from `s` but not delivered (the socket is paused). */
 export function takeBuffered(s: Socket): Buffer | null {
   const parts: Buffer[] = [];

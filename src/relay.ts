@@ -16,7 +16,7 @@
 // relay's, and `onDone` comes from it, with the same reasons.
 import type { Socket } from 'node:net';
 import type { CloseReason } from './contracts.js';
-import { DOWN_ENDED, followNative, markOffloaded, socketFd, takeBuffered, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
+import { DOWN_ENDED, followNative, markOffloaded, osError, socketFd, takeBuffered, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
 
 export interface RelayCounters {
   bytesUp: number;
@@ -71,10 +71,6 @@ export interface RelayControl {
 /** Nothing queued in Node for the kernel (and a requested FIN, if any, sent). */
 function flushed(s: Socket): boolean {
   return s.writableLength === 0 && (!s.writableEnded || s.writableFinished);
-}
-
-function osError(code: string): Error {
-  return Object.assign(new Error(`relay: ${code}`), { code, syscall: 'splice' });
 }
 
 const ignore = () => {};

@@ -161,8 +161,9 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
     binder: addon ? 'device' : 'source',
     subflowsOf,
     close: () => spares?.close(),
-    // the loop is between flows: a spare asked for there need not wait for its delay
-    flowEnded: (ifname, source) => spares?.hurry(ifname, source),
+    // the loop is between flows: a spare asked for there need not wait for its delay (only with
+    // spares: without them nobody needs to hear of a flow's end)
+    flowEnded: spares ? (ifname, source) => spares.hurry(ifname, source) : undefined,
   };
 }
 
@@ -494,7 +495,7 @@ export class Spares {
     }
   }
 
-  /** Make the spares asked for (from the fill timer). */
+  /** Make the spares asked for (from the fill timer, or hurried). */
   fill(): void {
     this.#soon = false;
     const wanted = this.#wanted;

@@ -12,7 +12,7 @@ import { EgressLostError, LoopError, ResumeRefusedError, toHttpStatus } from '..
 import { peerOf, type InboundContext } from './context.js';
 import { resumableOf, resumeHeaders, spliceRefusal, type Headers, type Resumable } from './http-resume.js';
 import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError } from './http-text.js';
-import { BOUNDED, followNative, socketFd, takeBuffered, UP_ENDED, type OffloadEnd } from '../relay-native.js';
+import { BOUNDED, followNative, osError, socketFd, takeBuffered, UP_ENDED, type OffloadEnd } from '../relay-native.js';
 
 export interface HttpForwarder {
   /** Forward one absolute-form request for `url` and stream the answer into `res`. */
@@ -220,7 +220,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     // ENODATA: the upstream closed before Content-Length (undici's name for it)
     return reason === 'ENODATA'
       ? Object.assign(new Error('upstream closed before the end of the body (Content-Length)'), { code: 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' })
-      : Object.assign(new Error(`relay: ${reason}`), { code: reason, syscall: 'splice' });
+      : osError(reason);
   }
 
   async function* countUp(req: IncomingMessage, flow: { bytesUp: number }): AsyncGenerator<Buffer> {
@@ -369,14 +369,11 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         up.unshift(early);
         return false;
       }
-      const id = (() => {
-        try {
-          return eng.start(clientFd, upstreamFd, null, early, UP_ENDED | BOUNDED, (end) => onNativeDone(end), length);
-        } catch {
-          return -1;
-        }
-      })();
-      if (id < 0) {
+      let id: number;
+      try {
+        id = eng.start(clientFd, upstreamFd, null, early, UP_ENDED | BOUNDED, (end) => onNativeDone(end), length);
+      } catch {
+        // the relay would not take it (no fds, no pipes): undici goes on with the bytes it gave back
         if (early) up.unshift(early);
         return false;
       }
