@@ -45,6 +45,28 @@ export interface DialerHooks {
   readonly epoch?: () => number | undefined;
 }
 
+/**
+ * An upstream socket's constructor options, every one Node's constructor touches, with the values
+ * it forces anyway (emitClose false, autoDestroy true, decodeStrings false). net.Socket copies its
+ * options ({ ...options }) and then sets those three on the copy; where the caller left them out,
+ * V8 11 (Node 20) gives each copy a hidden class of its own, and every socket then pays about 30
+ * inline-cache misses in the stream constructors (a third of the JavaScript of a CONNECT flow,
+ * measured with --log-ic: bench/README.md, eighth pass). With all of them present, every copy
+ * shares one map. `fd` undefined: Node makes the socket at connect (no addon).
+ */
+export function upstreamSocket(fd: number | undefined): Socket {
+  const options = {
+    fd,
+    allowHalfOpen: true,
+    // adopted fds are not connected yet: do not start reading
+    manualStart: fd !== undefined,
+    emitClose: false,
+    autoDestroy: true,
+    decodeStrings: false,
+  };
+  return new Socket(options as SocketConstructorOpts);
+}
+
 /** openBound's kinds a dial uses: 0 TCP, 2 MPTCP. */
 export type SocketKind = 0 | 2;
 
@@ -72,7 +94,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
   // net.Socket adopts it (manualStart: do not start reading an unconnected socket).
   const adopt = (fd: number) => {
     try {
-      return new Socket({ fd, allowHalfOpen: true, manualStart: true } as SocketConstructorOpts);
+      return upstreamSocket(fd);
     } catch (err) {
       addon!.closeFd(fd);
       throw err;
@@ -118,7 +140,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
       }
     : () => {
         if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
-        return new Socket({ allowHalfOpen: true });
+        return upstreamSocket(undefined);
       };
 
   const mptcpSubflows = addon && typeof addon.mptcpSubflows === 'function' ? addon.mptcpSubflows.bind(addon) : undefined;
