@@ -26,13 +26,16 @@ export const NOFILE = 65536;
 /**
  * Start argv under `bash -c 'ulimit -n ...; exec ...'` in a new process group, stderr (and stdout
  * unless piped) appended to logPath. `exec` keeps the pid, so pid = group id = the program.
+ * `cpus` (a taskset list, `1` or `0-2`): the program and everything it starts run only there.
  */
 export function startProcess(
   name: string,
   argv: readonly string[],
-  opts: { logPath: string; env?: NodeJS.ProcessEnv; pipeStdout?: boolean; cwd?: string },
+  opts: { logPath: string; env?: NodeJS.ProcessEnv; pipeStdout?: boolean; cwd?: string; cpus?: string },
 ): Managed {
-  const script = `ulimit -n ${NOFILE} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"`;
+  if (opts.cpus !== undefined && !/^[0-9][0-9,-]*$/.test(opts.cpus)) throw new Error(`${name}: not a CPU list: ${opts.cpus}`);
+  const pin = opts.cpus === undefined ? '' : `taskset -c ${opts.cpus} `;
+  const script = `ulimit -n ${NOFILE} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec ${pin}"$0" "$@"`;
   const fd = openSync(opts.logPath, 'a');
   let child: ChildProcess;
   try {

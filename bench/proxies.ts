@@ -22,6 +22,8 @@ export interface Running {
   proc: Managed;
   speaks: Speaks;
   version: string;
+  /** the CPUs it may run on (`--split-cpus`), else anywhere */
+  cpus?: string;
 }
 
 export interface Skipped {
@@ -203,7 +205,7 @@ function ensureBinary(spec: Spec, log: (s: string) => void): string | Skipped {
 }
 
 /** Start one proxy from its spec on a free port; a reason instead if it cannot run. */
-async function startSpec(dir: string, spec: Spec, log: (s: string) => void, tag = ''): Promise<Running | Skipped> {
+async function startSpec(dir: string, spec: Spec, log: (s: string) => void, tag = '', cpus?: string): Promise<Running | Skipped> {
   const bin = ensureBinary(spec, log);
   if (typeof bin !== 'string') return bin;
   const why = spec.unavailable?.();
@@ -212,10 +214,11 @@ async function startSpec(dir: string, spec: Spec, log: (s: string) => void, tag 
   const proc = startProcess(spec.name, spec.argv(dir, port, bin), {
     logPath: join(dir, `${spec.name}${tag}.log`),
     env: { ...process.env, TMPDIR: dir },
+    cpus,
   });
   try {
     await waitListening(proc, port);
-    return { name: spec.name, port, proc, speaks: spec.speaks, version: spec.version(bin) };
+    return { name: spec.name, port, proc, speaks: spec.speaks, version: spec.version(bin), cpus };
   } catch (e) {
     await stopProcess(proc);
     return { name: spec.name, why: (e as Error).message.split('\n').slice(0, 3).join(' / ') };
@@ -226,12 +229,13 @@ export async function startProxies(
   dir: string,
   wanted: ReadonlySet<ProxyName>,
   log: (s: string) => void,
+  cpus?: string,
 ): Promise<{ running: Running[]; skipped: Skipped[] }> {
   const running: Running[] = [];
   const skipped: Skipped[] = [];
   for (const spec of SPECS) {
     if (!wanted.has(spec.name)) continue;
-    const r = await startSpec(dir, spec, log);
+    const r = await startSpec(dir, spec, log, '', cpus);
     if ('why' in r) skipped.push(r);
     else running.push(r);
   }
@@ -247,7 +251,7 @@ let freshCount = 0;
 export async function startFresh(dir: string, p: Running, log: (s: string) => void): Promise<Running> {
   const spec = SPECS.find((s) => s.name === p.name);
   if (spec === undefined) throw new Error(`no spec for ${p.name}`);
-  const r = await startSpec(dir, spec, log, `.fresh${++freshCount}`);
+  const r = await startSpec(dir, spec, log, `.fresh${++freshCount}`, p.cpus);
   if ('why' in r) throw new Error(`${p.name}: a fresh instance did not start: ${r.why}`);
   return r;
 }

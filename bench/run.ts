@@ -2,8 +2,9 @@
 // the floor), all on loopback. See bench/README.md.
 //   node dist/bench/run.js [--quick] [--only=bulk,rate,latency,pageload,memory] [--rounds=N]
 //                          [--proxies=dante,microsocks,tinyproxy,node-floor,holdfast-base,holdfast] [--keep]
+//                          [--split-cpus]
 //   HOLDFAST_BENCH_BASE=/other/dist/src/cli.js adds holdfast-base: another build, same rounds
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,14 +27,24 @@ function usage(msg?: string): never {
   if (msg !== undefined) process.stderr.write(`${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/run.js [--quick] [--only=bulk,rate,latency,pageload,memory] [--rounds=N]\n' +
-      `       [--proxies=${ALL_PROXIES.join(',')}] [--keep]\n`,
+      `       [--proxies=${ALL_PROXIES.join(',')}] [--keep] [--split-cpus]\n` +
+      '  --split-cpus  every proxy on the last CPU, the bench (clients, curl) and the sink on the others\n',
   );
   process.exit(msg === undefined ? 0 : 2);
 }
 
-function parseArgs(argv: readonly string[]): { settings: Settings; only: ScenarioName[]; proxies: Set<ProxyName>; keep: boolean } {
+interface Args {
+  settings: Settings;
+  only: ScenarioName[];
+  proxies: Set<ProxyName>;
+  keep: boolean;
+  splitCpus: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args {
   let quick = false;
   let keep = false;
+  let splitCpus = false;
   let rounds: number | undefined;
   let only: ScenarioName[] = Object.keys(SCENARIOS) as ScenarioName[];
   // holdfast-base (another build, for a before/after in the same rounds) only when it is named
@@ -42,6 +53,7 @@ function parseArgs(argv: readonly string[]): { settings: Settings; only: Scenari
     const [k, v] = a.split('=', 2);
     if (k === '--quick') quick = true;
     else if (k === '--keep') keep = true;
+    else if (k === '--split-cpus') splitCpus = true;
     else if (k === '--help' || k === '-h') usage();
     else if (k === '--rounds' && Number(v) >= 1) rounds = Math.min(50, Math.floor(Number(v)));
     else if (k === '--only' && v !== undefined) {
@@ -55,7 +67,33 @@ function parseArgs(argv: readonly string[]): { settings: Settings; only: Scenari
   const settings: Settings = quick
     ? { quick, rounds: rounds ?? 3, bulkBytes: 256 * 2 ** 20, rateSeconds: 1, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 300, newConns: 50, idleFlows: 20, pageLoads: 5, pageFlows: 50, tunnels: 2000 }
     : { quick, rounds: rounds ?? 5, bulkBytes: 2 ** 30, rateSeconds: 3, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 1000, newConns: 200, idleFlows: 60, pageLoads: 20, pageFlows: 50, tunnels: 10_000 };
-  return { settings, only, proxies, keep };
+  return { settings, only, proxies, keep, splitCpus };
+}
+
+/** The CPUs this process may run on (its affinity list), expanded: `0-2,5` is [0, 1, 2, 5]. */
+function allowedCpus(): number[] {
+  const r = spawnSync('taskset', ['-p', '-c', String(process.pid)], { encoding: 'utf8' });
+  const list = /:\s*([0-9,-]+)\s*$/.exec(r.stdout ?? '')?.[1];
+  if (r.status !== 0 || list === undefined) throw new Error(`taskset -p: ${r.error?.message ?? (r.stderr || r.stdout).trim()}`);
+  return list.split(',').flatMap((part) => {
+    const [a, b = a] = part.split('-').map(Number);
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+}
+
+/**
+ * `--split-cpus`: the proxies get the last allowed CPU to themselves; this process (the clients,
+ * curl) and the sink the others. On a machine with fewer cores than busy processes, a proxy that
+ * shares a core with its client or the sink is timed partly by the scheduler's placement (issue
+ * 17, eighth pass): this takes that out. A multi-threaded proxy gets one core, not all.
+ */
+function splitCpus(): { proxies: string; others: string } {
+  const cpus = allowedCpus();
+  if (cpus.length < 2) throw new Error(`--split-cpus needs at least 2 CPUs; this process may use ${cpus.join(',')}`);
+  const placement = { proxies: String(cpus[cpus.length - 1]), others: cpus.slice(0, -1).join(',') };
+  const r = spawnSync('taskset', ['-a', '-p', '-c', placement.others, String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${placement.others}: ${r.error?.message ?? r.stderr.trim()}`);
+  return placement;
 }
 
 function openFileLimits(): { soft: number; hard: number } {
@@ -105,10 +143,11 @@ function cpuModel(): string {
 }
 
 /** Start the sink in its own process (`{"raw":P,"http":P}` on its stdout). */
-async function startSinkProcess(dir: string): Promise<{ raw: number; http: number }> {
+async function startSinkProcess(dir: string, cpus?: string): Promise<{ raw: number; http: number }> {
   const proc = startProcess('sink', [process.execPath, new URL('./sink.js', import.meta.url).pathname], {
     logPath: join(dir, 'sink.log'),
     pipeStdout: true,
+    cpus,
   });
   const stdout = proc.child.stdout;
   if (stdout === null) throw new Error('sink: no stdout');
@@ -127,7 +166,7 @@ async function startSinkProcess(dir: string): Promise<{ raw: number; http: numbe
 
 async function main(): Promise<number> {
   await ensureFileLimit();
-  const { settings, only, proxies, keep } = parseArgs(process.argv.slice(2));
+  const { settings, only, proxies, keep, splitCpus: split } = parseArgs(process.argv.slice(2));
   const started = Date.now();
   const log = (s: string): void => void process.stdout.write(`${s}\n`);
 
@@ -163,8 +202,10 @@ async function main(): Promise<number> {
     log(`load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on this machine skews every figure)`);
     const tw = timeWait();
     log(`TCP TIME_WAIT at start: ${tw}${tw > 10_000 ? ' (many: a proxy that binds 127.0.0.1:0 before connect, like Dante, may run out of ephemeral ports)' : ''}`);
-    const sink = await startSinkProcess(dir);
-    const { running, skipped } = await startProxies(dir, proxies, log);
+    const placement = split ? splitCpus() : undefined;
+    if (placement) log(`CPUs (--split-cpus): every proxy on ${placement.proxies}; the bench, its clients and the sink on ${placement.others}`);
+    const sink = await startSinkProcess(dir, placement?.others);
+    const { running, skipped } = await startProxies(dir, proxies, log, placement?.proxies);
     for (const p of running) log(`  ${p.name.padEnd(10)} 127.0.0.1:${p.port}  ${p.version}`);
     for (const s of skipped) log(`  ${s.name.padEnd(10)} skipped: ${s.why}`);
     const ctx: Ctx = { settings, sink, proxies: running, dir, log };
@@ -187,7 +228,7 @@ async function main(): Promise<number> {
         log(`\n${p.name} exited during the bench (${p.proc.exitHow}); last lines of ${p.proc.logPath}:\n${logTail(p.proc, 30)}`);
       }
     log('');
-    log(`## holdfast bench, ${new Date().toISOString().slice(0, 10)}: node ${process.version}, ${cpuModel()} × ${availableParallelism()}, Linux ${release()}`);
+    log(`## holdfast bench, ${new Date().toISOString().slice(0, 10)}: node ${process.version}, ${cpuModel()} × ${availableParallelism()}, Linux ${release()}${placement ? `; --split-cpus (proxies on CPU ${placement.proxies})` : ''}`);
     log('ratios: SOCKS5 rows against dante, HTTP rows against tinyproxy; ↑ higher is better, ↓ lower is better;');
     log(`spread: rounds × (max - min) / median. Total ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}, TIME_WAIT ${timeWait()}.`);
     log('');
