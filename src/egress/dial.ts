@@ -50,9 +50,9 @@ export interface DialerHooks {
  * it forces anyway (emitClose false, autoDestroy true, decodeStrings false). net.Socket copies its
  * options ({ ...options }) and then sets those three on the copy; where the caller left them out,
  * V8 11 (Node 20) gives each copy a hidden class of its own, and every socket then pays about 30
- * inline-cache misses in the stream constructors (a third of the JavaScript of a CONNECT flow,
- * measured with --log-ic: bench/README.md, eighth pass). With all of them present, every copy
- * shares one map. `fd` undefined: Node makes the socket at connect (no addon).
+ * inline-cache misses in the stream constructors (--log-ic; with them, a sequential CONNECT flow
+ * took a quarter more instructions: bench/README.md, eighth pass). With all of them present,
+ * every copy shares one map. `fd` undefined: Node makes the socket at connect (no addon).
  */
 export function upstreamSocket(fd: number | undefined): Socket {
   const options = {

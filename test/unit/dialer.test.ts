@@ -124,8 +124,9 @@ test('upstreamSocket: sockets after the first ones add (almost) no inline-cache 
   const dir = mkdtempSync(join(tmpdir(), 'hf-ic-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const dial = new URL('../../src/egress/dial.js', import.meta.url).href;
+  let runs = 0;
   const misses = (n: number, make: string): number => {
-    const log = join(dir, `ic-${n}-${make.length}.log`);
+    const log = join(dir, `ic-${++runs}.log`);
     const script = `import { Socket } from 'node:net'; import { upstreamSocket } from ${JSON.stringify(dial)};
       for (let i = 0; i < ${n}; i++) (${make}).destroy();`;
     const r = spawnSync(process.execPath, ['--log-ic', `--logfile=${log}`, '--no-logfile-per-isolate', '--input-type=module', '-e', script], {
