@@ -452,11 +452,22 @@ interface Spare {
  * source address, kind (TCP/MPTCP) and keepalive: a link that went away or came back, an address
  * that moved, a reload, and the spare is closed instead (and the dial makes its own socket). A
  * spare is unconnected and bound with IP_BIND_ADDRESS_NO_PORT, so it holds one fd and no port.
- * One that no dial took for a whole sweep period (30-60 s) is closed; no timer runs without spares.
+ *
+ * A burst (a page opening 50 flows at once) finds one spare and makes the rest of its sockets in
+ * front of their connects. So each dial that finds none, on an egress spares are made for, keeps
+ * one more for the next burst, up to `maxDepth`; those are made once dials paused for `quietMs`,
+ * `batch` at a turn of the loop (`fillDeep`), out of any flow's way (bench/README "ninth pass").
+ * One that no dial took for a whole sweep period (30-60 s) is closed and keeps one fewer; no
+ * timer runs without spares.
  */
 export class Spares {
   static readonly sweepMs = 30_000;
   static readonly fillDelayMs = 5;
+  /** the most spares kept for one egress (each an fd, no port) */
+  static readonly maxDepth = 32;
+  /** how long dials must pause before the spares beyond the first are made, and how many a turn */
+  static readonly quietMs = 20;
+  static readonly batch = 8;
   /** by interface name: the spares of its source addresses (one or two: IPv4, IPv6) */
   readonly #byIf = new Map<string, Spare[]>();
   /**
@@ -468,6 +479,14 @@ export class Spares {
   #closed = false;
   /** a fill at the next turn of the loop is pending (hurry) */
   #soon = false;
+  /** by egress (depthKey): how many spares to keep, when a burst asked for more than one */
+  readonly #depth = new Map<string, number>();
+  /** the egresses whose spares are fewer than their depth, filled when dials pause (fillDeep) */
+  #deepWanted: Egress[] = [];
+  #deepTimer: NodeJS.Timeout | undefined;
+  /** takes so far, and as fillDeep last saw them: it waits until none came for `quietMs` */
+  #takes = 0;
+  #takesSeen = 0;
 
   constructor(
     private readonly epoch: () => number | undefined,
@@ -485,18 +504,26 @@ export class Spares {
 
   /** This egress's spare if it is good for a dial now, taken out; a stale one is closed. */
   take(egress: Egress, kind: SocketKind, keepAliveSecs: number): Socket | undefined {
+    this.#takes++;
     const spare = this.#remove(egress);
-    if (!spare) return undefined;
-    if (spare.epoch === this.epoch() && spare.kind === kind && spare.keepAliveSecs === keepAliveSecs && !spare.socket.destroyed) {
+    if (!spare) {
+      // a dial found none: flows start faster than one spare keeps up with (a page load's burst)
+      this.#deepen(egress);
+      return undefined;
+    }
+    const epoch = this.epoch();
+    if (spare.epoch === epoch && spare.kind === kind && spare.keepAliveSecs === keepAliveSecs && !spare.socket.destroyed) {
       return spare.socket;
     }
     spare.socket.destroy();
+    // the network moved since it was made: so did it for every spare of that epoch
+    if (spare.epoch !== epoch) this.#closeStale(epoch);
     return undefined;
   }
 
   /** Make a spare for `egress` soon, if it has none. */
   refill(egress: Egress): void {
-    if (this.#closed || this.epoch() === undefined || this.#find(egress) !== undefined) return;
+    if (this.#closed || this.epoch() === undefined || this.#count(egress) >= this.#depthOf(egress)) return;
     for (const w of this.#wanted) if (sameEgress(w, egress)) return;
     if (this.#wanted.push(egress) === 1) setTimeout(fill, Spares.fillDelayMs, this).unref();
   }
@@ -525,40 +552,104 @@ export class Spares {
     const epoch = this.epoch();
     if (this.#closed || epoch === undefined) return;
     for (const egress of wanted) {
-      if (this.#find(egress) !== undefined) continue;
-      let socket: Socket;
-      const kind = this.kind();
-      const keepAliveSecs = this.keepAliveSecs();
-      try {
-        socket = this.open(egress, kind, keepAliveSecs);
-      } catch {
-        continue; // the next dial through it makes its own socket, and meets the error itself
+      if (this.#count(egress) === 0 && !this.#make(egress, epoch)) continue;
+      if (this.#count(egress) < this.#depthOf(egress)) this.#wantDeep(egress);
+    }
+  }
+
+  /**
+   * Make the rest of the spares a burst asked for, once no dial took one for `quietMs`: a few at
+   * each turn of the loop, so a flow's I/O never waits behind all of them.
+   */
+  fillDeep(): void {
+    this.#deepTimer = undefined;
+    const epoch = this.epoch();
+    if (this.#closed || epoch === undefined) {
+      this.#deepWanted = [];
+      return;
+    }
+    if (this.#takes !== this.#takesSeen) {
+      // dials went on since this was armed (or since the last batch): wait for them to pause
+      this.#takesSeen = this.#takes;
+      this.#deepTimer = setTimeout(fillDeep, Spares.quietMs, this).unref();
+      return;
+    }
+    let budget = Spares.batch;
+    while (budget > 0 && this.#deepWanted.length > 0) {
+      const egress = this.#deepWanted[0];
+      if (this.#count(egress) >= this.#depthOf(egress) || !this.#make(egress, epoch)) {
+        this.#deepWanted.shift();
+        continue;
       }
-      const spare: Spare = { socket, egress, kind, keepAliveSecs, epoch, seen: false };
-      const list = this.#byIf.get(egress.ifname);
-      if (list) list.push(spare);
-      else this.#byIf.set(egress.ifname, [spare]);
+      budget--;
     }
-    if (this.#sweeper === undefined && this.#byIf.size > 0) {
-      this.#sweeper = setInterval(sweep, Spares.sweepMs, this).unref();
+    if (this.#deepWanted.length > 0) this.#deepTimer = setTimeout(fillDeep, 0, this).unref();
+  }
+
+  #wantDeep(egress: Egress): void {
+    for (const w of this.#deepWanted) if (sameEgress(w, egress)) return;
+    this.#deepWanted.push(egress);
+    if (this.#deepTimer !== undefined) return;
+    this.#takesSeen = this.#takes;
+    this.#deepTimer = setTimeout(fillDeep, Spares.quietMs, this).unref();
+  }
+
+  /** One more spare for `egress`; false if the socket could not be made. */
+  #make(egress: Egress, epoch: number): boolean {
+    let socket: Socket;
+    const kind = this.kind();
+    const keepAliveSecs = this.keepAliveSecs();
+    try {
+      socket = this.open(egress, kind, keepAliveSecs);
+    } catch {
+      return false; // the next dial through it makes its own socket, and meets the error itself
     }
+    const spare: Spare = { socket, egress, kind, keepAliveSecs, epoch, seen: false };
+    const list = this.#byIf.get(egress.ifname);
+    if (list) list.push(spare);
+    else this.#byIf.set(egress.ifname, [spare]);
+    const key = depthKey(egress);
+    if (!this.#depth.has(key)) this.#depth.set(key, 1);
+    if (this.#sweeper === undefined) this.#sweeper = setInterval(sweep, Spares.sweepMs, this).unref();
+    return true;
+  }
+
+  #depthOf(egress: Egress): number {
+    return this.#depth.get(depthKey(egress)) ?? 1;
+  }
+
+  /** A dial through `egress` found no spare: one more is kept, if spares are made for it at all. */
+  #deepen(egress: Egress): void {
+    const key = depthKey(egress);
+    const depth = this.#depth.get(key);
+    if (depth !== undefined && depth < Spares.maxDepth) this.#depth.set(key, depth + 1);
   }
 
   /** Close the spares no dial took since the last sweep, and those of another epoch. */
   sweep(): void {
     const epoch = this.epoch();
+    const live = new Set<string>();
     for (const [ifname, list] of this.#byIf) {
       const kept = list.filter((s) => {
         if (s.seen || s.epoch !== epoch) {
           s.socket.destroy();
+          // one that no dial took for a whole period: the bursts that asked for it are over
+          if (s.seen) {
+            const key = depthKey(s.egress);
+            const depth = this.#depth.get(key) ?? 1;
+            if (depth > 1) this.#depth.set(key, depth - 1);
+          }
           return false;
         }
         s.seen = true;
+        live.add(depthKey(s.egress));
         return true;
       });
       if (kept.length) this.#byIf.set(ifname, kept);
       else this.#byIf.delete(ifname);
     }
+    // an egress back at one spare, with none now: forgotten (addresses come and go)
+    for (const [key, depth] of this.#depth) if (depth <= 1 && !live.has(key)) this.#depth.delete(key);
     if (this.#byIf.size === 0) this.#stopSweeping();
   }
 
@@ -566,6 +657,9 @@ export class Spares {
   close(): void {
     this.#closed = true;
     this.#wanted = [];
+    this.#deepWanted = [];
+    if (this.#deepTimer !== undefined) clearTimeout(this.#deepTimer);
+    this.#deepTimer = undefined;
     for (const list of this.#byIf.values()) for (const s of list) s.socket.destroy();
     this.#byIf.clear();
     this.#stopSweeping();
@@ -576,10 +670,23 @@ export class Spares {
     this.#sweeper = undefined;
   }
 
-  #find(egress: Egress): Spare | undefined {
+  /** Close every spare made in another epoch than `epoch`. */
+  #closeStale(epoch: number | undefined): void {
+    for (const [ifname, list] of this.#byIf) {
+      const kept = list.filter((s) => {
+        if (s.epoch === epoch) return true;
+        s.socket.destroy();
+        return false;
+      });
+      if (kept.length !== list.length) this.#byIf.set(ifname, kept);
+    }
+  }
+
+  #count(egress: Egress): number {
     const list = this.#byIf.get(egress.ifname);
-    if (list) for (const s of list) if (sameEgress(s.egress, egress)) return s;
-    return undefined;
+    let n = 0;
+    if (list) for (const s of list) if (sameEgress(s.egress, egress)) n++;
+    return n;
   }
 
   #remove(egress: Egress): Spare | undefined {
@@ -601,8 +708,16 @@ function sameEgress(a: Egress, b: Egress): boolean {
   return a.ifname === b.ifname && a.source === b.source && a.family === b.family;
 }
 
+function depthKey(egress: Egress): string {
+  return `${egress.ifname} ${egress.source}`;
+}
+
 function fill(spares: Spares): void {
   spares.fill();
+}
+
+function fillDeep(spares: Spares): void {
+  spares.fillDeep();
 }
 
 function sweep(spares: Spares): void {

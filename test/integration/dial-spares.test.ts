@@ -2,7 +2,8 @@
 // loopback: the first dial through an egress makes its socket; a little later a spare is made,
 // and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
 // source; a flow that ends gets the next spare made at once; after a network event (the epoch
-// moves) the dial makes its own again; close() ends it.
+// moves) the dial makes its own again; close() ends it. After a burst of dials that found no
+// spare, that many are kept for the next burst.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
@@ -87,6 +88,55 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   // every dial reached the server, spare or not
   for (let i = 0; i < 50 && accepted.length < 6; i++) await sleep(10);
   assert.equal(accepted.length, 6);
+});
+
+test('dial spares: after a burst of dials that found none, the next burst finds a spare for each', opts, async (t) => {
+  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
+  const real = state.addon;
+  let opened = 0;
+  const addon: NativeAddon = {
+    ...real,
+    openBound: (...a: Parameters<NativeAddon['openBound']>) => {
+      const fd = real.openBound(...a);
+      opened++;
+      return fd;
+    },
+  };
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, addon, { epoch: () => 1 });
+  t.after(() => dialer.close?.());
+  let accepted = 0;
+  const { port } = await tcpServer(t, () => accepted++);
+  const target: Target = { ip: '127.0.0.1', family: 4, port };
+  const sockets: Socket[] = [];
+  t.after(() => sockets.forEach((s) => s.destroy()));
+  const BURST = 10;
+  /** BURST dials at once: how many sockets they made themselves (no spare for them) */
+  const burst = async (): Promise<number> => {
+    const before = opened;
+    const pending = Array.from({ length: BURST }, () => dialer.dial(target, lo));
+    const made = opened - before;
+    for (const socket of await Promise.all(pending)) {
+      sockets.push(socket);
+      assert.equal(socket.localAddress, '127.0.0.1', 'bound to the egress source');
+    }
+    return made;
+  };
+  /** until `n` sockets were opened in all (spares are made on timers), at most 5 s */
+  const untilOpened = async (n: number): Promise<void> => {
+    for (let i = 0; i < 500 && opened < n; i++) await sleep(10);
+    assert.equal(opened, n);
+  };
+
+  assert.equal(await burst(), BURST, 'the first burst: no spare was ever made for lo');
+  await untilOpened(BURST + 1);
+  assert.equal(await burst(), BURST - 1, 'the next: one spare, as after any dial');
+  // the dials that found none each ask for one more spare, made once the dials paused
+  await untilOpened(2 * BURST + BURST);
+  await sleep(Spares.quietMs * 3);
+  assert.equal(opened, 3 * BURST, 'no more than the burst asked for');
+  assert.equal(await burst(), 0, 'the third burst: a spare for every dial');
+  for (let i = 0; i < 100 && accepted < 3 * BURST; i++) await sleep(10);
+  assert.equal(accepted, 3 * BURST, 'every dial reached the server');
 });
 
 test('dial spares, through holdfast: a CONNECT flow that ends has the next spare made at once (the flow table tells the dialer)', opts, async (t) => {

@@ -15,7 +15,7 @@ const eth4: Egress = { ifname: 'eth0', source: '10.0.0.2', family: 4, placedBy: 
 const eth6: Egress = { ifname: 'eth0', source: 'fd00::2', family: 6, placedBy: 'route' };
 const wlan: Egress = { ifname: 'wlan0', source: '192.168.1.5', family: 4, placedBy: 'route' };
 
-function setup(o: { epoch?: () => number | undefined; fail?: boolean } = {}) {
+function setup(o: { epoch?: () => number | undefined; fail?: boolean; onMake?: (made: number) => void } = {}) {
   const made: { egress: Egress; kind: number; ka: number; socket: Socket }[] = [];
   let kind: 0 | 2 = 0;
   let ka = 30;
@@ -26,6 +26,7 @@ function setup(o: { epoch?: () => number | undefined; fail?: boolean } = {}) {
       if (o.fail) throw Object.assign(new Error('socket: EMFILE'), { code: 'EMFILE' });
       const socket = new Socket();
       made.push({ egress, kind: k, ka: keepAliveSecs, socket });
+      o.onMake?.(made.length);
       return socket;
     },
     () => kind,
@@ -167,4 +168,98 @@ test('spares: hurry (a flow through the egress ended) makes a spare asked for at
   s.spares.hurry('eth0', '10.0.0.2'); // none after close()
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1);
+});
+
+test('spares: dials that found none keep one more each for the next burst, made once dials pause, a batch a turn, up to maxDepth', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
+  let onMake: ((n: number) => void) | undefined;
+  const s = setup({ onMake: (n) => onMake?.(n) });
+  t.after(() => s.spares.close());
+  assert.equal(s.spares.take(eth4, 0, 30), undefined, 'none made for it yet');
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.equal(s.made.length, 1, 'one spare, as before any burst (a first dial is no burst)');
+  t.mock.timers.tick(Spares.quietMs * 3);
+  assert.equal(s.made.length, 1);
+
+  // a burst: one dial takes the spare, three find none
+  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
+  for (let i = 0; i < 3; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  assert.equal(s.spares.take(wlan, 0, 30), undefined, 'another egress, never filled: no spares asked for there');
+  s.spares.refill(eth4); // the first of them connected
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.equal(s.made.length, 2, 'the first spare comes back as before');
+  t.mock.timers.tick(Spares.quietMs - 1);
+  assert.equal(s.made.length, 2, 'the others wait for the dials to pause');
+  t.mock.timers.tick(1);
+  assert.equal(s.spares.size, 4, 'one for each dial of the burst');
+  assert.deepEqual(new Set(s.made.map((m) => m.egress)), new Set([eth4]), 'for the egress that had the burst only');
+
+  // a burst bigger than maxDepth: the spares stop at maxDepth, made `batch` at a turn of the loop
+  for (let i = 0; i < 4; i++) assert.ok(s.spares.take(eth4, 0, 30));
+  for (let i = 0; i < Spares.maxDepth + 10; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.equal(s.spares.size, 1);
+  // a dial comes while the first batch is made: the next batch waits for another pause
+  const firstBatchEnds = s.made.length + Spares.batch;
+  onMake = (n) => {
+    if (n === firstBatchEnds) assert.ok(s.spares.take(eth4, 0, 30));
+  };
+  t.mock.timers.tick(Spares.quietMs);
+  onMake = undefined;
+  assert.equal(s.spares.size, 1 + Spares.batch - 1, 'one batch, less the spare that dial took');
+  t.mock.timers.tick(Spares.quietMs);
+  assert.equal(s.spares.size, Spares.maxDepth, 'the rest once dials paused; never more than maxDepth');
+  t.mock.timers.tick(Spares.quietMs * 3);
+  assert.equal(s.spares.size, Spares.maxDepth);
+
+  // no dial takes them: a whole sweep period without one closes them, and the depth goes down
+  const pool = s.made.slice(-Spares.maxDepth).map((m) => m.socket);
+  s.spares.sweep();
+  s.spares.sweep();
+  assert.equal(s.spares.size, 0);
+  assert.ok(pool.every((sock) => sock.destroyed), 'every unused spare closed');
+  const before = s.made.length;
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  for (let i = 0; i < 3; i++) t.mock.timers.tick(Spares.quietMs);
+  assert.equal(s.made.length - before, 1, 'back to one spare');
+});
+
+test('spares: close() stops a pending fill of a burst’s spares', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
+  const s = setup();
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.ok(s.spares.take(eth4, 0, 30));
+  for (let i = 0; i < 5; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.equal(s.made.length, 2);
+  s.spares.close();
+  assert.equal(s.made[1].socket.destroyed, true);
+  t.mock.timers.tick(Spares.quietMs * 5);
+  assert.equal(s.made.length, 2, 'nothing made after close()');
+  assert.equal(s.spares.size, 0);
+});
+
+test('spares: a burst’s spares made before a network event are all closed at the first dial after it', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
+  const s = setup();
+  t.after(() => s.spares.close());
+  s.spares.refill(eth4);
+  s.spares.refill(wlan);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.ok(s.spares.take(eth4, 0, 30));
+  for (let i = 0; i < 3; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  t.mock.timers.tick(Spares.quietMs);
+  assert.equal(s.spares.size, 5, 'four for eth0, one for wlan0');
+  const before = s.made.slice(-5).map((m) => m.socket);
+  s.setEpoch(2);
+  assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  assert.equal(s.spares.size, 0, 'none of that epoch is kept, on any interface');
+  assert.ok(before.every((sock) => sock.destroyed));
 });
