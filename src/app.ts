@@ -59,6 +59,8 @@ export interface Holdfast {
   readonly counters: InboundCounters;
   /** The affinity table now: destinations held or lingering, and the live flows holding them. */
   affinity(): { entries: number; live: number };
+  /** The pinned sockets the dialer keeps ready for the next dials (each an fd, no port). */
+  spareSockets(): number;
   /** Stop listening, let flows finish for `drainMs`, then cut the rest. */
   close(drainMs?: number): Promise<void>;
 }
@@ -351,6 +353,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     reload,
     counters,
     affinity: () => policy.affinityTable(),
+    spareSockets: () => dialer.spares?.() ?? 0,
     close(drainMs = 0) {
       closing ??= (async () => {
         const stopped = Promise.all(listeners.map((l) => l.close()));

@@ -220,6 +220,8 @@ export interface Dialer {
    * to prepare the next dial's socket there.
    */
   flowEnded?(ifname: string, source: string): void;
+  /** The spare sockets it keeps now (each an fd, no port). */
+  spares?(): number;
 }
 
 export type FlowKind =
