@@ -4,7 +4,7 @@
 // asked for is made at the next turn of the loop once a flow through its egress ended (hurry); a
 // sweep closes one that no dial took; close() closes all. The dialer's use of them, with the
 // addon's real pinned sockets, is in test/integration/dial-spares.test.ts.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Socket } from 'node:net';
@@ -39,6 +39,19 @@ function setup(o: { epoch?: () => number | undefined; fail?: boolean; onMake?: (
     setKa: (s: number) => (ka = s),
     setEpoch: (e: number | undefined) => (epoch = e),
   };
+}
+
+/**
+ * A burst through eth4, under mocked timers: a spare is made, one dial takes it, `misses` dials
+ * find none, and the first of them connects (its refill's delay passes).
+ */
+function burst(s: ReturnType<typeof setup>, t: TestContext, misses: number): void {
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
+  assert.ok(s.spares.take(eth4, 0, 30));
+  for (let i = 0; i < misses; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  s.spares.refill(eth4);
+  t.mock.timers.tick(Spares.fillDelayMs);
 }
 
 /** Past the fill timer (Spares.fillDelayMs): timers fire in the order they are due. */
@@ -230,12 +243,7 @@ test('spares: dials that found none keep one more each for the next burst, made 
 test('spares: close() stops a pending fill of a burst’s spares', (t) => {
   t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
   const s = setup();
-  s.spares.refill(eth4);
-  t.mock.timers.tick(Spares.fillDelayMs);
-  assert.ok(s.spares.take(eth4, 0, 30));
-  for (let i = 0; i < 5; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
-  s.spares.refill(eth4);
-  t.mock.timers.tick(Spares.fillDelayMs);
+  burst(s, t, 5);
   assert.equal(s.made.length, 2);
   s.spares.close();
   assert.equal(s.made[1].socket.destroyed, true);
@@ -248,16 +256,12 @@ test('spares: a burst’s spares made before a network event are all closed at t
   t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
   const s = setup();
   t.after(() => s.spares.close());
-  s.spares.refill(eth4);
   s.spares.refill(wlan);
-  t.mock.timers.tick(Spares.fillDelayMs);
-  assert.ok(s.spares.take(eth4, 0, 30));
-  for (let i = 0; i < 3; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
-  s.spares.refill(eth4);
-  t.mock.timers.tick(Spares.fillDelayMs);
+  burst(s, t, 3);
   t.mock.timers.tick(Spares.quietMs);
   assert.equal(s.spares.size, 5, 'four for eth0, one for wlan0');
-  const before = s.made.slice(-5).map((m) => m.socket);
+  // wlan0's (made first) and eth0's last four; eth0's first went to a dial
+  const before = [s.made[0], ...s.made.slice(-4)].map((m) => m.socket);
   s.setEpoch(2);
   assert.equal(s.spares.take(eth4, 0, 30), undefined);
   assert.equal(s.spares.size, 0, 'none of that epoch is kept, on any interface');
