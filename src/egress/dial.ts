@@ -431,12 +431,19 @@ async function dialRace(
 /** A pinned socket made ahead of its dial, and what it was made for. */
 interface Spare {
   readonly socket: Socket;
-  readonly egress: Egress;
   readonly kind: SocketKind;
   readonly keepAliveSecs: number;
   readonly epoch: number;
   /** a sweep has seen it: the next one closes it if it is still here */
   seen: boolean;
+}
+
+/** The spares of one egress (interface and source address), and how many to keep there. */
+interface Pool {
+  readonly egress: Egress;
+  readonly spares: Spare[];
+  /** one; one more for each dial that found none here (a burst), up to `maxDepth` */
+  depth: number;
 }
 
 /**
@@ -458,8 +465,8 @@ interface Spare {
  * front of their connects. So each dial that finds none, on an egress spares are made for, keeps
  * one more for the next burst, up to `maxDepth`; those are made once dials paused for `quietMs`,
  * `batch` at a turn of the loop (`fillDeep`), out of any flow's way (bench/README "ninth pass").
- * One that no dial took for a whole sweep period (30-60 s) is closed and keeps one fewer; no
- * timer runs without spares.
+ * One that no dial took for a whole sweep period (30-60 s) is closed and keeps one fewer, and an
+ * egress a sweep finds without spares is forgotten; no timer runs without spares.
  */
 export class Spares {
   static readonly sweepMs = 30_000;
@@ -469,8 +476,11 @@ export class Spares {
   /** how long dials must pause before the spares beyond the first are made, and how many a turn */
   static readonly quietMs = 20;
   static readonly batch = 8;
-  /** by interface name: the spares of its source addresses (one or two: IPv4, IPv6) */
-  readonly #byIf = new Map<string, Spare[]>();
+  /**
+   * by interface name: a pool per source address (one or two: IPv4, IPv6), made with its first
+   * spare; a dial through an egress without one finds none and asks for no more than one
+   */
+  readonly #byIf = new Map<string, Pool[]>();
   /**
    * the egresses to make a spare for when the fill timer fires (it is pending while non-empty;
    * hurry's fill may come first and empty it, and then that timer finds nothing to do)
@@ -480,9 +490,7 @@ export class Spares {
   #closed = false;
   /** a fill at the next turn of the loop is pending (hurry) */
   #soon = false;
-  /** by egress (depthKey): how many spares to keep, when a burst asked for more than one */
-  readonly #depth = new Map<string, number>();
-  /** the egresses whose spares are fewer than their depth, filled when dials pause (fillDeep) */
+  /** the egresses with fewer spares than their depth, filled when dials pause (fillDeep) */
   #deepWanted: Egress[] = [];
   #deepTimer: NodeJS.Timeout | undefined;
   /** takes so far, and as fillDeep last saw them: it waits until none came for `quietMs` */
@@ -499,17 +507,19 @@ export class Spares {
   /** The number of spares kept (for tests and diagnostics). */
   get size(): number {
     let n = 0;
-    for (const list of this.#byIf.values()) n += list.length;
+    for (const pools of this.#byIf.values()) for (const pool of pools) n += pool.spares.length;
     return n;
   }
 
   /** This egress's spare if it is good for a dial now, taken out; a stale one is closed. */
   take(egress: Egress, kind: SocketKind, keepAliveSecs: number): Socket | undefined {
     this.#takes++;
-    const spare = this.#remove(egress);
+    const pool = this.#find(egress);
+    if (!pool) return undefined;
+    const spare = pool.spares.pop();
     if (!spare) {
       // a dial found none: flows start faster than one spare keeps up with (a page load's burst)
-      this.#deepen(egress);
+      if (pool.depth < Spares.maxDepth) pool.depth++;
       return undefined;
     }
     const epoch = this.epoch();
@@ -522,9 +532,11 @@ export class Spares {
     return undefined;
   }
 
-  /** Make a spare for `egress` soon, if it has none. */
+  /** Make a spare for `egress` soon, if it has fewer than its depth. */
   refill(egress: Egress): void {
-    if (this.#closed || this.epoch() === undefined || this.#count(egress) >= this.#depthOf(egress)) return;
+    if (this.#closed || this.epoch() === undefined) return;
+    const pool = this.#find(egress);
+    if (pool && pool.spares.length >= pool.depth) return;
     for (const w of this.#wanted) if (sameEgress(w, egress)) return;
     if (this.#wanted.push(egress) === 1) setTimeout(fill, Spares.fillDelayMs, this).unref();
   }
@@ -545,7 +557,7 @@ export class Spares {
     }
   }
 
-  /** Make the spares asked for (from the fill timer, or hurried). */
+  /** Make the spares asked for (from the fill timer, or hurried): the first at once, the rest later. */
   fill(): void {
     this.#soon = false;
     const wanted = this.#wanted;
@@ -553,8 +565,9 @@ export class Spares {
     const epoch = this.epoch();
     if (this.#closed || epoch === undefined) return;
     for (const egress of wanted) {
-      if (this.#count(egress) === 0 && !this.#make(egress, epoch)) continue;
-      if (this.#count(egress) < this.#depthOf(egress)) this.#wantDeep(egress);
+      let pool = this.#find(egress);
+      if (!pool || pool.spares.length === 0) pool = this.#make(egress, epoch);
+      if (pool && pool.spares.length < pool.depth) this.#wantDeep(egress);
     }
   }
 
@@ -578,7 +591,8 @@ export class Spares {
     let budget = Spares.batch;
     while (budget > 0 && this.#deepWanted.length > 0) {
       const egress = this.#deepWanted[0];
-      if (this.#count(egress) >= this.#depthOf(egress) || !this.#make(egress, epoch)) {
+      const pool = this.#find(egress);
+      if (!pool || pool.spares.length >= pool.depth || !this.#make(egress, epoch)) {
         this.#deepWanted.shift();
         continue;
       }
@@ -595,62 +609,54 @@ export class Spares {
     this.#deepTimer = setTimeout(fillDeep, Spares.quietMs, this).unref();
   }
 
-  /** One more spare for `egress`; false if the socket could not be made. */
-  #make(egress: Egress, epoch: number): boolean {
+  /** One more spare for `egress`, in its pool (made with the first); undefined if socket() failed. */
+  #make(egress: Egress, epoch: number): Pool | undefined {
     let socket: Socket;
     const kind = this.kind();
     const keepAliveSecs = this.keepAliveSecs();
     try {
       socket = this.open(egress, kind, keepAliveSecs);
     } catch {
-      return false; // the next dial through it makes its own socket, and meets the error itself
+      return undefined; // the next dial through it makes its own socket, and meets the error itself
     }
-    const spare: Spare = { socket, egress, kind, keepAliveSecs, epoch, seen: false };
-    const list = this.#byIf.get(egress.ifname);
-    if (list) list.push(spare);
-    else this.#byIf.set(egress.ifname, [spare]);
-    const key = depthKey(egress);
-    if (!this.#depth.has(key)) this.#depth.set(key, 1);
+    let pool = this.#find(egress);
+    if (!pool) {
+      pool = { egress, spares: [], depth: 1 };
+      const pools = this.#byIf.get(egress.ifname);
+      if (pools) pools.push(pool);
+      else this.#byIf.set(egress.ifname, [pool]);
+    }
+    pool.spares.push({ socket, kind, keepAliveSecs, epoch, seen: false });
     if (this.#sweeper === undefined) this.#sweeper = setInterval(sweep, Spares.sweepMs, this).unref();
-    return true;
+    return pool;
   }
 
-  #depthOf(egress: Egress): number {
-    return this.#depth.get(depthKey(egress)) ?? 1;
-  }
-
-  /** A dial through `egress` found no spare: one more is kept, if spares are made for it at all. */
-  #deepen(egress: Egress): void {
-    const key = depthKey(egress);
-    const depth = this.#depth.get(key);
-    if (depth !== undefined && depth < Spares.maxDepth) this.#depth.set(key, depth + 1);
-  }
-
-  /** Close the spares no dial took since the last sweep, and those of another epoch. */
+  /**
+   * Close the spares no dial took since the last sweep (each keeps one fewer), and those of
+   * another epoch; forget an egress found without spares (addresses come and go).
+   */
   sweep(): void {
     const epoch = this.epoch();
-    const live = new Set<string>();
-    for (const [ifname, list] of this.#byIf) {
-      const kept = list.filter((s) => {
-        if (s.seen || s.epoch !== epoch) {
-          s.socket.destroy();
-          // one that no dial took for a whole period: the bursts that asked for it are over
-          if (s.seen) {
-            const key = depthKey(s.egress);
-            const depth = this.#depth.get(key) ?? 1;
-            if (depth > 1) this.#depth.set(key, depth - 1);
+    for (const [ifname, pools] of this.#byIf) {
+      const kept = pools.filter((pool) => {
+        if (pool.spares.length === 0) return false;
+        let n = 0;
+        for (const s of pool.spares) {
+          if (s.seen || s.epoch !== epoch) {
+            s.socket.destroy();
+            // one that no dial took for a whole period: the bursts that asked for it are over
+            if (s.seen && pool.depth > 1) pool.depth--;
+          } else {
+            s.seen = true;
+            pool.spares[n++] = s;
           }
-          return false;
         }
-        s.seen = true;
-        live.add(depthKey(s.egress));
+        pool.spares.length = n;
         return true;
       });
       if (kept.length) this.#byIf.set(ifname, kept);
       else this.#byIf.delete(ifname);
     }
-    // an egress back at one spare, with none now: forgotten (addresses come and go)
-    for (const [key, depth] of this.#depth) if (depth <= 1 && !live.has(key)) this.#depth.delete(key);
     if (this.#byIf.size === 0) this.#stopSweeping();
   }
 
@@ -661,7 +667,7 @@ export class Spares {
     this.#deepWanted = [];
     if (this.#deepTimer !== undefined) clearTimeout(this.#deepTimer);
     this.#deepTimer = undefined;
-    for (const list of this.#byIf.values()) for (const s of list) s.socket.destroy();
+    for (const pools of this.#byIf.values()) for (const pool of pools) for (const s of pool.spares) s.socket.destroy();
     this.#byIf.clear();
     this.#stopSweeping();
   }
@@ -671,46 +677,29 @@ export class Spares {
     this.#sweeper = undefined;
   }
 
-  /** Close every spare made in another epoch than `epoch`. */
+  /** Close every spare made in another epoch than `epoch` (their pools, and depths, stay). */
   #closeStale(epoch: number | undefined): void {
-    for (const [ifname, list] of this.#byIf) {
-      const kept = list.filter((s) => {
-        if (s.epoch === epoch) return true;
-        s.socket.destroy();
-        return false;
-      });
-      if (kept.length !== list.length) this.#byIf.set(ifname, kept);
+    for (const pools of this.#byIf.values()) {
+      for (const pool of pools) {
+        let n = 0;
+        for (const s of pool.spares) {
+          if (s.epoch === epoch) pool.spares[n++] = s;
+          else s.socket.destroy();
+        }
+        pool.spares.length = n;
+      }
     }
   }
 
-  #count(egress: Egress): number {
-    const list = this.#byIf.get(egress.ifname);
-    let n = 0;
-    if (list) for (const s of list) if (sameEgress(s.egress, egress)) n++;
-    return n;
-  }
-
-  #remove(egress: Egress): Spare | undefined {
-    const list = this.#byIf.get(egress.ifname);
-    if (!list) return undefined;
-    for (let i = 0; i < list.length; i++) {
-      const s = list[i];
-      if (!sameEgress(s.egress, egress)) continue;
-      list[i] = list[list.length - 1];
-      list.pop();
-      // the list stays when empty: the next spare for this interface goes back into it
-      return s;
-    }
+  #find(egress: Egress): Pool | undefined {
+    const pools = this.#byIf.get(egress.ifname);
+    if (pools) for (const pool of pools) if (sameEgress(pool.egress, egress)) return pool;
     return undefined;
   }
 }
 
 function sameEgress(a: Egress, b: Egress): boolean {
   return a.ifname === b.ifname && a.source === b.source && a.family === b.family;
-}
-
-function depthKey(egress: Egress): string {
-  return `${egress.ifname} ${egress.source}`;
 }
 
 function fill(spares: Spares): void {
