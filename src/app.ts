@@ -353,7 +353,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     reload,
     counters,
     affinity: () => policy.affinityTable(),
-    spareSockets: () => dialer.spares?.() ?? 0,
+    spareSockets: () => dialer.spareSockets?.() ?? 0,
     close(drainMs = 0) {
       closing ??= (async () => {
         const stopped = Promise.all(listeners.map((l) => l.close()));

@@ -221,7 +221,7 @@ export interface Dialer {
    */
   flowEnded?(ifname: string, source: string): void;
   /** The spare sockets it keeps now (each an fd, no port). */
-  spares?(): number;
+  spareSockets?(): number;
 }
 
 export type FlowKind =

@@ -186,7 +186,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
     // the loop is between flows: a spare asked for there need not wait for its delay (only with
     // spares: without them nobody needs to hear of a flow's end)
     flowEnded: spares ? (ifname, source) => spares.hurry(ifname, source) : undefined,
-    spares: spares ? () => spares.size : undefined,
+    spareSockets: spares ? () => spares.size : undefined,
   };
 }
 
