@@ -230,6 +230,7 @@ async function main(): Promise<number> {
     log('');
     log(`## holdfast bench, ${new Date().toISOString().slice(0, 10)}: node ${process.version}, ${cpuModel()} × ${availableParallelism()}, Linux ${release()}${placement ? `; --split-cpus (proxies on CPU ${placement.proxies})` : ''}`);
     log('ratios: SOCKS5 rows against dante, HTTP rows against tinyproxy; ↑ higher is better, ↓ lower is better;');
+    log('paired: the median over rounds of the row over its ref in the same round (their range in brackets); drift between rounds cancels out.');
     log(`spread: rounds × (max - min) / median. Total ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}, TIME_WAIT ${timeWait()}.`);
     log('');
     log(renderTable(rows));

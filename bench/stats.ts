@@ -54,18 +54,42 @@ export function fmt(x: number): string {
   return x.toFixed(3);
 }
 
+/**
+ * A row's figure over its ref's, round by round: the median of those ratios and their range, over
+ * the rounds both were measured in. Every scenario keeps a row's samples in round order, and a
+ * case that fails is left out of the rounds after (bench/common.ts `interleaved`, latency's
+ * `failed`), so two rows' samples share their first rounds. Undefined under two common rounds.
+ *
+ * Both were measured minutes apart at most, in the same round: a machine that slows down or
+ * speeds up between rounds (a VM's neighbours) moves both, and the ratio keeps still where the
+ * ratio of the two medians, taken from different rounds, does not.
+ */
+export function pairedRatio(row: readonly number[], ref: readonly number[]): { median: number; min: number; max: number } | undefined {
+  const n = Math.min(row.length, ref.length);
+  if (n < 2) return undefined;
+  const ratios: number[] = [];
+  for (let i = 0; i < n; i++) if (ref[i] !== 0) ratios.push(row[i] / ref[i]);
+  if (ratios.length < 2) return undefined;
+  return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) };
+}
+
 /** A Markdown table (readable in a terminal, pasteable into bench/README.md). */
 export function renderTable(rows: readonly Row[]): string {
-  const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'spread', 'note'];
+  const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'paired', 'spread', 'note'];
   const body = rows.map((r) => {
-    if (r.skipped !== undefined) return [r.scenario, r.proxy, '-', r.unit, '-', '-', `skipped: ${r.skipped}`];
+    if (r.skipped !== undefined) return [r.scenario, r.proxy, '-', r.unit, '-', '-', '-', `skipped: ${r.skipped}`];
     const m = median(r.samples);
     let ratio = '';
+    let paired = '';
     if (r.ref !== undefined) {
       const ref = rows.find((x) => x.scenario === r.scenario && x.proxy === r.ref && x.skipped === undefined);
       if (ref === undefined) ratio = 'n/a';
       else if (ref === r) ratio = '1 (ref)';
-      else ratio = `${fmt(m / median(ref.samples))}x`;
+      else {
+        ratio = `${fmt(m / median(ref.samples))}x`;
+        const p = pairedRatio(r.samples, ref.samples);
+        if (p !== undefined) paired = `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
+      }
     }
     const arrow = r.better === 'higher' ? '↑' : '↓';
     return [
@@ -74,6 +98,7 @@ export function renderTable(rows: readonly Row[]): string {
       fmt(m),
       `${r.unit} ${arrow}`,
       ratio,
+      paired,
       `${r.samples.length}× ±${spreadPct(r.samples).toFixed(0)}%`,
       r.note ?? '',
     ];
