@@ -222,6 +222,8 @@ async function main(): Promise<number> {
       log(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
     }
     for (const s of skipped) rows.push({ scenario: '(all)', proxy: s.name, samples: [], unit: '', better: 'higher', skipped: s.why });
+    // a before/after in the same rounds: holdfast's rows paired with the other build's too
+    if (running.some((p) => p.name === 'holdfast-base')) for (const r of rows) if (r.proxy === 'holdfast') r.base = 'holdfast-base';
     for (const p of running)
       if (p.proc.exitedAlready) {
         code = 1; // a proxy that died mid-bench is a finding, not a skipped row

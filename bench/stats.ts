@@ -12,6 +12,11 @@ export interface Row {
   better: Better;
   /** The proxy this row is compared with (same scenario); absent: no ratio. */
   ref?: string;
+  /**
+   * Another build of the same proxy in the same rounds (holdfast-base): the row's paired ratio to
+   * it gets a column of its own, the before/after of a change.
+   */
+  base?: string;
   /** Free text for the last column (CPU cost, errors, why skipped). */
   note?: string;
   /** Set when the proxy could not be measured: the row prints the reason. */
@@ -75,22 +80,29 @@ export function pairedRatio(row: readonly number[], ref: readonly number[]): { m
 
 /** A Markdown table (readable in a terminal, pasteable into bench/README.md). */
 export function renderTable(rows: readonly Row[]): string {
-  const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'paired', 'spread', 'note'];
+  const withBase = rows.some((r) => r.base !== undefined);
+  const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'paired', ...(withBase ? ['vs base, paired'] : []), 'spread', 'note'];
+  const pairedText = (row: readonly number[], ref: readonly number[]): string => {
+    const p = pairedRatio(row, ref);
+    return p === undefined ? '' : `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
+  };
+  const find = (scenario: string, proxy: string | undefined): Row | undefined =>
+    proxy === undefined ? undefined : rows.find((x) => x.scenario === scenario && x.proxy === proxy && x.skipped === undefined);
   const body = rows.map((r) => {
-    if (r.skipped !== undefined) return [r.scenario, r.proxy, '-', r.unit, '-', '-', '-', `skipped: ${r.skipped}`];
+    if (r.skipped !== undefined) return [r.scenario, r.proxy, '-', r.unit, '-', '-', ...(withBase ? ['-'] : []), '-', `skipped: ${r.skipped}`];
     const m = median(r.samples);
     let ratio = '';
     let paired = '';
     if (r.ref !== undefined) {
-      const ref = rows.find((x) => x.scenario === r.scenario && x.proxy === r.ref && x.skipped === undefined);
+      const ref = find(r.scenario, r.ref);
       if (ref === undefined) ratio = 'n/a';
       else if (ref === r) ratio = '1 (ref)';
       else {
         ratio = `${fmt(m / median(ref.samples))}x`;
-        const p = pairedRatio(r.samples, ref.samples);
-        if (p !== undefined) paired = `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
+        paired = pairedText(r.samples, ref.samples);
       }
     }
+    const base = find(r.scenario, r.base);
     const arrow = r.better === 'higher' ? '↑' : '↓';
     return [
       r.scenario,
@@ -99,6 +111,7 @@ export function renderTable(rows: readonly Row[]): string {
       `${r.unit} ${arrow}`,
       ratio,
       paired,
+      ...(withBase ? [base === undefined ? '' : pairedText(r.samples, base.samples)] : []),
       `${r.samples.length}× ±${spreadPct(r.samples).toFixed(0)}%`,
       r.note ?? '',
     ];

@@ -37,3 +37,20 @@ test('renderTable: the paired column beside the ratio of medians; none for the r
   assert.equal(cells('holdfast')('paired'), '0.800x (0.800-1.60)');
   assert.equal(cells('dante')('paired'), '-');
 });
+
+test('renderTable: with another build in the same rounds, its rows pair with it in a column of their own', () => {
+  const rows: Row[] = [
+    { scenario: 'rate SOCKS5', proxy: 'dante', samples: [2000, 2000, 1000], unit: 'flows/s', better: 'higher', ref: 'dante' },
+    { scenario: 'rate SOCKS5', proxy: 'holdfast-base', samples: [2000, 1000, 1000], unit: 'flows/s', better: 'higher', ref: 'dante' },
+    { scenario: 'rate SOCKS5', proxy: 'holdfast', samples: [2200, 1100, 1100], unit: 'flows/s', better: 'higher', ref: 'dante', base: 'holdfast-base' },
+  ];
+  const lines = renderTable(rows).split('\n');
+  const head = lines[0].split('|').map((c) => c.trim());
+  const col = head.indexOf('vs base, paired');
+  assert.ok(col > 0, lines[0]);
+  const cell = (proxy: string) => lines.find((l) => l.includes(` ${proxy} `))!.split('|').map((c) => c.trim())[col];
+  assert.equal(cell('holdfast'), '1.10x (1.10-1.10)', 'every round 10% up on the other build');
+  assert.equal(cell('holdfast-base'), '');
+  // without a base anywhere, no such column
+  assert.ok(!renderTable(rows.slice(0, 2)).split('\n')[0].includes('vs base'));
+});
