@@ -71,7 +71,6 @@ export function fmt(x: number): string {
  */
 export function pairedRatio(row: readonly number[], ref: readonly number[]): { median: number; min: number; max: number } | undefined {
   const n = Math.min(row.length, ref.length);
-  if (n < 2) return undefined;
   const ratios: number[] = [];
   for (let i = 0; i < n; i++) if (ref[i] !== 0) ratios.push(row[i] / ref[i]);
   if (ratios.length < 2) return undefined;
