@@ -78,14 +78,15 @@ export async function bulk(ctx: Ctx): Promise<Row[]> {
     const scenario = `bulk ${LABEL[c.protocol]}`;
     const why = failed.get(key(c));
     if (why !== undefined && list.length === 0) return { scenario, proxy: c.proxy, samples: [], unit: 'MiB/s', better: 'higher', skipped: why };
-    const cpuPerGiB = median(list.map((x) => x.cpuSec / (x.bytes / 2 ** 30)));
+    const cpu = list.map((x) => x.cpuSec / (x.bytes / 2 ** 30));
+    const cpuPerGiB = median(cpu);
     return {
       scenario,
       proxy: c.proxy,
       samples: list.map((x) => x.bytes / x.seconds / 2 ** 20),
       unit: 'MiB/s',
       better: 'higher',
-      ...(c.protocol === 'direct' ? {} : { ref: REF[c.protocol] }),
+      ...(c.protocol === 'direct' ? {} : { ref: REF[c.protocol], cpu }),
       note: [c.protocol === 'direct' ? 'the floor: curl ⇄ sink' : `proxy CPU ${fmt(cpuPerGiB)} s/GiB`, why === undefined ? '' : `failed later: ${why}`]
         .filter(Boolean)
         .join('; '),

@@ -65,7 +65,8 @@ export async function rate(ctx: Ctx): Promise<Row[]> {
     const firstError = list.find((x) => x.firstError !== undefined)?.firstError;
     const scenario = `rate ${LABEL[c.protocol]}`;
     if (flows === 0) return { scenario, proxy: c.proxy, samples: [], unit: 'flows/s', better: 'higher', skipped: firstError ?? 'no flow completed' };
-    const cpuUs = median(list.map((x) => (x.cpuSec / Math.max(1, x.flows)) * 1e6));
+    const cpu = list.map((x) => (x.cpuSec / Math.max(1, x.flows)) * 1e6);
+    const cpuUs = median(cpu);
     const sysShare = median(list.map((x) => (x.cpuSec > 0 ? x.sysSec / x.cpuSec : 0)));
     return {
       scenario,
@@ -73,7 +74,7 @@ export async function rate(ctx: Ctx): Promise<Row[]> {
       samples: list.map((x) => x.flows / x.seconds),
       unit: 'flows/s',
       better: 'higher',
-      ...(c.protocol === 'direct' ? {} : { ref: REF[c.protocol] }),
+      ...(c.protocol === 'direct' ? {} : { ref: REF[c.protocol], cpu }),
       note: [
         c.protocol === 'direct' ? 'the floor: client ⇄ sink' : `proxy CPU ${fmt(cpuUs)} µs/flow (${Math.round(sysShare * 100)}% in the kernel)`,
         errors > 0 ? `${errors} errors (${firstError})` : '',

@@ -17,6 +17,7 @@ import { pageload } from './pageload.bench.js';
 import { killAllNow, logTail, NOFILE, startProcess, stopAll } from './procs.js';
 import { startProxies, type ProxyName } from './proxies.js';
 import { rate } from './rate.bench.js';
+import { renderGoals } from './goals.js';
 import { renderTable, type Row } from './stats.js';
 
 const SCENARIOS = { bulk, rate, latency, pageload, memory } as const;
@@ -236,6 +237,13 @@ async function main(): Promise<number> {
     log(`spread: rounds × (max - min) / median. Total ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}, TIME_WAIT ${timeWait()}.`);
     log('');
     log(renderTable(rows));
+    const goals = renderGoals(rows);
+    if (goals !== '') {
+      log('');
+      log("## issue 17's goals: holdfast's figure over the peer's, by the medians and paired by round; node-floor's beside it");
+      log('');
+      log(goals);
+    }
   } catch (e) {
     code = 1;
     log(`bench FAILED: ${(e as Error).stack ?? e}`);

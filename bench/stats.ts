@@ -17,6 +17,11 @@ export interface Row {
    * it gets a column of its own, the before/after of a change.
    */
   base?: string;
+  /**
+   * The proxy's CPU cost, one value per round like `samples` (rate: µs per flow; bulk: s per
+   * GiB): for the goals that compare costs (bench/goals.ts). The note shows its median.
+   */
+  cpu?: number[];
   /** Free text for the last column (CPU cost, errors, why skipped). */
   note?: string;
   /** Set when the proxy could not be measured: the row prints the reason. */
@@ -115,7 +120,12 @@ export function renderTable(rows: readonly Row[]): string {
       r.note ?? '',
     ];
   });
+  return markdownTable(head, body);
+}
+
+/** Cells padded to their column's width, a header and its rule first. */
+export function markdownTable(head: readonly string[], body: readonly (readonly string[])[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  const line = (cells: readonly string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
   return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
 }
