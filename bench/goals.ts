@@ -3,7 +3,7 @@
 // same run where it speaks the protocol: what Node itself reached on this machine at that moment.
 // Pure: rows in, a Markdown table out, so the verdicts quoted in bench/README.md are what
 // `npm run bench` printed, not a reading by hand.
-import { fmt, markdownTable, median, pairedRatio, type Row } from './stats.js';
+import { fmt, fmtPaired, markdownTable, median, pairedRatio, type Paired, type Row } from './stats.js';
 
 /** What a goal compares: the row's own figure, or its cost in CPU (Row.cpu). */
 type Figure = 'figure' | 'cpu';
@@ -49,10 +49,10 @@ export interface GoalReading {
   /** holdfast's median over ref's median */
   readonly byMedians: number;
   /** per-round ratios; undefined under two common rounds */
-  readonly paired: { median: number; min: number; max: number } | undefined;
+  readonly paired: Paired | undefined;
   /** node-floor's median over ref's median, where it speaks the protocol and was measured */
   readonly floorByMedians: number | undefined;
-  readonly floorPaired: { median: number; min: number; max: number } | undefined;
+  readonly floorPaired: Paired | undefined;
 }
 
 /** Whether a ratio meets a goal's bar; undefined for a yardstick with no bar. */
@@ -90,12 +90,11 @@ export function renderGoals(rows: readonly Row[]): string {
     const ok = meets(goal, ratio);
     return ok === undefined ? '' : ok ? ' met' : ' MISSED';
   };
-  const range = (p: { median: number; min: number; max: number }): string => `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
   const head = ['goal', 'holdfast, by medians', 'holdfast, paired', 'node-floor, by medians; paired'];
   const body = readings.map((r) => [
     r.goal.name,
     `${fmt(r.byMedians)}x${verdict(r.goal, r.byMedians)}`,
-    r.paired === undefined ? '' : `${range(r.paired)}${verdict(r.goal, r.paired.median)}`,
+    r.paired === undefined ? '' : `${fmtPaired(r.paired)}${verdict(r.goal, r.paired.median)}`,
     r.floorByMedians === undefined
       ? ''
       : `${fmt(r.floorByMedians)}x${verdict(r.goal, r.floorByMedians)}${r.floorPaired === undefined ? '' : `; ${fmt(r.floorPaired.median)}x`}`,

@@ -74,12 +74,24 @@ export function fmt(x: number): string {
  * speeds up between rounds (a VM's neighbours) moves both, and the ratio keeps still where the
  * ratio of the two medians, taken from different rounds, does not.
  */
-export function pairedRatio(row: readonly number[], ref: readonly number[]): { median: number; min: number; max: number } | undefined {
+export function pairedRatio(row: readonly number[], ref: readonly number[]): Paired | undefined {
   const n = Math.min(row.length, ref.length);
   const ratios: number[] = [];
   for (let i = 0; i < n; i++) if (ref[i] !== 0) ratios.push(row[i] / ref[i]);
   if (ratios.length < 2) return undefined;
   return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) };
+}
+
+/** pairedRatio's answer: the median of the per-round ratios and their range. */
+export interface Paired {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** A paired ratio as both tables print it: `0.85x (0.80-0.90)`. */
+export function fmtPaired(p: Paired): string {
+  return `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
 }
 
 /** A Markdown table (readable in a terminal, pasteable into bench/README.md). */
@@ -88,7 +100,7 @@ export function renderTable(rows: readonly Row[]): string {
   const head = ['scenario', 'proxy', 'median', 'unit', 'vs ref', 'paired', ...(withBase ? ['vs base, paired'] : []), 'spread', 'note'];
   const pairedText = (row: readonly number[], ref: readonly number[]): string => {
     const p = pairedRatio(row, ref);
-    return p === undefined ? '' : `${fmt(p.median)}x (${fmt(p.min)}-${fmt(p.max)})`;
+    return p === undefined ? '' : fmtPaired(p);
   };
   const find = (scenario: string, proxy: string | undefined): Row | undefined =>
     proxy === undefined ? undefined : rows.find((x) => x.scenario === scenario && x.proxy === proxy && x.skipped === undefined);

@@ -45,15 +45,16 @@ test('readGoals: a cost goal reads the per-round CPU, a rate goal the figure; no
 });
 
 test('readGoals: on a machine that drifts between rounds, the paired verdict can differ from the medians\'', () => {
-  // tinyproxy's median comes from a fast round, holdfast's from a slow one: by the medians holdfast
-  // is at 0.6x, but in every round it was at 0.85x
+  // holdfast at 0.85x of tinyproxy in every round: with both medians from the same round, the
+  // medians say so too
   const rows: Row[] = [
     rate('tinyproxy', [3000, 2000, 1000], [250, 250, 250], 'rate HTTP CONNECT'),
     rate('holdfast', [2550, 1700, 850], [400, 400, 400], 'rate HTTP CONNECT'),
   ];
   const r = readGoals(rows).find((x) => x.goal.name === "CONNECT flows/s ≥ 0.8x tinyproxy's")!;
   assert.equal(r.byMedians, 0.85);
-  // now skew the medians apart: holdfast's rounds reordered so its median is its slow round
+  // 0.85x in two rounds of three, but tinyproxy's median now comes from a fast round and
+  // holdfast's from a slow one: by the medians holdfast is at 0.28x, paired at 0.85x
   const skew: Row[] = [
     rate('tinyproxy', [3000, 3000, 1000], [250, 250, 250], 'rate HTTP CONNECT'),
     rate('holdfast', [2550, 850, 850], [400, 400, 400], 'rate HTTP CONNECT'),
