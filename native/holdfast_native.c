@@ -15,6 +15,8 @@
  *                                           TCP_KEEPIDLE, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10 (what
  *                                           Node 22's setNoDelay/setKeepAlive would set after the
  *                                           connect, set here in one call)
+ *   keepAlive(fd, secs)                     the same keepalive on a connected socket, later (the
+ *                                           dialer's, once its flow has lived a second)
  *   mptcpSubflows(fd) -> [{local, remote}] | null
  *                                           the subflows of a connected MPTCP socket
  *                                           (MPTCP_SUBFLOW_ADDRS); null for plain TCP or an
@@ -100,6 +102,26 @@ static int bind_source(int fd, int af, const char *src_in, const char *ifname) {
     sl = sizeof *s;
   }
   return bind(fd, (struct sockaddr *)&ss, sl) == 0 ? 0 : errno;
+}
+
+/* SO_KEEPALIVE with the first probe after `secs` idle, then one a second, ten unanswered end the
+   connection: what libuv >= 1.49 (Node 22, 24) sets with the idle, so a dead peer is found alike
+   on every Node (Node 20's libuv left the kernel's 75 s x 9). Failures are ignored, as Node's
+   setKeepAlive ignores them (an MPTCP socket on an older kernel may not take every option). */
+static void set_keepalive(int fd, int secs) {
+  int one = 1, intvl = 1, cnt = 10;
+  (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+#if defined(TCP_KEEPIDLE)
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
+#elif defined(TCP_KEEPALIVE)
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs);
+#endif
+#if defined(TCP_KEEPINTVL)
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+#endif
+#if defined(TCP_KEEPCNT)
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#endif
 }
 
 /* openBound(family: 4|6, kind: 0 tcp | 1 udp | 2 mptcp, ifname: string, source?: string | null,
@@ -196,24 +218,7 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
          kernel may not take every option; the connection works without) */
       int one = 1;
       (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      if (secs > 0) {
-        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-#if defined(TCP_KEEPIDLE)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
-#elif defined(TCP_KEEPALIVE)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &secs, sizeof secs);
-#endif
-        /* then a probe a second, ten unanswered end it: what libuv >= 1.49 (Node 22, 24) sets
-           with the idle, so a dead peer is found alike on every Node (Node 20's libuv left the
-           kernel's 75 s x 9) */
-        int intvl = 1, cnt = 10;
-#if defined(TCP_KEEPINTVL)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-#endif
-#if defined(TCP_KEEPCNT)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-#endif
-      }
+      if (secs > 0) set_keepalive(fd, secs);
     }
   }
   napi_value out;
@@ -357,6 +362,20 @@ static napi_value mptcp_subflows(napi_env env, napi_callback_info info) {
   return hf_mptcp_subflows_of(env, fd);
 }
 
+/* keepAlive(fd, secs): set_keepalive on a connected stream socket (the dialer's, once its flow
+   has lived a while: bench/README "twelfth pass"); secs >= 1 */
+static napi_value keep_alive(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1, secs = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_value_int32(env, argv[1], &secs) != napi_ok || secs < 1)
+    return throw_type(env, "keepAlive(fd, secs >= 1)");
+  set_keepalive(fd, secs);
+  return NULL;
+}
+
 /* closeFd(fd): for an fd that was never handed to a net.Socket */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -377,6 +396,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"routeSource", NULL, route_source, NULL, NULL, NULL, napi_default, NULL},
       {"mptcpSubflows", NULL, mptcp_subflows, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"keepAlive", NULL, keep_alive, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   relay_register(env, exports); /* native/relay.c: the offloaded splice relay (Linux) */

@@ -12,6 +12,12 @@ export interface NativeAddon {
    */
   openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, keepAliveSecs?: number): number;
   /**
+   * The same keepalive as openBound's, on a connected stream socket (secs >= 1): the dialer sets
+   * it once a flow has lived a second, so a short flow never pays its four setsockopt calls.
+   * Absent in an addon built before it (the dialer then sets it in openBound).
+   */
+  keepAlive?(fd: number, secs: number): void;
+  /**
    * The subflows of a connected MPTCP socket (local and remote address of each), or null for a
    * plain TCP socket or an MPTCP one that fell back to TCP. Absent in an addon built before it.
    */

@@ -16,6 +16,7 @@
 // relay's, and `onDone` comes from it, with the same reasons.
 import type { Socket } from 'node:net';
 import type { CloseReason } from './contracts.js';
+import { keepAliveForget, keepAliveNow } from './keepalive.js';
 import { DOWN_ENDED, followNative, markOffloaded, osError, socketFd, takeBuffered, UP_ENDED, type NativeRelay, type OffloadEnd } from './relay-native.js';
 
 export interface RelayCounters {
@@ -221,6 +222,7 @@ class Relay implements RelayControl {
   }
 
   closed(s: Socket): void {
+    if (s === this.upstream) keepAliveForget(s); // the dialer's list lets go of it now
     if (--this.open > 0) {
       // a side that closed without error before the other ended (e.g. destroyed): take the other down
       const other = this.otherOf(s);
@@ -306,6 +308,8 @@ class Relay implements RelayControl {
             : { reason: 'upstream error', error: osError(end.reason) });
       this.finish(why);
     };
+    // the upstream's keepalive, if its second has not come yet: the JS socket closes below
+    keepAliveNow(upstream);
     let id: number;
     try {
       const flags = (upEnded ? UP_ENDED : 0) | (downEnded ? DOWN_ENDED : 0);

@@ -12,7 +12,8 @@ import {
   hfCodeOf,
 } from '../errors.js';
 import type { NativeAddon } from '../native.js';
-import { nativeRelay, offloadedTunnel } from '../relay-native.js';
+import { nativeRelay, offloadedTunnel, socketFd } from '../relay-native.js';
+import { LateKeepAlive } from '../keepalive.js';
 import { RaceLost, staggeredRace } from './race.js';
 import { stripZone } from '../net/addr.js';
 
@@ -100,15 +101,25 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
       throw err;
     }
   };
-  // With the addon, the source address is bound (port 0, picked at connect) and TCP_NODELAY and
-  // keepalive are set on the new socket in the same call: one crossing into C, and none of Node's
-  // own bind (its SO_REUSEADDR) nor its setNoDelay/setKeepAlive after the connect. Keepalive as
-  // Node 22's libuv sets it:
-  // the first probe after dial.keepAlive idle (whole seconds), then one a second, ten unanswered
-  // end the connection (Node 20's own setKeepAlive leaves the kernel's 75 s x 9 after the idle).
-  const keepAliveSecs = () => (opts.keepAliveMs > 0 ? Math.max(1, Math.floor(opts.keepAliveMs / 1000)) : 0);
+  // With the addon, the source address is bound (port 0, picked at connect) and TCP_NODELAY is set
+  // on the new socket in the same call: one crossing into C, and none of Node's own bind (its
+  // SO_REUSEADDR) nor its setNoDelay after the connect. Keepalive as Node 22's libuv sets it: the
+  // first probe after dial.keepAlive idle (whole seconds), then one a second, ten unanswered end
+  // the connection (Node 20's own setKeepAlive leaves the kernel's 75 s x 9 after the idle). It is
+  // set once the flow has lived a second (LateKeepAlive): most flows end sooner and never pay it.
+  // Without the addon (or with one built before keepAlive()), Node's setKeepAlive sets the idle.
+  const setLate = addon && typeof addon.keepAlive === 'function' ? addon.keepAlive.bind(addon) : undefined;
+  const late = new LateKeepAlive(
+    setLate
+      ? (socket, ms) => {
+          const fd = socketFd(socket);
+          if (fd >= 0) setLate(fd, secsOf(ms));
+        }
+      : (socket, ms) => socket.setKeepAlive(true, ms),
+  );
   /** A socket pinned to `egress`, made now: MPTCP if asked for and the kernel has it, else TCP. */
-  const openPinned = (egress: Egress, kind: SocketKind, ka: number): Socket => {
+  const openPinned = (egress: Egress, kind: SocketKind): Socket => {
+    const ka = 0; // TCP_NODELAY, no keepalive yet
     if (kind === 2) {
       let fd: number | undefined;
       try {
@@ -131,12 +142,11 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
   // Spares: with the monitor's epoch to tell when one may be stale, a dial through the addon takes
   // a socket made ahead of it for its egress, and the next one is made a little after it connected.
   const epoch = hooks.epoch;
-  const spares = addon && epoch ? new Spares(epoch, openPinned, kindWanted, keepAliveSecs) : undefined;
+  const spares = addon && epoch ? new Spares(epoch, openPinned, kindWanted) : undefined;
   const makeSocket: (egress: Egress) => Socket = addon
     ? (egress) => {
         const kind = kindWanted();
-        const ka = keepAliveSecs();
-        return spares?.take(egress, kind, ka) ?? openPinned(egress, kind, ka);
+        return spares?.take(egress, kind) ?? openPinned(egress, kind);
       }
     : () => {
         if (opts.mptcp) noMptcp('the native addon is missing (Node alone cannot make an MPTCP socket)');
@@ -176,13 +186,22 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
       new Dialing(socket, target, egress, signal, resolve, reject, by).start(opts.timeoutMs);
     });
   }
-  const by: DialContext = { bound: addon !== undefined, opts, onDialed: hooks.onDialed, spares };
+  const by: DialContext = {
+    bound: addon !== undefined,
+    opts,
+    onDialed: hooks.onDialed,
+    spares,
+    late,
+  };
 
   return {
     dial,
     binder: addon ? 'device' : 'source',
     subflowsOf,
-    close: () => spares?.close(),
+    close: () => {
+      spares?.close();
+      late.close();
+    },
     // the loop is between flows: a spare asked for there need not wait for its delay (only with
     // spares: without them nobody needs to hear of a flow's end)
     flowEnded: spares ? (ifname, source) => spares.hurry(ifname, source) : undefined,
@@ -193,13 +212,20 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
 /** What every dial of one dialer shares. */
 interface DialContext {
   /**
-   * made by the addon: bound to the source, with TCP_NODELAY and keepalive set; else Node binds
-   * at the connect and sets them after it
+   * made by the addon: bound to the source, with TCP_NODELAY set; else Node binds at the connect
+   * and sets it after
    */
   readonly bound: boolean;
   readonly opts: DialerOptions;
   readonly onDialed: ((socket: Socket, target: Target) => void) | undefined;
   readonly spares: Spares | undefined;
+  /** sets keepalive on the socket one to two seconds after the connect, if it is still open */
+  readonly late: LateKeepAlive;
+}
+
+/** dial.keepAlive in whole seconds, at least one (ms > 0) */
+function secsOf(ms: number): number {
+  return Math.max(1, Math.floor(ms / 1000));
 }
 
 const kDialing = Symbol('holdfast.dialing');
@@ -287,10 +313,9 @@ function onDialConnect(this: DialingSocket): void {
   const d = this[kDialing];
   if (!d) return;
   const { by } = d;
-  if (!by.bound) {
-    this.setNoDelay(true);
-    if (by.opts.keepAliveMs > 0) this.setKeepAlive(true, by.opts.keepAliveMs);
-  }
+  if (!by.bound) this.setNoDelay(true);
+  const ms = by.opts.keepAliveMs;
+  if (ms > 0) by.late.add(this, ms);
   d.settle(undefined);
   // the next dial through this egress takes a socket made a little later (Spares), or as soon as
   // this flow ends (Dialer.flowEnded), whichever comes first
@@ -432,7 +457,6 @@ async function dialRace(
 interface Spare {
   readonly socket: Socket;
   readonly kind: SocketKind;
-  readonly keepAliveSecs: number;
   readonly epoch: number;
   /** a sweep has seen it: the next one closes it if it is still here */
   seen: boolean;
@@ -457,7 +481,7 @@ interface Pool {
  * between flows, so flows back to back find a spare too (bench/README "seventh pass").
  *
  * A spare is used only if it was made in the monitor's current epoch, for the same interface,
- * source address, kind (TCP/MPTCP) and keepalive: a link that went away or came back, an address
+ * source address and kind (TCP/MPTCP): a link that went away or came back, an address
  * that moved, a reload, and the spare is closed instead (and the dial makes its own socket). A
  * spare is unconnected and bound with IP_BIND_ADDRESS_NO_PORT, so it holds one fd and no port.
  *
@@ -499,9 +523,8 @@ export class Spares {
 
   constructor(
     private readonly epoch: () => number | undefined,
-    private readonly open: (egress: Egress, kind: SocketKind, keepAliveSecs: number) => Socket,
+    private readonly open: (egress: Egress, kind: SocketKind) => Socket,
     private readonly kind: () => SocketKind,
-    private readonly keepAliveSecs: () => number,
   ) {}
 
   /** The number of spares kept (for tests and diagnostics). */
@@ -512,7 +535,7 @@ export class Spares {
   }
 
   /** This egress's spare if it is good for a dial now, taken out; a stale one is closed. */
-  take(egress: Egress, kind: SocketKind, keepAliveSecs: number): Socket | undefined {
+  take(egress: Egress, kind: SocketKind): Socket | undefined {
     this.#takes++;
     const pool = this.#find(egress);
     if (!pool) return undefined;
@@ -523,7 +546,7 @@ export class Spares {
       return undefined;
     }
     const epoch = this.epoch();
-    if (spare.epoch === epoch && spare.kind === kind && spare.keepAliveSecs === keepAliveSecs && !spare.socket.destroyed) {
+    if (spare.epoch === epoch && spare.kind === kind && !spare.socket.destroyed) {
       return spare.socket;
     }
     spare.socket.destroy();
@@ -613,9 +636,8 @@ export class Spares {
   #make(egress: Egress, epoch: number): Pool | undefined {
     let socket: Socket;
     const kind = this.kind();
-    const keepAliveSecs = this.keepAliveSecs();
     try {
-      socket = this.open(egress, kind, keepAliveSecs);
+      socket = this.open(egress, kind);
     } catch {
       return undefined; // the next dial through it makes its own socket, and meets the error itself
     }
@@ -626,7 +648,7 @@ export class Spares {
       if (pools) pools.push(pool);
       else this.#byIf.set(egress.ifname, [pool]);
     }
-    pool.spares.push({ socket, kind, keepAliveSecs, epoch, seen: false });
+    pool.spares.push({ socket, kind, epoch, seen: false });
     if (this.#sweeper === undefined) this.#sweeper = setInterval(sweep, Spares.sweepMs, this).unref();
     return pool;
   }

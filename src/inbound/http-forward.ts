@@ -12,6 +12,7 @@ import { EgressLostError, LoopError, ResumeRefusedError, toHttpStatus } from '..
 import { peerOf, type InboundContext } from './context.js';
 import { resumableOf, resumeHeaders, spliceRefusal, type Headers, type Resumable } from './http-resume.js';
 import { errorBody, forwardableHeaders, hostOf, responseHeaders, sendError } from './http-text.js';
+import { keepAliveNow } from '../keepalive.js';
 import { BOUNDED, followNative, osError, socketFd, takeBuffered, UP_ENDED, type OffloadEnd } from '../relay-native.js';
 
 export interface HttpForwarder {
@@ -369,6 +370,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         up.unshift(early);
         return false;
       }
+      keepAliveNow(up); // its keepalive, if its second has not come yet
       let id: number;
       try {
         id = eng.start(clientFd, upstreamFd, null, early, UP_ENDED | BOUNDED, (end) => onNativeDone(end), length);

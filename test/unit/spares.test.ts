@@ -1,6 +1,6 @@
 // The dialer's spare sockets (egress/dial.ts Spares), with plain unconnected sockets standing in
 // for pinned ones: one per egress, made a little after it is asked for, handed over once; one of
-// another epoch, kind or keepalive is closed instead of used; none while the epoch is unknown; one
+// another epoch or kind is closed instead of used; none while the epoch is unknown; one
 // asked for is made at the next turn of the loop once a flow through its egress ended (hurry); a
 // sweep closes one that no dial took; close() closes all. The dialer's use of them, with the
 // addon's real pinned sockets, is in test/integration/dial-spares.test.ts.
@@ -16,27 +16,24 @@ const eth6: Egress = { ifname: 'eth0', source: 'fd00::2', family: 6, placedBy: '
 const wlan: Egress = { ifname: 'wlan0', source: '192.168.1.5', family: 4, placedBy: 'route' };
 
 function setup(o: { epoch?: () => number | undefined; fail?: boolean; onMake?: (made: number) => void } = {}) {
-  const made: { egress: Egress; kind: number; ka: number; socket: Socket }[] = [];
+  const made: { egress: Egress; kind: number; socket: Socket }[] = [];
   let kind: 0 | 2 = 0;
-  let ka = 30;
   let epoch: number | undefined = 1;
   const spares = new Spares(
     o.epoch ?? (() => epoch),
-    (egress, k, keepAliveSecs) => {
+    (egress, k) => {
       if (o.fail) throw Object.assign(new Error('socket: EMFILE'), { code: 'EMFILE' });
       const socket = new Socket();
-      made.push({ egress, kind: k, ka: keepAliveSecs, socket });
+      made.push({ egress, kind: k, socket });
       o.onMake?.(made.length);
       return socket;
     },
     () => kind,
-    () => ka,
   );
   return {
     spares,
     made,
     setKind: (k: 0 | 2) => (kind = k),
-    setKa: (s: number) => (ka = s),
     setEpoch: (e: number | undefined) => (epoch = e),
   };
 }
@@ -48,8 +45,8 @@ function setup(o: { epoch?: () => number | undefined; fail?: boolean; onMake?: (
 function burst(s: ReturnType<typeof setup>, t: TestContext, misses: number): void {
   s.spares.refill(eth4);
   t.mock.timers.tick(Spares.fillDelayMs);
-  assert.ok(s.spares.take(eth4, 0, 30));
-  for (let i = 0; i < misses; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  assert.ok(s.spares.take(eth4, 0));
+  for (let i = 0; i < misses; i++) assert.equal(s.spares.take(eth4, 0), undefined);
   s.spares.refill(eth4);
   t.mock.timers.tick(Spares.fillDelayMs);
 }
@@ -66,40 +63,40 @@ test('spares: one per egress, made a little after it is asked for, handed over o
   assert.equal(made.length, 0, 'nothing is made in the caller (the flow that connected) itself');
   await pastFill();
   assert.equal(made.length, 2);
-  assert.deepEqual(made.map((m) => [m.egress.source, m.kind, m.ka]), [['10.0.0.2', 0, 30], ['fd00::2', 0, 30]]);
+  assert.deepEqual(made.map((m) => [m.egress.source, m.kind]), [['10.0.0.2', 0], ['fd00::2', 0]]);
   assert.equal(spares.size, 2);
   spares.refill(eth4); // it has one
   await pastFill();
   assert.equal(made.length, 2);
-  assert.equal(spares.take(wlan, 0, 30), undefined, 'another interface has none');
-  assert.equal(spares.take(eth4, 0, 30), made[0].socket);
-  assert.equal(spares.take(eth4, 0, 30), undefined, 'handed over once');
-  assert.equal(spares.take(eth6, 0, 30), made[1].socket, 'the same interface, the other family: its own');
+  assert.equal(spares.take(wlan, 0), undefined, 'another interface has none');
+  assert.equal(spares.take(eth4, 0), made[0].socket);
+  assert.equal(spares.take(eth4, 0), undefined, 'handed over once');
+  assert.equal(spares.take(eth6, 0), made[1].socket, 'the same interface, the other family: its own');
   assert.equal(spares.size, 0);
   assert.equal(made[0].socket.destroyed, false, 'a spare handed over is the dial’s, open');
 });
 
-test('spares: one made in another epoch, or for another kind or keepalive, is closed, not used', async (t) => {
+test('spares: one made in another epoch, or for another kind, is closed, not used', async (t) => {
   const s = setup();
   t.after(() => s.spares.close());
-  const cases: [string, () => void, SocketKind, number][] = [
-    ['epoch moved (a link, address or route event)', () => s.setEpoch(2), 0, 30],
-    ['MPTCP asked for now', () => {}, 2, 30],
-    ['keepalive changed by a reload', () => {}, 0, 45],
+  // (keepalive is no part of a spare: the dialer sets it after the connect, test/unit/keepalive)
+  const cases: [string, () => void, SocketKind][] = [
+    ['epoch moved (a link, address or route event)', () => s.setEpoch(2), 0],
+    ['MPTCP asked for now', () => {}, 2],
   ];
-  for (const [why, change, kind, ka] of cases) {
+  for (const [why, change, kind] of cases) {
     s.spares.refill(eth4);
     await pastFill();
     const spare = s.made.at(-1)!.socket;
     change();
-    assert.equal(s.spares.take(eth4, kind, ka), undefined, why);
+    assert.equal(s.spares.take(eth4, kind), undefined, why);
     assert.equal(spare.destroyed, true, `${why}: the stale spare is closed`);
     assert.equal(s.spares.size, 0);
   }
   // the next one is made in the new epoch, and used
   s.spares.refill(eth4);
   await pastFill();
-  assert.equal(s.spares.take(eth4, 0, 30), s.made.at(-1)!.socket);
+  assert.equal(s.spares.take(eth4, 0), s.made.at(-1)!.socket);
 });
 
 test('spares: none while nothing watches the network (no epoch); a failed socket() leaves none', async (t) => {
@@ -114,7 +111,7 @@ test('spares: none while nothing watches the network (no epoch); a failed socket
   failing.spares.refill(eth4); // the timer must not throw: the next dial meets the error itself
   await pastFill();
   assert.equal(failing.spares.size, 0);
-  assert.equal(failing.spares.take(eth4, 0, 30), undefined);
+  assert.equal(failing.spares.take(eth4, 0), undefined);
 });
 
 test('spares: a sweep closes a spare that no dial took since the last one; close() closes all', async () => {
@@ -125,7 +122,7 @@ test('spares: a sweep closes a spare that no dial took since the last one; close
   assert.equal(s.spares.size, 2);
   s.spares.sweep(); // seen once: kept
   assert.equal(s.spares.size, 2);
-  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
+  assert.equal(s.spares.take(eth4, 0), s.made[0].socket);
   s.spares.refill(eth4);
   await pastFill();
   s.spares.sweep(); // wlan0's was here at the last sweep too, untaken: closed; eth0's is new
@@ -175,7 +172,7 @@ test('spares: hurry (a flow through the egress ended) makes a spare asked for at
   s.spares.hurry('eth0', '10.0.0.2'); // it has one
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1);
-  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
+  assert.equal(s.spares.take(eth4, 0), s.made[0].socket);
   s.spares.refill(eth4);
   s.spares.close();
   s.spares.hurry('eth0', '10.0.0.2'); // none after close()
@@ -188,7 +185,7 @@ test('spares: dials that found none keep one more each for the next burst, made 
   let onMake: ((n: number) => void) | undefined;
   const s = setup({ onMake: (n) => onMake?.(n) });
   t.after(() => s.spares.close());
-  assert.equal(s.spares.take(eth4, 0, 30), undefined, 'none made for it yet');
+  assert.equal(s.spares.take(eth4, 0), undefined, 'none made for it yet');
   s.spares.refill(eth4);
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1, 'one spare, as before any burst (a first dial is no burst)');
@@ -196,9 +193,9 @@ test('spares: dials that found none keep one more each for the next burst, made 
   assert.equal(s.made.length, 1);
 
   // a burst: one dial takes the spare, three find none
-  assert.equal(s.spares.take(eth4, 0, 30), s.made[0].socket);
-  for (let i = 0; i < 3; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
-  assert.equal(s.spares.take(wlan, 0, 30), undefined, 'another egress, never filled: no spares asked for there');
+  assert.equal(s.spares.take(eth4, 0), s.made[0].socket);
+  for (let i = 0; i < 3; i++) assert.equal(s.spares.take(eth4, 0), undefined);
+  assert.equal(s.spares.take(wlan, 0), undefined, 'another egress, never filled: no spares asked for there');
   s.spares.refill(eth4); // the first of them connected
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 2, 'the first spare comes back as before');
@@ -209,8 +206,8 @@ test('spares: dials that found none keep one more each for the next burst, made 
   assert.deepEqual(new Set(s.made.map((m) => m.egress)), new Set([eth4]), 'for the egress that had the burst only');
 
   // a burst bigger than maxDepth: the spares stop at maxDepth, made `batch` at a turn of the loop
-  for (let i = 0; i < 4; i++) assert.ok(s.spares.take(eth4, 0, 30));
-  for (let i = 0; i < Spares.maxDepth + 10; i++) assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  for (let i = 0; i < 4; i++) assert.ok(s.spares.take(eth4, 0));
+  for (let i = 0; i < Spares.maxDepth + 10; i++) assert.equal(s.spares.take(eth4, 0), undefined);
   s.spares.refill(eth4);
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.spares.size, 1);
@@ -218,7 +215,7 @@ test('spares: dials that found none keep one more each for the next burst, made 
   const firstBatchEnds = s.made.length + Spares.batch;
   let tookBetween: Socket | undefined;
   onMake = (n) => {
-    if (n === firstBatchEnds) tookBetween = s.spares.take(eth4, 0, 30);
+    if (n === firstBatchEnds) tookBetween = s.spares.take(eth4, 0);
   };
   t.mock.timers.tick(Spares.quietMs);
   onMake = undefined;
@@ -270,7 +267,7 @@ test('spares: a burst’s spares made before a network event are all closed at t
   // wlan0's (made first) and eth0's last four; eth0's first went to a dial
   const before = [s.made[0], ...s.made.slice(-4)].map((m) => m.socket);
   s.setEpoch(2);
-  assert.equal(s.spares.take(eth4, 0, 30), undefined);
+  assert.equal(s.spares.take(eth4, 0), undefined);
   assert.equal(s.spares.size, 0, 'none of that epoch is kept, on any interface');
   assert.ok(before.every((sock) => sock.destroyed));
 });
