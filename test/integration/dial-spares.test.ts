@@ -12,25 +12,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Socket } from 'node:net';
 import type { Egress, Target } from '../../src/contracts.js';
 import { Spares, createDialer } from '../../src/egress/dial.js';
-import { loadAddon, type NativeAddon } from '../../src/native.js';
+import type { NativeAddon } from '../../src/native.js';
+import { addon as loadedAddon, needsAddon as opts } from '../helpers/addon.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tcpServer } from '../helpers/servers.js';
 import { readN } from '../helpers/socks-client.js';
 
-const state = loadAddon();
-const opts = state.ok
-  ? {}
-  : process.env.CI === 'true'
-    ? {} // in CI the addon must load: the test fails on `state.ok`
-    : { skip: `the addon is not built (${state.why})` };
 
 const lo: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
 
 const pastFill = () => sleep(Spares.fillDelayMs + 30);
 
 test('dial spares: the next dial takes the pinned socket made for it; a network event retires it', opts, async (t) => {
-  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
-  const real = state.addon;
+  const real = loadedAddon();
   const opened: number[] = [];
   const addon: NativeAddon = {
     ...real,
@@ -91,8 +85,7 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
 });
 
 test('dial spares: after a burst of dials that found none, the next burst finds a spare for each', opts, async (t) => {
-  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
-  const real = state.addon;
+  const real = loadedAddon();
   let opened = 0;
   const addon: NativeAddon = {
     ...real,
@@ -140,8 +133,7 @@ test('dial spares: after a burst of dials that found none, the next burst finds 
 });
 
 test('dial spares, through holdfast: a CONNECT flow that ends has the next spare made at once (the flow table tells the dialer)', opts, async (t) => {
-  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
-  const real = state.addon;
+  const real = loadedAddon();
   let opened = 0;
   // (an addon's functions are not enumerable: a spread would copy none of them)
   const addon: NativeAddon = {

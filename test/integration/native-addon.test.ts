@@ -3,19 +3,7 @@
 // from the one table of both C files (native/errno_name.c).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { loadAddon } from '../../src/native.js';
-
-const state = loadAddon();
-const opts = state.ok
-  ? {}
-  : process.env.CI === 'true'
-    ? {} // in CI the addon must load: the tests below fail on `state.ok`
-    : { skip: `the addon is not built (${state.why})` };
-
-function addon() {
-  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
-  return state.addon;
-}
+import { addon, needsAddon as opts } from '../helpers/addon.js';
 
 test('13: routeSource refuses an IPv6 address with an over-long zone instead of truncating it', opts, () => {
   const a = addon();

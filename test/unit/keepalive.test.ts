@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Egress, Target } from '../../src/contracts.js';
 import { createDialer } from '../../src/egress/dial.js';
 import { LateKeepAlive, keepAliveForget, keepAliveNow } from '../../src/keepalive.js';
-import { loadAddon } from '../../src/native.js';
+import { addon, needsAddon } from '../helpers/addon.js';
 import { pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
 
@@ -94,17 +94,9 @@ function keepaliveTimer(localPort: number, port: number): number | undefined {
   return Number(m[1] ?? 0) * 60 + Number(m[2]) / (m[3] === 'ms' ? 1000 : 1);
 }
 
-const state = loadAddon();
-const withAddon = state.ok
-  ? {}
-  : process.env.CI === 'true'
-    ? {} // in CI the addon must load: the test fails on `state.ok`
-    : { skip: `the addon is not built (${state.why})` };
-
-test('dialer: a new pinned upstream has no keepalive yet, and dial.keepAlive’s a second or two later', withAddon, async (t) => {
-  assert.ok(state.ok, `the addon loads (${state.ok ? '' : state.why})`);
+test('dialer: a new pinned upstream has no keepalive yet, and dial.keepAlive’s a second or two later', needsAddon, async (t) => {
   const lo: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
-  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 30_000 }, state.addon);
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 30_000 }, addon());
   t.after(() => dialer.close?.());
   const { port } = await tcpServer(t, () => {});
   const target: Target = { ip: '127.0.0.1', family: 4, port };
