@@ -14,7 +14,7 @@ export interface NativeAddon {
   /**
    * The same keepalive as openBound's, on a connected stream socket (secs >= 1): the dialer sets
    * it once a flow has lived a second, so a short flow never pays its four setsockopt calls.
-   * Absent in an addon built before it (the dialer then sets it in openBound).
+   * Absent in an addon built before it (the dialer then uses Node's setKeepAlive: the idle only).
    */
   keepAlive?(fd: number, secs: number): void;
   /**

@@ -11,6 +11,7 @@ import { connect, type Socket } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { nativeRelay } from '../../src/relay-native.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
+import { keepaliveOf } from '../helpers/keepalive.js';
 import { pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
 import { expectedHash, MiB, slice } from '../helpers/pattern.js';
@@ -144,6 +145,13 @@ function get(s: Socket, port: number, path: string, method = 'GET'): void {
 }
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
+
+/** The keepalive timer (s left) of the connection to 127.0.0.1:port, which must be there. */
+function keepaliveTo(port: number): number | undefined {
+  const k = keepaliveOf('dst', `127.0.0.1:${port}`);
+  assert.equal(k.connections, 1, `ss sees the connection to ${port}`);
+  return k.left;
+}
 
 test('forward offload: a 24 MiB body goes to the native relay; every byte in order, none past Content-Length, and the client connection serves the next request', opts, async (t) => {
   const p = await startProxy(t, { relay: { offloadAfter: OFFLOAD_AFTER } });
@@ -294,6 +302,9 @@ test('forward offload: /status counts what the relay moved; a client that leaves
   // /status follows the native relay: the client has read more than a MiB, so the relay wrote it
   const seen = (p.hf.status().flows[0] as { bytesDown: number }).bytesDown;
   assert.ok(seen > MiB && seen <= 4 * MiB, `/status bytesDown follows the relay (${seen})`);
+  // the upstream got its keepalive at the handoff (its JS socket closed there; src/keepalive.ts)
+  const ka = keepaliveTo(origin.port);
+  assert.ok(ka !== undefined && ka > 20 && ka <= 30, `the offloaded upstream's first probe in ${ka} s (dial.keepAlive 30 s)`);
   c.resetAndDestroy();
   const close = await p.logs.waitFor((l) => l.msg === 'flow close');
   assert.equal(close.reason, 'client left');

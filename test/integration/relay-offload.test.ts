@@ -13,6 +13,7 @@ import { relay, type RelayEnd } from '../../src/relay.js';
 import { nativeRelay, type NativeRelay } from '../../src/relay-native.js';
 import { Spares } from '../../src/egress/dial.js';
 import { flowsDrained, startProxy, type TestProxy } from '../helpers/proxy.js';
+import { keepaliveOf } from '../helpers/keepalive.js';
 import { delay, deferred, pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
 import { readN, socksRequest } from '../helpers/socks-client.js';
@@ -97,6 +98,21 @@ async function farEnd(t: import('node:test').TestContext) {
 }
 
 const tunnelsNow = () => engine?.info().tunnels ?? 0;
+
+/**
+ * A SOCKS5 tunnel to a new far end, moved to the native relay by 1 MiB down (stream `seed`),
+ * which the client reads and drops: the client and the far end's sockets.
+ */
+async function offloadedTunnel(t: import('node:test').TestContext, p: TestProxy, seed: number) {
+  const far = await farEnd(t);
+  const c = await tunnel(p, 'socks5', far.port);
+  t.after(() => c.destroy());
+  const s = await far.next();
+  c.on('data', () => {});
+  await send(s, MiB, seed, false);
+  await pollUntil(() => (tunnelsNow() === 1 ? true : undefined), { timeoutMs: 5000, what: 'the offload' });
+  return { c, s, port: far.port };
+}
 
 function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
@@ -204,13 +220,7 @@ test('half-close after the offload, server first (HTTP CONNECT): the upload goes
 
 test('a cut of an offloaded tunnel resets both sides', opts, async (t) => {
   const p = await startProxy(t, OFFLOAD);
-  const far = await farEnd(t);
-  const c = await tunnel(p, 'socks5', far.port);
-  t.after(() => c.destroy());
-  const s = await far.next();
-  c.on('data', () => {});
-  await send(s, MiB, 9, false);
-  await pollUntil(() => (tunnelsNow() === 1 ? true : undefined), { timeoutMs: 5000, what: 'the offload' });
+  const { c, s } = await offloadedTunnel(t, p, 9);
   const clientErr = once(c, 'error', { signal: AbortSignal.timeout(5000) });
   const serverErr = once(s, 'error', { signal: AbortSignal.timeout(5000) });
   s.on('data', () => {});
@@ -226,6 +236,28 @@ test('a cut of an offloaded tunnel resets both sides', opts, async (t) => {
   assert.equal(p.hf.affinity().live, 0, 'the cut flow gave its placement back');
   assert.ok((close[0].bytesDown as number) >= MiB - 64 * 1024, `bytesDown ${String(close[0].bytesDown)}`);
   assert.equal(tunnelsNow(), 0);
+});
+
+/** The keepalive timer (s left) of the connection to 127.0.0.1:port, which must be there. */
+function keepaliveTo(port: number): number | undefined {
+  const k = keepaliveOf('dst', `127.0.0.1:${port}`);
+  assert.equal(k.connections, 1, `ss sees the connection to ${port}`);
+  return k.left;
+}
+
+test('an offloaded tunnel keeps its upstream keepalive (set at the handoff, before the JS socket closes)', opts, async (t) => {
+  // keepalive comes a second or two after the connect (src/keepalive.ts); a tunnel offloaded
+  // sooner gets it at the handoff, and the native relay's dup of the fd keeps it
+  const p = await startProxy(t, { ...OFFLOAD, dial: { keepAlive: 30_000 } });
+  const { c, s, port } = await offloadedTunnel(t, p, 4);
+  const now = keepaliveTo(port);
+  assert.ok(now !== undefined && now > 20 && now <= 30, `the offloaded upstream's first probe in ${now} s`);
+  await delay(2500); // past the ticks that would have set it, had the handoff not
+  const later = keepaliveTo(port);
+  assert.ok(later !== undefined && later > 20 && later <= 30, `still there: ${later} s`);
+  c.destroy();
+  s.destroy();
+  await flowsDrained(p.hf);
 });
 
 test('the idle timeout still ends an offloaded tunnel, and only once it is idle', opts, async (t) => {

@@ -17,6 +17,7 @@ import { startHoldfast } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { nativeRelay } from '../../src/relay-native.js';
 import { FakeClock } from '../helpers/fakes.js';
+import { keepaliveOf } from '../helpers/keepalive.js';
 import { pollUntil } from '../helpers/proc.js';
 import { LogSink } from '../helpers/proxy.js';
 import { sandboxSkip } from '../helpers/sandbox.js';
@@ -64,11 +65,7 @@ test('12: reload dial.timeout: the next dial gives up after the new timeout', { 
 
 /** The keepalive idle (s) ss shows for the connection from the proxy to 127.0.0.1:port. */
 function keepaliveSeconds(port: number): number | undefined {
-  const out = execFileSync('ss', ['-tnoH', 'state', 'established', 'dst', `127.0.0.1:${port}`], { encoding: 'utf8' });
-  const m = /timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)(?:ec)?,/.exec(out);
-  if (!m) return undefined;
-  const v = Number(m[2]) / (m[3] === 'ms' ? 1000 : 1);
-  return Number(m[1] ?? 0) * 60 + v;
+  return keepaliveOf('dst', `127.0.0.1:${port}`).left;
 }
 
 test('12: reload dial.keepAlive: the next upstream socket probes after the new idle', async (t) => {

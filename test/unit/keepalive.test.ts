@@ -1,10 +1,11 @@
 // Keepalive on upstream sockets, set once a flow has lived a while (src/keepalive.ts): a socket
 // gets it one to two periods after it was added, never before one; one closed by then gets none,
-// and one the relay saw close (keepAliveForget) is let go of at once; keepAliveNow (before a tunnel goes to the native relay) sets it at once, and only once; close()
-// drops the rest. Then the dialer with the addon's pinned sockets, on loopback: a new upstream has
-// no keepalive timer, and has one (with dial.keepAlive's idle) a little later, as the kernel shows.
+// and one the relay saw close (it calls keepAliveForget) is let go of at once; keepAliveNow
+// (before a tunnel goes to the native relay) sets it at once, and only once; close() drops the
+// rest. Then the dialer with the addon's pinned sockets, on loopback: a new upstream has no
+// keepalive timer, and has one (with dial.keepAlive's idle) a little later, as the kernel shows.
+// The handoffs' own calls are checked in relay-offload and forward-offload.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { test, type TestContext } from 'node:test';
@@ -12,7 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Egress, Target } from '../../src/contracts.js';
 import { createDialer } from '../../src/egress/dial.js';
 import { LateKeepAlive, keepAliveForget, keepAliveNow } from '../../src/keepalive.js';
+import { relay, type RelayEnd } from '../../src/relay.js';
 import { addon, needsAddon } from '../helpers/addon.js';
+import { keepaliveOf } from '../helpers/keepalive.js';
 import { pollUntil } from '../helpers/proc.js';
 import { tcpServer } from '../helpers/servers.js';
 
@@ -81,17 +84,28 @@ test('late keepalive: set one to two periods after add, on open sockets only; ke
   assert.equal(set.length, 2, 'and they are no longer this one’s to set');
 });
 
-/** The keepalive timer (s left) the kernel shows for the connection from `localPort` to `port`, if any. */
+test('late keepalive: the relay lets go of an upstream that closed, without waiting for a tick', async (t) => {
+  const { sockets } = await connected(t, 2);
+  const [client, upstream] = sockets;
+  const set: Socket[] = [];
+  const late = new LateKeepAlive((socket) => set.push(socket), 60_000); // no tick in this test
+  t.after(() => late.close());
+  late.add(upstream, 5000);
+  const ended = new Promise<RelayEnd>((resolve) => relay(client, upstream, { bytesUp: 0, bytesDown: 0 }, resolve));
+  assert.equal(late.size, 1);
+  client.destroy();
+  upstream.destroy();
+  await ended;
+  assert.equal(late.size, 0, 'the closed upstream is no longer held');
+  keepAliveNow(upstream);
+  assert.equal(set.length, 0, 'and it never gets a keepalive');
+});
+
+/** The keepalive timer (s left) of the connection localPort -> port, which must be there. */
 function keepaliveTimer(localPort: number, port: number): number | undefined {
-  const out = execFileSync(
-    'ss',
-    ['-tnoH', 'state', 'established', 'src', `127.0.0.1:${localPort}`, 'dst', `127.0.0.1:${port}`],
-    { encoding: 'utf8' },
-  );
-  assert.ok(out.trim() !== '', `ss sees the connection ${localPort} -> ${port}`);
-  const m = /timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)(?:ec)?,/.exec(out);
-  if (!m) return undefined;
-  return Number(m[1] ?? 0) * 60 + Number(m[2]) / (m[3] === 'ms' ? 1000 : 1);
+  const k = keepaliveOf('src', `127.0.0.1:${localPort}`, 'dst', `127.0.0.1:${port}`);
+  assert.equal(k.connections, 1, `ss sees the connection ${localPort} -> ${port}`);
+  return k.left;
 }
 
 test('dialer: a new pinned upstream has no keepalive yet, and dial.keepAlive’s a second or two later', needsAddon, async (t) => {
