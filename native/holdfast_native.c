@@ -1,6 +1,6 @@
 /*
  * holdfast_native: the two things Node cannot do by itself.
- *   openBound(family, kind, ifname[, source[, keepAliveSecs]]) -> fd
+ *   openBound(family, kind, ifname[, source[, noDelay]]) -> fd
  *                                           a non-blocking socket bound to a device
  *                                           (SO_BINDTODEVICE on Linux, IP_BOUND_IF on macOS),
  *                                           and, if `source` is given, to that address (port 0):
@@ -10,13 +10,12 @@
  *                                           where the kernel has none, socket() fails
  *                                           (EPROTONOSUPPORT, ENOPROTOOPT, EINVAL) and the
  *                                           caller falls back to kind 0
- *                                           keepAliveSecs (a stream socket the dialer will
- *                                           connect): TCP_NODELAY, and if > 0 SO_KEEPALIVE with
- *                                           TCP_KEEPIDLE, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10 (what
- *                                           Node 22's setNoDelay/setKeepAlive would set after the
- *                                           connect, set here in one call)
- *   keepAlive(fd, secs)                     the same keepalive on a connected socket, later (the
- *                                           dialer's, once its flow has lived a second)
+ *                                           noDelay true (a stream socket the dialer will
+ *                                           connect): TCP_NODELAY, set before the connect (what
+ *                                           Node's setNoDelay would set after it)
+ *   keepAlive(fd, secs)                     SO_KEEPALIVE on a connected stream socket, with
+ *                                           TCP_KEEPIDLE secs, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10
+ *                                           (the dialer's, once its flow has lived a second)
  *   mptcpSubflows(fd) -> [{local, remote}] | null
  *                                           the subflows of a connected MPTCP socket
  *                                           (MPTCP_SUBFLOW_ADDRS); null for plain TCP or an
@@ -125,12 +124,12 @@ static void set_keepalive(int fd, int secs) {
 }
 
 /* openBound(family: 4|6, kind: 0 tcp | 1 udp | 2 mptcp, ifname: string, source?: string | null,
-             keepAliveSecs?: number) -> fd */
+             noDelay?: boolean) -> fd */
 static napi_value open_bound(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname[, source[, keepAliveSecs]])");
+  if (argc < 3) return throw_type(env, "openBound(family, kind, ifname[, source[, noDelay]])");
   int af;
   if (get_family(env, argv[0], &af) != 0) return throw_type(env, "family must be 4 or 6");
   int32_t kind = 0;
@@ -210,15 +209,11 @@ static napi_value open_bound(napi_env env, napi_callback_info info) {
     }
   }
   if (argc >= 5 && kind != 1) {
-    napi_valuetype t;
-    int32_t secs = 0;
-    if (napi_typeof(env, argv[4], &t) == napi_ok && t == napi_number &&
-        napi_get_value_int32(env, argv[4], &secs) == napi_ok && secs >= 0) {
-      /* as Node's setNoDelay/setKeepAlive: failures are ignored (an MPTCP socket on an older
-         kernel may not take every option; the connection works without) */
+    bool no_delay = false;
+    if (napi_get_value_bool(env, argv[4], &no_delay) == napi_ok && no_delay) {
+      /* as Node's setNoDelay: a failure is ignored (the connection works without) */
       int one = 1;
       (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      if (secs > 0) set_keepalive(fd, secs);
     }
   }
   napi_value out;

@@ -6,14 +6,14 @@ export interface NativeAddon {
   /**
    * A non-blocking socket (kind 0 = TCP, 1 = UDP, 2 = MPTCP) bound to the device, and to `source`
    * (port 0) if given; returns its fd. Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where
-   * the kernel has no MPTCP (or net.mptcp.enabled=0). With `keepAliveSecs` (stream sockets):
-   * TCP_NODELAY, and if > 0 SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL 1 and TCP_KEEPCNT 10, set
-   * before the connect (what Node 22's setNoDelay/setKeepAlive would set after it).
+   * the kernel has no MPTCP (or net.mptcp.enabled=0). With `noDelay` (stream sockets):
+   * TCP_NODELAY, set before the connect (what Node's setNoDelay would set after it).
    */
-  openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, keepAliveSecs?: number): number;
+  openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, noDelay?: boolean): number;
   /**
-   * The same keepalive as openBound's, on a connected stream socket (secs >= 1): the dialer sets
-   * it once a flow has lived a second, so a short flow never pays its four setsockopt calls.
+   * SO_KEEPALIVE on a connected stream socket, the first probe after `secs` idle (>= 1), then one
+   * a second, ten unanswered end it (what Node 22's libuv sets): the dialer sets it once a flow
+   * has lived a second, so a short flow never pays its four setsockopt calls.
    * Absent in an addon built before it (the dialer then uses Node's setKeepAlive: the idle only).
    */
   keepAlive?(fd: number, secs: number): void;

@@ -119,11 +119,10 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
   );
   /** A socket pinned to `egress`, made now: MPTCP if asked for and the kernel has it, else TCP. */
   const openPinned = (egress: Egress, kind: SocketKind): Socket => {
-    const ka = 0; // TCP_NODELAY, no keepalive yet
     if (kind === 2) {
       let fd: number | undefined;
       try {
-        fd = addon!.openBound(egress.family, 2, egress.ifname, egress.source, ka);
+        fd = addon!.openBound(egress.family, 2, egress.ifname, egress.source, true);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
         // anything else (EMFILE, ENODEV) is this dial's failure, as it would be for TCP
@@ -136,7 +135,7 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
         return s;
       }
     }
-    return adopt(addon!.openBound(egress.family, 0, egress.ifname, egress.source, ka));
+    return adopt(addon!.openBound(egress.family, 0, egress.ifname, egress.source, true));
   };
   const kindWanted = (): SocketKind => (opts.mptcp && mptcpUsable ? 2 : 0);
   // Spares: with the monitor's epoch to tell when one may be stale, a dial through the addon takes
