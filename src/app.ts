@@ -13,7 +13,7 @@ import { trackOwnEnds } from './egress/own-ends.js';
 import { Policy, systemClock } from './egress/policy.js';
 import { RoleBook, type RoleSettings } from './egress/roles.js';
 import { compileRules } from './egress/rules.js';
-import { FlowTable } from './flows.js';
+import { FlowTable, type Flow } from './flows.js';
 import { newInboundCounters, type InboundContext, type InboundCounters } from './inbound/context.js';
 import { createHttpInbound, type LocalHandler } from './inbound/http.js';
 import { newBindCounters } from './inbound/socks5-bind.js';
@@ -141,11 +141,17 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     });
   const flows = new FlowTable({ graceMs: cfg.grace, limits: cfg.limits, log, clock });
   flows.watch(monitor);
-  // a flow that ended leaves the loop between flows: the dialer may prepare the next one's socket
-  if (dialer.flowEnded) {
-    const ended = dialer.flowEnded;
+  // a flow that ended leaves the loop between flows, and one that waits for its server leaves it
+  // idle: the dialer may prepare the next flow's socket there (ctx.waiting, below)
+  const spareTime = dialer.spareTime?.bind(dialer);
+  const waiting = spareTime
+    ? (flow: Flow) => {
+        if (flow.interface !== null && flow.localAddress !== null) spareTime(flow.interface, flow.localAddress);
+      }
+    : undefined;
+  if (waiting) {
     flows.onChange((e) => {
-      if (e.type === 'close' && e.flow.interface !== null && e.flow.localAddress !== null) ended(e.flow.interface, e.flow.localAddress);
+      if (e.type === 'close') waiting(e.flow);
     });
   }
   // the one source of what people and scrapers see: /status, the dashboard, /metrics
@@ -190,6 +196,7 @@ export async function startHoldfast(cfg: Config, opts: StartOptions): Promise<Ho
     allowClient: () => true,
     isOwnDial: ownEnds.has,
     fdExhausted,
+    waiting,
   };
   // SOCKS5 UDP ASSOCIATE and BIND: pinned UDP sockets and listeners, resolved and placed as flows are
   const socks5: Mutable<NonNullable<InboundContext['socks5']>> = {

@@ -216,10 +216,11 @@ export interface Dialer {
   /** Let go of what it keeps between dials (its spare sockets). Dials after this still work. */
   close?(): void;
   /**
-   * A flow placed on this interface and source ended (the flow table says so): a good moment
-   * to prepare the next dial's socket there.
+   * The loop owes a flow placed on this interface and source nothing for a while: the flow ended
+   * (the flow table says so), or it wrote its first bytes upstream and waits for its server. A
+   * good moment to prepare the next dial's socket there.
    */
-  flowEnded?(ifname: string, source: string): void;
+  spareTime?(ifname: string, source: string): void;
   /** The spare sockets it keeps now (each an fd, no port). */
   spareSockets?(): number;
 }

@@ -46,7 +46,7 @@ export interface RelayOffload {
   readonly engine: NativeRelay | undefined;
 }
 
-export interface RelayOptions {
+export interface RelayOptions<C extends RelayCounters = RelayCounters> {
   readonly offload?: RelayOffload | undefined;
   /** called once the native relay has taken the tunnel (the JS sockets are closed by then) */
   readonly onOffload?: () => void;
@@ -55,6 +55,12 @@ export interface RelayOptions {
    * never): the client socket's timeout in JS, the native relay's last activity once offloaded
    */
   readonly idleMs?: number;
+  /**
+   * Called once, just after the relay wrote the client's first bytes upstream: the flow now waits
+   * for its server's answer, and the loop owes it nothing until then (the dialer makes its next
+   * spare socket there). Bytes written upstream before the relay began do not count.
+   */
+  readonly onFirstUp?: ((counters: C) => void) | undefined;
 }
 
 export interface RelayControl {
@@ -93,6 +99,11 @@ function onClientData(this: Relayed, chunk: Buffer): void {
   c.bytesUp += chunk.length;
   if (!r.upstream.write(chunk)) this.pause();
   if (c.bytesUp >= r.threshold) r.maybeOffload();
+  if (r.firstUp !== undefined) {
+    const firstUp = r.firstUp;
+    r.firstUp = undefined;
+    firstUp(c);
+  }
 }
 function onUpstreamData(this: Relayed, chunk: Buffer): void {
   const r = this[kRelay]!;
@@ -161,6 +172,8 @@ class Relay implements RelayControl {
   firstErrorSide: 'client' | 'upstream' | undefined = undefined;
   readonly idleAfterMs: number;
   idleTimer: NodeJS.Timeout | undefined = undefined;
+  /** opts.onFirstUp until the client's first bytes went upstream (called with `counters` only) */
+  firstUp: ((counters: RelayCounters) => void) | undefined;
 
   constructor(
     readonly client: Socket,
@@ -168,10 +181,12 @@ class Relay implements RelayControl {
     readonly counters: RelayCounters,
     readonly onDone: (end: RelayEnd) => void,
     readonly opts: RelayOptions,
+    firstUp: ((counters: RelayCounters) => void) | undefined,
   ) {
     const off = opts.offload;
     this.threshold = off && off.engine && off.afterBytes > 0 ? off.afterBytes : Infinity;
     this.idleAfterMs = opts.idleMs ?? 0;
+    this.firstUp = firstUp;
   }
 
   start(): this {
@@ -382,12 +397,14 @@ const NO_OPTIONS: RelayOptions = {};
  * Relay client <-> upstream until both are closed. `onDone` is called exactly once.
  * Both sockets must have been created with allowHalfOpen: true.
  */
-export function relay(
+export function relay<C extends RelayCounters>(
   client: Socket,
   upstream: Socket,
-  counters: RelayCounters,
+  counters: C,
   onDone: (end: RelayEnd) => void,
-  opts: RelayOptions = NO_OPTIONS,
+  opts: RelayOptions<C> = NO_OPTIONS,
 ): RelayControl {
-  return new Relay(client, upstream, counters, onDone, opts).start();
+  // the hook is only ever called with `counters`, which is a C
+  const firstUp = opts.onFirstUp as ((c: RelayCounters) => void) | undefined;
+  return new Relay(client, upstream, counters, onDone, opts as RelayOptions, firstUp).start();
 }

@@ -201,9 +201,9 @@ export function createDialer(opts: DialerOptions, addon: NativeAddon | undefined
       spares?.close();
       late.close();
     },
-    // the loop is between flows: a spare asked for there need not wait for its delay (only with
-    // spares: without them nobody needs to hear of a flow's end)
-    flowEnded: spares ? (ifname, source) => spares.hurry(ifname, source) : undefined,
+    // a flow ended, or waits for its server: a spare asked for there need not wait for its delay
+    // (only with spares: without them nobody needs to hear of it)
+    spareTime: spares ? (ifname, source) => spares.hurry(ifname, source) : undefined,
     spareSockets: spares ? () => spares.size : undefined,
   };
 }
@@ -317,7 +317,7 @@ function onDialConnect(this: DialingSocket): void {
   if (ms > 0) by.late.add(this, ms);
   d.settle(undefined);
   // the next dial through this egress takes a socket made a little later (Spares), or as soon as
-  // this flow ends (Dialer.flowEnded), whichever comes first
+  // this flow waits for its server or ends (Dialer.spareTime), whichever comes first
   by.spares?.refill(d.egress);
 }
 
@@ -475,9 +475,10 @@ interface Pool {
  * 40 µs of a CONNECT handshake's 130 warm, 80 of 180 after an idle spell: bench/README "sixth
  * pass"). The next one is made `fillDelayMs` after a dial connected: past that flow's handshake
  * and first exchange, which take about a millisecond here. Made at once, it cost that flow more
- * than the spare saved it (the client's first bytes waited behind it). Or sooner: when a flow
- * through the egress ends before that (`hurry`, at the next turn of the loop), the loop is
- * between flows, so flows back to back find a spare too (bench/README "seventh pass").
+ * than the spare saved it (the client's first bytes waited behind it). Or sooner (`hurry`, at the
+ * next turn of the loop): when a flow through the egress has written its first bytes upstream,
+ * it waits for its server, and the spare is made in that wait (bench/README "thirteenth pass");
+ * when one ends, the loop is between flows, so flows back to back find a spare too ("seventh").
  *
  * A spare is used only if it was made in the monitor's current epoch, for the same interface,
  * source address and kind (TCP/MPTCP): a link that went away or came back, an address
@@ -564,9 +565,10 @@ export class Spares {
   }
 
   /**
-   * A flow through this interface and source ended: a spare asked for there (a dial connected
-   * less than `fillDelayMs` ago) is made at the next turn of the loop instead of after the delay.
-   * Anything else (no spare asked for: a UDP or BIND flow, a spare made already) is left alone.
+   * A flow through this interface and source wrote its first bytes upstream and waits for its
+   * server, or ended: a spare asked for there (a dial connected less than `fillDelayMs` ago) is
+   * made at the next turn of the loop instead of after the delay. Anything else (no spare asked
+   * for: a UDP or BIND flow, a spare made already) is left alone.
    */
   hurry(ifname: string, source: string): void {
     if (this.#soon) return;

@@ -5,7 +5,7 @@ import type { EgressPolicy } from '../contracts.js';
 import type { Connector } from '../egress/connector.js';
 import type { ConnectionEnds } from '../egress/own-ends.js';
 import type { PinnedSockets } from '../egress/dial-udp.js';
-import type { FlowTable } from '../flows.js';
+import type { Flow, FlowTable } from '../flows.js';
 import type { RelayOffload } from '../relay.js';
 import type { FdExhaustion } from './fd-exhaustion.js';
 import type { BindCounters } from './socks5-bind.js';
@@ -94,6 +94,11 @@ export interface InboundContext {
    * `localPort`: the listener's port, when known (saves reading the client's local end)
    */
   readonly isOwnDial?: (client: ConnectionEnds, localPort?: number) => boolean;
+  /**
+   * A tunnel wrote its first bytes upstream and now waits for its server: a moment the loop owes
+   * it nothing (the dialer makes its next spare socket for that egress there). Absent without spares.
+   */
+  readonly waiting?: (flow: Flow) => void;
   /** the HTTP forwarder's resume settings; without it, a download whose upstream dies is cut */
   readonly forward?: ForwardSettings;
   /** UDP ASSOCIATE and BIND; without it both answer 0x07 (command not supported) */

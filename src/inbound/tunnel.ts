@@ -21,7 +21,13 @@ export interface TunnelProtocol {
  * A bulk tunnel may move to the native relay (ctx.relay): then a cut resets it there, and the
  * idle timeout reads the native relay's last activity.
  */
-export function relayFlow(ctx: InboundContext, flow: Flow, client: Socket, upstream: Socket): void {
+export function relayFlow(
+  ctx: InboundContext,
+  flow: Flow,
+  client: Socket,
+  upstream: Socket,
+  onFirstUp: ((flow: Flow) => void) | undefined = undefined,
+): void {
   const control = relay(
     client,
     upstream,
@@ -35,6 +41,7 @@ export function relayFlow(ctx: InboundContext, flow: Flow, client: Socket, upstr
       idleMs: ctx.idleTimeoutMs,
       // the sockets are closed now: a cut resets both sides in the native relay
       onOffload: () => flow.onCut((err) => control.stop('cut', err, true)),
+      onFirstUp,
     },
   );
 }
@@ -92,11 +99,15 @@ export function openTunnel(
         replied = true;
         flow.pinned(up);
         client.write(proto.success(up));
+        // once the client's first bytes are upstream the flow waits for its server, and the loop
+        // has time to spare (ctx.waiting): now for bytes sent with the request, else at the relay's
+        // first chunk up
         if (pipelined.length) {
           flow.bytesUp += pipelined.length;
           up.socket.write(pipelined);
         }
-        relayFlow(ctx, flow, client, up.socket);
+        relayFlow(ctx, flow, client, up.socket, pipelined.length ? undefined : ctx.waiting);
+        if (pipelined.length) ctx.waiting?.(flow);
       } catch (err) {
         unexpected(ctx, flow, client, err, up.socket);
       }

@@ -1,13 +1,14 @@
 // The dialer with the addon's pinned sockets and the monitor's epoch (egress/dial.ts Spares), on
 // loopback: the first dial through an egress makes its socket; a little later a spare is made,
 // and the next dial takes it without a socket() of its own, connects, and is bound to the egress's
-// source; a flow that ends gets the next spare made at once; after a network event (the epoch
+// source; a flow that wrote its first bytes upstream (it waits for its server), or that ended,
+// gets the next spare made at once; after a network event (the epoch
 // moves) the dial makes its own again; close() ends it. After a burst of dials that found no
 // spare, that many are kept for the next burst.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Socket } from 'node:net';
 import type { Egress, Target } from '../../src/contracts.js';
@@ -17,6 +18,7 @@ import { addon as loadedAddon, needsAddon as opts } from '../helpers/addon.js';
 import { startProxy } from '../helpers/proxy.js';
 import { tcpServer } from '../helpers/servers.js';
 import { readN } from '../helpers/socks-client.js';
+import { deferred } from '../helpers/proc.js';
 
 
 const lo: Egress = { ifname: 'lo', source: '127.0.0.1', family: 4, placedBy: 'route' };
@@ -66,7 +68,7 @@ test('dial spares: the next dial takes the pinned socket made for it; a network 
   assert.equal(quick.made, 0, 'it took the spare');
   const before = opened.length;
   quick.socket.destroy();
-  dialer.flowEnded?.('lo', '127.0.0.1');
+  dialer.spareTime?.('lo', '127.0.0.1');
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(opened.length, before + 1, 'a spare right after the flow ended');
   assert.equal((await dial()).made, 0, 'and the next dial takes it');
@@ -132,34 +134,78 @@ test('dial spares: after a burst of dials that found none, the next burst finds 
   assert.equal(accepted, 3 * BURST, 'every dial reached the server');
 });
 
-test('dial spares, through holdfast: a CONNECT flow that ends has the next spare made at once (the flow table tells the dialer)', opts, async (t) => {
+/**
+ * A holdfast whose addon counts the pinned sockets it makes, a server, and setTimeout standing
+ * still from then on: the delayed fill cannot come, only a flow's own moments can ask for a spare.
+ * Each test waits for its flow's end: stopped with a flow open, under the mocked timers, the
+ * test process would not exit.
+ */
+async function countingProxy(t: TestContext, onServerSocket: (s: Socket) => void) {
   const real = loadedAddon();
-  let opened = 0;
+  const counts = { opened: 0 };
   // (an addon's functions are not enumerable: a spread would copy none of them)
   const addon: NativeAddon = {
     openBound: (...a: Parameters<NativeAddon['openBound']>) => {
-      opened++;
+      counts.opened++;
       return real.openBound(...a);
     },
     routeSource: (...a: Parameters<NativeAddon['routeSource']>) => real.routeSource(...a),
     closeFd: (fd: number) => real.closeFd(fd),
   };
   const p = await startProxy(t, {}, undefined, { addon });
-  // the far end answers one byte and closes: the flow ends at once
-  const { port } = await tcpServer(t, (s) => s.once('data', () => s.end('x')));
-  // setTimeout stands still from here: the delayed fill cannot come, only the flow's end can ask
+  const { port } = await tcpServer(t, onServerSocket);
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const c = connect({ host: '127.0.0.1', port: p.port });
   t.after(() => c.destroy());
   await once(c, 'connect');
+  return { p, port, c, counts };
+}
+
+const ESTABLISHED = 'HTTP/1.1 200 Connection established\r\n\r\n';
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+test('dial spares, through holdfast: a CONNECT flow that wrote its first bytes upstream has the next spare made while it waits for its server', opts, async (t) => {
+  const arrived = deferred<Socket>();
+  // the server reads the client's byte and stays silent: the flow waits for it
+  const { p, port, c, counts } = await countingProxy(t, (s) => s.once('data', () => arrived.resolve(s)));
   c.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
-  const head = (await readN(c, 'HTTP/1.1 200 Connection established\r\n\r\n'.length)).toString();
-  assert.match(head, /^HTTP\/1\.1 200 /);
+  assert.match((await readN(c, ESTABLISHED.length)).toString(), /^HTTP\/1\.1 200 /);
+  assert.equal(counts.opened, 1, 'the flow made its own socket, and no spare came with the 200');
   c.write('?');
+  const server = await arrived.promise;
+  await nextTurn();
+  assert.equal(counts.opened, 2, 'a spare once the first bytes went upstream, with the flow still open');
+  assert.equal(p.hf.flows.size, 1, 'the flow is still waiting for its server');
+  server.end('x');
   assert.equal((await readN(c, 1)).toString(), 'x');
-  assert.equal(opened, 1, 'the flow made its own socket');
+  await p.logs.waitFor((l) => l.msg === 'flow close');
+  await nextTurn();
+  assert.equal(counts.opened, 2, 'its end asks for no second one');
+});
+
+test('dial spares, through holdfast: bytes sent with the CONNECT head go upstream at once, and the spare is made in the wait that follows', opts, async (t) => {
+  const arrived = deferred<Socket>();
+  const { p, port, c, counts } = await countingProxy(t, (s) => s.once('data', () => arrived.resolve(s)));
+  c.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n?`);
+  assert.match((await readN(c, ESTABLISHED.length)).toString(), /^HTTP\/1\.1 200 /);
+  const server = await arrived.promise;
+  await nextTurn();
+  assert.equal(counts.opened, 2, 'a spare once the early bytes went upstream, with the flow still open');
+  assert.equal(p.hf.flows.size, 1);
+  server.end('x');
+  assert.equal((await readN(c, 1)).toString(), 'x');
+  await p.logs.waitFor((l) => l.msg === 'flow close');
+});
+
+test('dial spares, through holdfast: a CONNECT flow that ends before the client sent anything has the next spare made at once (the flow table tells the dialer)', opts, async (t) => {
+  // the server speaks first and closes: the client never writes, and the flow ends at once
+  const { p, port, c, counts } = await countingProxy(t, (s) => s.end('x'));
+  c.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  const got = (await readN(c, ESTABLISHED.length + 1)).toString();
+  assert.equal(got, `${ESTABLISHED}x`);
+  assert.equal(counts.opened, 1, 'the flow made its own socket');
   await p.logs.waitFor((l) => l.msg === 'flow close');
   // the flow's end asked for the spare at the next turn of the loop, before this one
-  await new Promise((resolve) => setImmediate(resolve));
-  assert.equal(opened, 2, 'a spare right after the flow ended, with the delayed fill not yet due');
+  await nextTurn();
+  assert.equal(counts.opened, 2, 'a spare right after the flow ended, with the delayed fill not yet due');
 });
