@@ -1,5 +1,5 @@
 // bulk: one large download with curl to /dev/null, through each proxy in turn, round after
-// round (A B C, B C A, ...: common.ts roundOrder), so drift hits all alike. MiB/s from curl's own size/time_total; the
+// round (common.ts roundOrder: each in every place, after every other, alike), so drift hits all alike. MiB/s from curl's own size/time_total; the
 // proxy's CPU seconds per GiB from /proc (what a 2-core box really pays for).
 import { spawn } from 'node:child_process';
 import { assertAlive } from './proxies.js';

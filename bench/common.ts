@@ -79,22 +79,36 @@ export function key(c: Case): string {
 }
 
 /**
- * Warm every case up once, then run `rounds` rounds, each running every case once in the same
- * order (drift hits all alike). A case whose warm-up or run throws drops out with its reason;
- * each round logs `round N: <what each case did> <unit>`.
- */
-/**
- * The cases in round `r`'s order: each round starts one case further on. On this VM the order
- * alone moved a sequential new-flow p50 by up to 2x (whichever proxy ran first in a round was
- * slower), so no proxy should always follow the same one.
+ * The cases in round `r`'s order: the rows of a Williams design (a Latin square balanced for
+ * carry-over; for an odd count, the square and its mirror), taken in turn. Over a full period (n
+ * rounds for n cases, 2n for an odd n) each case runs once in each place (n odd: twice), and
+ * each case runs right after each other case equally often: once (n even) or twice.
+ * - The place matters: on this VM the order alone moved a sequential new-flow p50 by up to 2x
+ *   (whichever proxy ran first in a round was slower).
+ * - So does the predecessor. A plain rotation (A B C, B C A, ...) keeps the cyclic order, so a
+ *   case follows the same one in every round but the one it opens. In an A/A run of `rate`
+ *   (holdfast against a copy of itself), the copy that always ran right after tinyproxy made
+ *   0.847x the other's flows/s at 128 against 118 µs of CPU a flow, and ran at par in the one
+ *   round it opened (bench/README.md, "thirteenth pass").
  */
 export function roundOrder<T>(cases: readonly T[], r: number): T[] {
   const n = cases.length;
   if (n === 0) return [];
-  const k = r % n;
-  return [...cases.slice(k), ...cases.slice(0, k)];
+  const row = r % (n % 2 === 0 ? n : 2 * n);
+  const out: T[] = [];
+  // the first row is 0, 1, n-1, 2, n-2, 3, ...; row k adds k (mod n); rows n..2n-1 mirror 0..n-1
+  for (let j = 0; j < n; j++) {
+    const first = j === 0 ? 0 : j % 2 === 1 ? (j + 1) / 2 : n - j / 2;
+    out.push(cases[(first + row) % n]);
+  }
+  return row >= n ? out.reverse() : out;
 }
 
+/**
+ * Warm every case up once, then run `rounds` rounds, each running every case once, in
+ * `roundOrder` (drift hits all alike). A case whose warm-up or run throws drops out with its reason;
+ * each round logs `round N: <what each case did> <unit>`.
+ */
 export async function interleaved<R>(
   ctx: Ctx,
   cases: readonly Case[],

@@ -75,7 +75,7 @@ const IDLE_PAUSE_MS = 10;
 
 /**
  * `settings.idleFlows` new flows per case, each after a pause of IDLE_PAUSE_MS, the cases taking
- * turns (flow i of each, then flow i+1; each turn starts one case further on): every proxy sits
+ * turns (flow i of each, then flow i+1; each turn in the next `roundOrder`): every proxy sits
  * idle for at least the pause before each of its flows. A case whose flow fails is left out of the
  * later turns.
  */
