@@ -251,6 +251,7 @@ class Dialing {
 
   start(timeoutMs: number): void {
     const { socket, target, egress, signal } = this;
+    this.by.spares?.dialStarted();
     if (signal?.aborted) return this.handleEvent();
     signal?.addEventListener('abort', this, { once: true });
     (socket as DialingSocket)[kDialing] = this;
@@ -269,6 +270,7 @@ class Dialing {
     if (this.done) return;
     this.done = true;
     const { socket } = this;
+    this.by.spares?.dialSettled();
     if (this.timer) clearTimeout(this.timer);
     this.signal?.removeEventListener('abort', this);
     socket.removeListener('error', onDialError);
@@ -520,12 +522,24 @@ export class Spares {
   /** takes so far, and as fillDeep last saw them: it waits until none came for `quietMs` */
   #takes = 0;
   #takesSeen = 0;
+  /** dials begun and not yet settled, through any egress */
+  #dialing = 0;
 
   constructor(
     private readonly epoch: () => number | undefined,
     private readonly open: (egress: Egress, kind: SocketKind) => Socket,
     private readonly kind: () => SocketKind,
   ) {}
+
+  /** A dial began (Dialing.start): until it settles, `hurry` waits. */
+  dialStarted(): void {
+    this.#dialing++;
+  }
+
+  /** A dial settled, connected or not (Dialing.settle, once per dial). */
+  dialSettled(): void {
+    this.#dialing--;
+  }
 
   /** The number of spares kept (for tests and diagnostics). */
   get size(): number {
@@ -568,10 +582,12 @@ export class Spares {
    * A flow through this interface and source wrote its first bytes upstream and waits for its
    * server, or ended: a spare asked for there (a dial connected less than `fillDelayMs` ago) is
    * made at the next turn of the loop instead of after the delay. Anything else (no spare asked
-   * for: a UDP or BIND flow, a spare made already) is left alone.
+   * for: a UDP or BIND flow, a spare made already) is left alone, and so is everything while
+   * another dial is on its way (a burst: its flows come first, and the spares it asks for are
+   * made after the delay, or once dials pause).
    */
   hurry(ifname: string, source: string): void {
-    if (this.#soon) return;
+    if (this.#soon || this.#dialing > 0) return;
     for (const w of this.#wanted) {
       if (w.ifname === ifname && w.source === source) {
         this.#soon = true;

@@ -7,12 +7,13 @@
 // spare, that many are kept for the next burst.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Socket } from 'node:net';
 import type { Egress, Target } from '../../src/contracts.js';
 import { Spares, createDialer } from '../../src/egress/dial.js';
+import { Cancel } from '../../src/cancel.js';
 import type { NativeAddon } from '../../src/native.js';
 import { addon as loadedAddon, needsAddon as opts } from '../helpers/addon.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -132,6 +133,55 @@ test('dial spares: after a burst of dials that found none, the next burst finds 
   assert.equal(await burst(), 0, 'the third burst: a spare for every dial');
   for (let i = 0; i < 100 && accepted < 3 * BURST; i++) await sleep(10);
   assert.equal(accepted, 3 * BURST, 'every dial reached the server');
+});
+
+test('dial spares: a spare asked for waits while another dial is on its way; a dial that fails or is called off settles too', opts, async (t) => {
+  const real = loadedAddon();
+  let opened = 0;
+  const addon: NativeAddon = {
+    ...real,
+    openBound: (...a: Parameters<NativeAddon['openBound']>) => {
+      opened++;
+      return real.openBound(...a);
+    },
+    closeFd: (fd: number) => real.closeFd(fd),
+  };
+  const dialer = createDialer({ timeoutMs: 5000, keepAliveMs: 1000 }, addon, { epoch: () => 1 });
+  t.after(() => dialer.close?.());
+  const { port } = await tcpServer(t, () => {});
+  // a port nothing listens on (a server's, closed again): the dial fails (ECONNREFUSED)
+  const gone = createServer().listen(0, '127.0.0.1');
+  await once(gone, 'listening');
+  const refused = (gone.address() as { port: number }).port;
+  await new Promise((resolve) => gone.close(resolve));
+  const sockets: Socket[] = [];
+  t.after(() => sockets.forEach((s) => s.destroy()));
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+  // setTimeout stands still: only spareTime can make a spare
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+
+  sockets.push(await dialer.dial({ ip: '127.0.0.1', family: 4, port }, lo)); // asks for a spare
+  assert.equal(opened, 1);
+  const failing = dialer.dial({ ip: '127.0.0.1', family: 4, port: refused }, lo).then(
+    () => assert.fail('the dial to a closed port connected'),
+    (err: unknown) => err,
+  );
+  dialer.spareTime?.('lo', '127.0.0.1'); // the first flow waits for its server, but a dial is on its way
+  await nextTurn();
+  assert.equal(opened, 2, 'no spare while the other dial is on its way (only its own socket)');
+  assert.match(String(await failing), /ECONNREFUSED/);
+  dialer.spareTime?.('lo', '127.0.0.1');
+  await nextTurn();
+  assert.equal(opened, 3, 'the failed dial settled: the spare is made');
+
+  sockets.push(await dialer.dial({ ip: '127.0.0.1', family: 4, port }, lo)); // takes it, asks again
+  assert.equal(opened, 3);
+  const off = new Cancel();
+  off.abort(new Error('client left'));
+  await assert.rejects(dialer.dial({ ip: '127.0.0.1', family: 4, port }, lo, off), /client left/);
+  dialer.spareTime?.('lo', '127.0.0.1');
+  await nextTurn();
+  assert.equal(opened, 5, 'a dial called off before it began settled too (its socket, then the spare)');
 });
 
 /**

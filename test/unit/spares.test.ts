@@ -1,7 +1,8 @@
 // The dialer's spare sockets (egress/dial.ts Spares), with plain unconnected sockets standing in
 // for pinned ones: one per egress, made a little after it is asked for, handed over once; one of
 // another epoch or kind is closed instead of used; none while the epoch is unknown; one
-// asked for is made at the next turn of the loop once a flow through its egress ended (hurry); a
+// asked for is made at the next turn of the loop once a flow through its egress waits for its
+// server or ended (hurry), unless another dial is on its way; a
 // sweep closes one that no dial took; close() closes all. The dialer's use of them, with the
 // addon's real pinned sockets, is in test/integration/dial-spares.test.ts.
 import { test, type TestContext } from 'node:test';
@@ -178,6 +179,26 @@ test('spares: hurry (a flow through the egress ended) makes a spare asked for at
   s.spares.hurry('eth0', '10.0.0.2'); // none after close()
   t.mock.timers.tick(Spares.fillDelayMs);
   assert.equal(s.made.length, 1);
+});
+
+test('spares: hurry waits while another dial is on its way (a burst), and works again once every dial settled', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'setImmediate'] });
+  const s = setup();
+  t.after(() => s.spares.close());
+  s.spares.refill(eth4); // a dial through eth0 connected: a spare asked for
+  s.spares.dialStarted(); // two more dials on their way
+  s.spares.dialStarted();
+  s.spares.hurry('eth0', '10.0.0.2'); // a flow waits for its server: not now
+  t.mock.timers.tick(0);
+  assert.equal(s.made.length, 0, 'no spare while dials are on their way');
+  s.spares.dialSettled();
+  s.spares.hurry('eth0', '10.0.0.2');
+  t.mock.timers.tick(0);
+  assert.equal(s.made.length, 0, 'nor while one still is');
+  s.spares.dialSettled();
+  s.spares.hurry('eth0', '10.0.0.2');
+  t.mock.timers.tick(0);
+  assert.equal(s.made.length, 1, 'once every dial settled, at the next turn');
 });
 
 test('spares: dials that found none keep one more each for the next burst, made once dials pause, a batch a turn, up to maxDepth', (t) => {
