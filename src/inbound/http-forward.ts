@@ -133,10 +133,12 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       if (res.headersSent) req.socket.resetAndDestroy();
     });
     const onClientGone = () => {
-      if (!res.writableFinished) {
-        abort(new Error('client left'));
-        finish('client left');
-      }
+      if (res.writableFinished) return;
+      // a body the native relay wrote whole was delivered, even if the client closed before the
+      // relay's report came (it ends the response, and then the relay too)
+      if (body?.deliveredWhole()) return finish('done');
+      abort(new Error('client left'));
+      finish('client left');
     };
     res.once('close', onClientGone);
     // a pipelined request's response waits in a queue, unattached: if the client goes, that
@@ -272,7 +274,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     let resuming = false;
     let done = false;
     /** the body on the native relay now; `closing`: it was stopped to be resumed after this error */
-    let native: { id: number; closing?: Error } | undefined;
+    let native: { id: number; length: number; closing?: Error } | undefined;
     // the request under way stops when the forward aborts (abort(), below) or had aborted before it began
     const onAbort = () => stopUpstream(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
     res.on('drain', () => controller?.resume());
@@ -379,7 +381,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         if (early) up.unshift(early);
         return false;
       }
-      native = { id };
+      native = { id, length };
       const settle = followNative(flow, 'bytesDown', eng, id, 1);
       const onNativeDone = (end: OffloadEnd) => {
         const closing = native?.closing;
@@ -458,6 +460,15 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     return {
       get moves() {
         return moves;
+      },
+      /**
+       * The body is on the native relay, which has written all of it to the client: the client
+       * may have read the last byte and closed before the relay's report reached JS (which is
+       * what ends the response).
+       */
+      deliveredWhole(): boolean {
+        const eng = ctx.relay?.engine;
+        return native !== undefined && eng !== undefined && eng.bytes(native.id, 1) >= native.length;
       },
       /** The forward was aborted (`signal` too): stop the request under way, if any. */
       abort(err: Error): void {
