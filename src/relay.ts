@@ -181,12 +181,11 @@ class Relay implements RelayControl {
     readonly counters: RelayCounters,
     readonly onDone: (end: RelayEnd) => void,
     readonly opts: RelayOptions,
-    firstUp: ((counters: RelayCounters) => void) | undefined,
   ) {
     const off = opts.offload;
     this.threshold = off && off.engine && off.afterBytes > 0 ? off.afterBytes : Infinity;
     this.idleAfterMs = opts.idleMs ?? 0;
-    this.firstUp = firstUp;
+    this.firstUp = opts.onFirstUp;
   }
 
   start(): this {
@@ -404,7 +403,6 @@ export function relay<C extends RelayCounters>(
   onDone: (end: RelayEnd) => void,
   opts: RelayOptions<C> = NO_OPTIONS,
 ): RelayControl {
-  // the hook is only ever called with `counters`, which is a C
-  const firstUp = opts.onFirstUp as ((c: RelayCounters) => void) | undefined;
-  return new Relay(client, upstream, counters, onDone, opts as RelayOptions, firstUp).start();
+  // onFirstUp is only ever called with `counters`, which is a C
+  return new Relay(client, upstream, counters, onDone, opts as RelayOptions).start();
 }
