@@ -6,7 +6,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { Client, type Dispatcher } from 'undici';
-import type { CloseReason, Destination, DialResult, Egress, Lease, Target } from '../contracts.js';
+import type { CancelSignal, CloseReason, Destination, DialResult, Egress, Lease, Target } from '../contracts.js';
+import { Cancel } from '../cancel.js';
 import type { Flow } from '../flows.js';
 import { EgressLostError, LoopError, ResumeRefusedError, toHttpStatus } from '../errors.js';
 import { peerOf, type InboundContext } from './context.js';
@@ -111,10 +112,12 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       ctx.counters.limitRefusals++;
       return sendError(res, toHttpStatus(err), errorBody(err));
     }
-    const ac = new AbortController();
+    // what an AbortController would do here, without its EventTarget per request: the dial
+    // listens to it, the body relay reads it (tunnels use the same: tunnel.ts)
+    const cancel = new Cancel();
     /** abort the dial or the request under way (the relay hears it directly: no signal listener) */
     const abort = (err: Error) => {
-      ac.abort(err);
+      cancel.abort(err);
       body?.abort(err);
     };
     let settled = false;
@@ -153,7 +156,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
     try {
       // the name through the DNS of the interface that will carry it (loops refused); a free
       // connection of the policy's first interface, else a new one raced across the candidates
-      const up = await ctx.connector.openOrReuse(dst, ac.signal, (e, t) => freeClient(e, originOf(t, dst.port)));
+      const up = await ctx.connector.openOrReuse(dst, cancel, (e, t) => freeClient(e, originOf(t, dst.port)));
       const { egress, target, attempts } = up;
       const origin = originOf(target, dst.port);
       let conn: Client;
@@ -165,7 +168,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       headers.push('host', url.host, 'via', `${req.httpVersion} holdfast`);
       const path = url.pathname + url.search;
       const resumeAttempts = !hasBody && req.method === 'GET' ? (ctx.forward?.resumeAttempts ?? 0) : 0;
-      body = relayBody(res, flow, ac.signal, resumeAttempts, {
+      body = relayBody(res, flow, cancel, resumeAttempts, {
         // a new dial (never a pooled connection: the old one's interface may be dead) on the
         // interface the policy picks now
         async reopen(signal) {
@@ -185,7 +188,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         headers,
         // the upstream failed mid-response, for good (the client's connection is destroyed)
         onLateError(err) {
-          if (!ac.signal.aborted) finish('upstream error', err);
+          if (!cancel.aborted) finish('upstream error', err);
         },
       });
       await body.start(conn, {
@@ -202,7 +205,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
       else res.once('finish', () => finish('done'));
     } catch (err) {
       dropUnclaimed?.();
-      const cause = ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+      const cause = cancel.aborted && cancel.reason instanceof Error ? cancel.reason : err;
       if (cause instanceof LoopError) ctx.counters.loopRefusals++;
       else ctx.fdExhausted?.(cause, 'dial');
       if (!res.headersSent && !res.destroyed) {
@@ -214,7 +217,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
         res.destroy();
       }
       // the client left (or the flow was cut: Flow.end says so), else no answer came
-      finish(ac.signal.aborted ? 'client left' : 'dial failed', cause);
+      finish(cancel.aborted ? 'client left' : 'dial failed', cause);
     }
   }
 
@@ -243,7 +246,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
   }
 
   interface RelayPlan {
-    reopen(signal: AbortSignal): Promise<Reopened>;
+    reopen(signal: CancelSignal): Promise<Reopened>;
     /** the request's method (a response to HEAD has no body, whatever its Content-Length says) */
     method: string;
     path: string;
@@ -265,7 +268,7 @@ export function createHttpForwarder(ctx: InboundContext): HttpForwarder {
    * native relay splices it from the upstream socket into the client's (no copy through JS), then
    * Node's server goes on with the client's connection; the upstream connection is not reused.
    */
-  function relayBody(res: ServerResponse, flow: Flow, signal: AbortSignal, attempts: number, plan: RelayPlan) {
+  function relayBody(res: ServerResponse, flow: Flow, signal: CancelSignal, attempts: number, plan: RelayPlan) {
     let controller: Dispatcher.DispatchController | undefined;
     let resume: Resumable | undefined;
     /** body bytes written to the client */
