@@ -66,8 +66,8 @@ function parseArgs(argv: readonly string[]): Args {
     } else usage(`unknown argument: ${a}`);
   }
   const settings: Settings = quick
-    ? { quick, rounds: rounds ?? 3, bulkBytes: 256 * 2 ** 20, rateSeconds: 1, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 300, newConns: 50, idleFlows: 20, pageLoads: 5, pageFlows: 50, tunnels: 2000 }
-    : { quick, rounds: rounds ?? 5, bulkBytes: 2 ** 30, rateSeconds: 3, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 1000, newConns: 200, idleFlows: 60, pageLoads: 20, pageFlows: 50, tunnels: 10_000 };
+    ? { quick, rounds: rounds ?? 3, bulkBytes: 256 * 2 ** 20, rateSeconds: 1, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 300, newConns: 200, idleFlows: 20, pageLoads: 5, pageFlows: 50, tunnels: 2000 }
+    : { quick, rounds: rounds ?? 5, bulkBytes: 2 ** 30, rateSeconds: 3, rateConcurrency: 64, rateFlowBytes: 1024, rtts: 1000, newConns: 1000, idleFlows: 60, pageLoads: 20, pageFlows: 50, tunnels: 10_000 };
   return { settings, only, proxies, keep, splitCpus };
 }
 
