@@ -59,7 +59,7 @@ export interface Holdfast {
   readonly counters: InboundCounters;
   /** The affinity table now: destinations held or lingering, and the live flows holding them. */
   affinity(): { entries: number; live: number };
-  /** The pinned sockets the dialer keeps ready for the next dials (each an fd, no port). */
+  /** The pinned sockets the dialer keeps ready for the next dials (each an fd and a local port). */
   spareSockets(): number;
   /** Stop listening, let flows finish for `drainMs`, then cut the rest. */
   close(drainMs?: number): Promise<void>;

@@ -221,7 +221,7 @@ export interface Dialer {
    * good moment to prepare the next dial's socket there.
    */
   spareTime?(ifname: string, source: string): void;
-  /** The spare sockets it keeps now (each an fd, no port). */
+  /** The spare sockets it keeps now (each an fd and a local port). */
   spareSockets?(): number;
 }
 

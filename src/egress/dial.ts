@@ -485,7 +485,8 @@ interface Pool {
  * A spare is used only if it was made in the monitor's current epoch, for the same interface,
  * source address and kind (TCP/MPTCP): a link that went away or came back, an address
  * that moved, a reload, and the spare is closed instead (and the dial makes its own socket). A
- * spare is unconnected and bound with IP_BIND_ADDRESS_NO_PORT, so it holds one fd and no port.
+ * spare is unconnected and bound to its source with a port reserved (the addon's openBound), so
+ * it holds one fd and one local port.
  *
  * A burst (a page opening 50 flows at once) finds one spare and makes the rest of its sockets in
  * front of their connects. So each dial that finds none, on an egress spares are made for, keeps
@@ -497,7 +498,7 @@ interface Pool {
 export class Spares {
   static readonly sweepMs = 30_000;
   static readonly fillDelayMs = 5;
-  /** the most spares kept for one egress (each an fd, no port) */
+  /** the most spares kept for one egress (each an fd and a local port) */
   static readonly maxDepth = 32;
   /** how long dials must pause before the spares beyond the first are made, and how many a turn */
   static readonly quietMs = 20;
