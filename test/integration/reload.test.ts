@@ -20,7 +20,7 @@ import { FakeClock } from '../helpers/fakes.js';
 import { keepaliveOf } from '../helpers/keepalive.js';
 import { pollUntil } from '../helpers/proc.js';
 import { LogSink } from '../helpers/proxy.js';
-import { sandboxSkip } from '../helpers/sandbox.js';
+import { sandboxSkip, swallowSyns } from '../helpers/sandbox.js';
 import { echoServer, tcpServer } from '../helpers/servers.js';
 import { readN, readReply, requestBytes, socksRequest } from '../helpers/socks-client.js';
 import { frame, socksAssociate, udpEcho, udpSocket } from '../helpers/udp-echo.js';
@@ -38,21 +38,9 @@ async function start(t: TestContext, first: Record<string, unknown>) {
   return { hf, logs, clock, port, reload };
 }
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'pipe' });
-}
-
 test('12: reload dial.timeout: the next dial gives up after the new timeout', { skip: sandboxSkip() }, async (t) => {
-  // a veth pair whose subnet swallows SYNs (nftables drop): a real connect timeout
-  ip('link', 'add', 'hfrl0', 'type', 'veth', 'peer', 'name', 'hfrl1');
-  t.after(() => ip('link', 'del', 'hfrl0'));
-  ip('addr', 'add', '192.0.2.1/24', 'dev', 'hfrl0');
-  ip('link', 'set', 'hfrl0', 'up');
-  ip('link', 'set', 'hfrl1', 'up');
-  execFileSync('nft', ['-f', '-'], {
-    input: 'table inet hfrl {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 192.0.2.78 drop\n }\n}\n',
-  });
-  t.after(() => execFileSync('nft', ['delete', 'table', 'inet', 'hfrl']));
+  // a real connect timeout: SYNs to 192.0.2.78 are dropped
+  swallowSyns(t, 'hfrl', '192.0.2.78');
   const p = await start(t, { dial: { timeout: 20_000 } });
   await p.reload({ dial: { timeout: 400 } });
   const started = Date.now();

@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { startProxy } from '../helpers/proxy.js';
-import { sandboxSkip } from '../helpers/sandbox.js';
+import { sandboxSkip, swallowSyns } from '../helpers/sandbox.js';
 import { readAll } from '../helpers/socks-client.js';
 import { socksRequest } from '../helpers/socks-client.js';
 
@@ -14,22 +14,6 @@ const skip = sandboxSkip();
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: 'pipe' });
-}
-
-/**
- * A veth pair whose subnet swallows SYNs to 192.0.2.77 (nftables drop): a dial there waits for a
- * SYN-ACK that never comes, until its timeout or until it is called off. Removed at the test's end.
- */
-function swallowSyns(t: TestContext): void {
-  ip('link', 'add', 'hfdrop0', 'type', 'veth', 'peer', 'name', 'hfdrop1');
-  t.after(() => ip('link', 'del', 'hfdrop0'));
-  ip('addr', 'add', '192.0.2.1/24', 'dev', 'hfdrop0');
-  ip('link', 'set', 'hfdrop0', 'up');
-  ip('link', 'set', 'hfdrop1', 'up');
-  execFileSync('nft', ['-f', '-'], {
-    input: 'table inet hfdrop {\n chain out {\n  type filter hook output priority 0;\n  ip daddr 192.0.2.77 drop\n }\n}\n',
-  });
-  t.after(() => execFileSync('nft', ['delete', 'table', 'inet', 'hfdrop']));
 }
 
 /** Sockets of this process's netns still sending SYNs to 192.0.2.77 (`ss`). */
@@ -58,7 +42,7 @@ test('an unreachable route: SOCKS 0x04 host unreachable', { skip }, async (t) =>
 });
 
 test('a server that never answers the SYN: SOCKS 0x06 after dial.timeout, CONNECT 504', { skip }, async (t) => {
-  swallowSyns(t);
+  swallowSyns(t, 'hfdrop', '192.0.2.77');
   const p = await startProxy(t, { dial: { timeout: 600 } });
   const started = Date.now();
   const { socket, reply } = await socksRequest(p.port, 0x01, '192.0.2.77', 80);
@@ -77,7 +61,7 @@ test('a server that never answers the SYN: SOCKS 0x06 after dial.timeout, CONNEC
 });
 
 test('a forwarded request whose client leaves while its dial waits for a SYN-ACK: the dial is called off at once, its socket closed', { skip }, async (t) => {
-  swallowSyns(t);
+  swallowSyns(t, 'hfdrop', '192.0.2.77');
   // a dial.timeout far longer than the test waits: only calling the dial off ends it in time
   const p = await startProxy(t, { dial: { timeout: 20_000 } });
   const s = connect(p.port, '127.0.0.1');
