@@ -7,8 +7,9 @@ export interface NativeAddon {
    * A non-blocking socket (kind 0 = TCP, 1 = UDP, 2 = MPTCP) bound to the device, and to `source`
    * (port 0) if given; returns its fd. A stream socket's port is picked and reserved by the bind
    * (no other socket's connect() can take it: a device-bound socket is invisible to an unbound
-   * one's 4-tuple check); where none is free, it is left to connect() (IP_BIND_ADDRESS_NO_PORT). Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where
-   * the kernel has no MPTCP (or net.mptcp.enabled=0). With `noDelay` (stream sockets):
+   * one's 4-tuple check); where none is free, it is left to connect() (IP_BIND_ADDRESS_NO_PORT).
+   * Kind 2 throws EPROTONOSUPPORT / ENOPROTOOPT / EINVAL where the kernel has no MPTCP (or
+   * net.mptcp.enabled=0). With `noDelay` (stream sockets):
    * TCP_NODELAY, set before the connect (what Node's setNoDelay would set after it).
    */
   openBound(family: 4 | 6, kind: 0 | 1 | 2, ifname: string, source?: string | null, noDelay?: boolean): number;
