@@ -7,6 +7,7 @@
 // one server, 1411 of 20,000 plain connects took a port one of them held. On loopback, through
 // holdfast: live tunnels, then plain connects from this process to the same server.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -70,6 +71,22 @@ test('pinned ports: plain connects to the same server never take a live tunnel\'
 
 const PORT_RANGE = '/proc/sys/net/ipv4/ip_local_port_range';
 
+/**
+ * Four consecutive ports no TCP socket of this namespace has as its local port, TIME_WAIT
+ * included (`ss`): earlier tests' pinned sockets reserved ports, and one in TIME_WAIT keeps its
+ * port from every autobind for a minute, which would leave the narrowed range short.
+ */
+function fourFreePorts(): number {
+  const used = new Set<number>();
+  for (const line of execFileSync('ss', ['-Htan'], { encoding: 'utf8' }).split('\n')) {
+    const local = line.trim().split(/\s+/)[3]; // state, recv-q, send-q, local, peer
+    const m = local === undefined ? null : /:(\d+)$/.exec(local);
+    if (m) used.add(Number(m[1]));
+  }
+  for (let p = 40_000; p < 60_000; p += 4) if (![0, 1, 2, 3].some((i) => used.has(p + i))) return p;
+  throw new Error('no four consecutive free ports in 40000-59999');
+}
+
 test('pinned ports: with no local port free to reserve (the range held by other connections), a dial still goes ahead on a port whose 4-tuple is new', { skip: sandboxSkip() ?? opts.skip }, async (t) => {
   // servers and holdfast listen first, on ports of the normal range
   const occupied = await tcpServer(t, (s) => s.on('error', () => {}));
@@ -80,7 +97,8 @@ test('pinned ports: with no local port free to reserve (the range held by other 
   // connection from 127.0.0.1: a reserving bind there finds none free
   const before = readFileSync(PORT_RANGE, 'utf8').trim();
   t.after(() => writeFileSync(PORT_RANGE, `${before}\n`));
-  writeFileSync(PORT_RANGE, '40000 40003\n');
+  const low = fourFreePorts();
+  writeFileSync(PORT_RANGE, `${low} ${low + 3}\n`);
   const holders: Socket[] = [];
   t.after(() => {
     for (const s of holders) s.resetAndDestroy();
@@ -90,7 +108,11 @@ test('pinned ports: with no local port free to reserve (the range held by other 
     holders.push(s);
     await once(s, 'connect');
   }
-  assert.deepEqual(holders.map((s) => s.localPort).sort(), [40000, 40001, 40002, 40003], 'the four ports are held');
+  assert.deepEqual(
+    holders.map((s) => s.localPort).sort(),
+    [low, low + 1, low + 2, low + 3],
+    'the four ports are held',
+  );
 
   // a tunnel through holdfast to another server: its pinned socket cannot reserve a port, and
   // takes one whose 4-tuple (to this server) is still free
